@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The project's two entry points for a fresh machine (see README.md):
+#   ./run.sh demo   synthetic nuScenes-format world -> summary (and later: extract -> pretrain -> evaluate)
+#   ./run.sh test   the test suite (extra arguments go to pytest, e.g. ./run.sh test -m "not slow")
+# Each creates the virtual environment .venv on first use, in one pip command.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${CD_VENV:-.venv}"
+PYTHON="${PYTHON:-python3.11}"
+# torch and torchvision are pinned here, in the same pip command as everything else, so that nothing
+# pulls a second multi-GB torch; nuscenes-devkit 1.2.0 pins numpy<2, which keeps zarr at 3.1.x.
+PINS=(torch==2.14.1 torchvision==0.29.1 nuscenes-devkit==1.2.0)
+
+ensure_venv() {
+    local stamp="$VENV/.installed"
+    local want
+    want="$(cat pyproject.toml run.sh | sha256sum | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return
+    fi
+    if ! command -v "$PYTHON" >/dev/null; then
+        echo "error: $PYTHON not found; torch==2.14.1 needs Python 3.11 here (set PYTHON=/path/to/python3.11)" >&2
+        exit 1
+    fi
+    [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+    echo ">> installing into $VENV (first run: a few minutes)" >&2
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
+        "${PINS[@]}" -e ".[dev]"
+    echo "$want" >"$stamp"
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+    demo)
+        ensure_venv
+        out="${DEMO_DIR:-demo}"
+        "$VENV/bin/cdpipe" synth --out "$out/nuscenes" "$@"
+        ;;
+    test)
+        ensure_venv
+        "$VENV/bin/python" -m pytest "$@"
+        ;;
+    setup)
+        ensure_venv
+        ;;
+    *)
+        echo "usage: ./run.sh demo|test|setup [args]" >&2
+        exit 2
+        ;;
+esac

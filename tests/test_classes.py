@@ -1,0 +1,22 @@
+"""Our class tables equal the devkit's."""
+
+from nuscenes.eval.lidarseg.utils import LidarsegClassMapper
+from nuscenes.utils.color_map import get_colormap
+
+from pipeline.classes import EVAL_CLASSES, FINE_CLASSES, FINE_TO_EVAL
+
+
+class _FakeNusc:
+    lidarseg_name2idx_mapping = {name: i for i, name in enumerate(FINE_CLASSES)}
+    lidarseg_idx2name_mapping = dict(enumerate(FINE_CLASSES))
+
+
+def test_fine_classes_in_devkit_order():
+    assert tuple(get_colormap()) == FINE_CLASSES
+
+
+def test_fine_to_eval_matches_devkit_mapper():
+    mapper = LidarsegClassMapper(_FakeNusc())
+    assert {i: int(FINE_TO_EVAL[i]) for i in range(32)} == mapper.get_fine_idx_2_coarse_idx()
+    coarse = mapper.get_coarse2idx()
+    assert {name: i for i, name in enumerate(EVAL_CLASSES) if i} == {k: v for k, v in coarse.items() if v}

@@ -1,0 +1,52 @@
+"""The console scripts: help lists the commands; bad input gets an error that names it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app as cdpipe
+from trainer.cli import app as cdtrain
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    out = runner.invoke(cdpipe, ["--help"]).output
+    assert "synth" in out and "inspect" in out
+    assert "info" in runner.invoke(cdtrain, ["--help"]).output
+
+
+def test_bad_image_size_is_named(tmp_path):
+    res = runner.invoke(cdpipe, ["synth", "--out", str(tmp_path / "x"), "--image-size", "800by450"])
+    assert res.exit_code != 0 and "800by450" in res.output
+
+
+def test_too_many_mini_scenes_refused(tmp_path):
+    res = runner.invoke(cdpipe, ["synth", "--out", str(tmp_path / "x"), "--scenes", "11"])
+    assert res.exit_code != 0 and "v1.0-mini" in res.output
+
+
+def test_inspect_missing_version_names_folder(tmp_path):
+    res = runner.invoke(cdpipe, ["inspect", str(tmp_path), "--version", "v1.0-mini"])
+    assert res.exit_code == 2 and "v1.0-mini" in res.output
+
+
+def test_inspect_reads_synth_dataroot(small_dataroot):
+    cfg, summary = small_dataroot
+    res = runner.invoke(cdpipe, ["inspect", cfg.out, "--version", cfg.version, "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    seen = json.loads(res.output)
+    for key in ("scenes", "keyframes", "images", "points_per_eval_class", "annotations", "points_per_sweep"):
+        assert seen[key] == summary[key], key
+
+
+def test_console_scripts_installed():
+    for script in ("cdpipe", "cdtrain"):
+        res = subprocess.run([sys.executable, "-m", "pipeline.cli" if script == "cdpipe" else "trainer.cli",
+                              "--help"], capture_output=True, text=True)
+        assert res.returncode == 0 and "Usage" in res.stdout
