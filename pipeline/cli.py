@@ -87,5 +87,90 @@ def inspect(
         print_summary(summary)
 
 
+@app.command()
+def extract(
+    dataroot: Path = typer.Option(..., "--dataroot", help="nuScenes-format dataroot."),
+    out: str = typer.Option(..., "--out", help="Store to write: a local path or an fsspec URL."),
+    dataset: str = typer.Option("nuscenes", help="Dataset format (nuscenes)."),
+    version: str = typer.Option("v1.0-mini", help="Dataset version folder."),
+    split: str = typer.Option("all", help="Scenes to extract: all, train, val (mini_train/mini_val accepted)."),
+    teacher: str = typer.Option("vit_small_patch14_dinov2", help="timm ViT name (DINOv2 S/B/L/G, _reg4 variants...)."),
+    teacher_weights: Path = typer.Option(None, help="Local teacher weights (.safetensors/.pth), loaded by timm."),
+    random_teacher: bool = typer.Option(False, "--random-teacher",
+                                        help="Run a randomly initialised teacher on purpose (named so everywhere)."),
+    teacher_seed: int = typer.Option(0, help="Initialisation seed of a random teacher."),
+    image_size: str = typer.Option("224x448", help="Teacher input size HEIGHTxWIDTH (ScaLR: 224x448)."),
+    normed: bool = typer.Option(False, "--normed", help="Take the last block after the final norm (default: before)."),
+    min_depth: float = typer.Option(1.0, help="Keep projections deeper than this (m)."),
+    occ_voxel: float = typer.Option(0.5, help="Occupancy voxel size (m)."),
+    occ_free_ratio: float = typer.Option(1.0, help="Free voxels sampled per occupied voxel."),
+    sweeps_per_shard: int = typer.Option(4, help="Sweeps per shard = per task."),
+    workers: int = typer.Option(2, help="Dask worker processes of the local cluster."),
+    threads_per_worker: int = typer.Option(0, help="torch threads per worker (0: cores / workers)."),
+    scheduler: str = typer.Option(None, help="Address of a running Dask scheduler instead of a local cluster."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the store again instead of resuming it."),
+):
+    """Run the frozen teacher once over every camera frame; write per-point features, occupancy targets,
+    points and labels into a Zarr store (resumable: rerun the same command after an interruption)."""
+    import sys
+
+    from pipeline.extract import ExtractConfig, run_extract
+    from pipeline.occupancy import OccupancyGrid
+    from pipeline.schema import StoreError
+    from pipeline.teacher import TeacherConfig
+
+    h, w = parse_size(image_size)  # HEIGHTxWIDTH here
+    try:
+        grid = OccupancyGrid(voxel_size=occ_voxel, free_per_occupied=occ_free_ratio,
+                             shape=tuple(int(round(e / occ_voxel)) for e in (100.0, 100.0, 8.0)))
+        cfg = ExtractConfig(
+            dataroot=str(dataroot), version=version, out=out, dataset=dataset, split=split,
+            teacher=TeacherConfig(name=teacher, weights=str(teacher_weights) if teacher_weights else None,
+                                  random=random_teacher, seed=teacher_seed, image_size=(h, w),
+                                  layer="last_norm" if normed else "last_prenorm"),
+            min_depth=min_depth, occupancy=grid, sweeps_per_shard=sweeps_per_shard, workers=workers,
+            threads_per_worker=threads_per_worker, scheduler=scheduler, overwrite=overwrite)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    try:
+        summary = run_extract(cfg, command=" ".join(["cdpipe", *sys.argv[1:]]))
+    except (StoreError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    print_store_summary(summary)
+
+
+def print_store_summary(s: dict) -> None:
+    from pipeline.extract import teacher_label
+
+    typer.echo(f"\nteacher-feature store: {s['store']}  (schema version {s['schema_version']})")
+    typer.echo(f"  teacher    {teacher_label(s)}, layer {s['layer']}, input {s['image_size'][0]}x{s['image_size'][1]}")
+    d = s["dataset"]
+    typer.echo(f"  dataset    {d['name']} {d['version']} split {d['split']}, {s['scenes']} scenes")
+    typer.echo(f"  sweeps     {s['sweeps']} of {s['sweeps_total']} written, {s['points']} points, "
+               f"{100.0 * s['points_with_feature'] / max(s['points'], 1):.1f}% with a teacher feature "
+               f"(D = {s['feature_dim']})")
+    typer.echo(f"  occupancy  {s['occupancy_queries_per_sweep']:.0f} query voxels per sweep")
+    if s.get("bytes"):
+        typer.echo(f"  size       {s['bytes'] / 2**20:.1f} MiB, {s['bytes_per_point']:.0f} bytes/point "
+                   f"(raw float16 features alone: {s['raw_float16_bytes_per_point']})")
+    if s.get("seconds") is not None:
+        typer.echo(f"  time       {s['seconds']:.1f} s" + (f" (resumed: {s['resumed_from']} sweeps were already done)"
+                                                        if s.get("resumed_from") else ""))
+
+
+@app.command()
+def store(url: str = typer.Argument(..., help="Store path or URL.")):
+    """Print the summary of a teacher-feature store."""
+    from pipeline.extract import summarise_store
+    from pipeline.schema import StoreError
+
+    try:
+        print_store_summary(summarise_store(url))
+    except StoreError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 if __name__ == "__main__":
     app()

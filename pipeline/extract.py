@@ -1,0 +1,372 @@
+"""``cdpipe extract``: run the frozen teacher once over every camera frame and write the store.
+
+Client: build the frame index from the tables, create the store (or reopen it to resume), and hand
+groups of ``sweeps_per_shard`` consecutive sweeps to Dask workers. Worker task (``extract_group``):
+read the LiDAR sweeps and all their camera images, run the teacher on the whole batch of images,
+project every point into every camera, sample features, build occupancy targets, and write one whole
+shard of every array; ``done`` last. A rerun skips groups whose ``done`` flags are all set, so a killed
+job loses at most the groups in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline import __version__
+from pipeline.frames import FrameIndex
+from pipeline.occupancy import OccupancyGrid, occupancy_targets
+from pipeline.projection import assign_views
+from pipeline.schema import (ARRAYS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING, SCHEMA_VERSION, StoreError,
+                             check_compatible)
+from pipeline.teacher import TeacherConfig
+
+
+class ExtractError(RuntimeError):
+    """Bad input met while extracting; the message names the file or token at fault."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    dataroot: str
+    version: str
+    out: str
+    teacher: TeacherConfig
+    dataset: str = "nuscenes"
+    split: str = "all"
+    min_depth: float = 1.0
+    occupancy: OccupancyGrid = field(default_factory=OccupancyGrid)
+    occupancy_seed: int = 0
+    sweeps_per_shard: int = 4
+    workers: int = 2
+    threads_per_worker: int = 0  # 0: cores // workers
+    scheduler: str | None = None  # address of a running dask scheduler; None: a LocalCluster
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.dataset != "nuscenes":
+            raise ValueError(f"--dataset {self.dataset!r}: only 'nuscenes' (and nuScenes-format data) is supported")
+        if self.sweeps_per_shard < 1 or self.workers < 1:
+            raise ValueError("--sweeps-per-shard and --workers must be at least 1")
+        if self.min_depth <= 0:
+            raise ValueError("--min-depth must be positive")
+
+    @property
+    def threads(self) -> int:
+        return self.threads_per_worker or max(1, (os.cpu_count() or 1) // self.workers)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the store
+
+
+def _codecs(spec) -> dict:
+    """Compression per array, chosen by measurement (storage_schema.md, 'Chunking and compression')."""
+    import zarr
+
+    if spec.dtype == "str":
+        return {}
+    typesize = np.dtype(spec.dtype).itemsize
+    shuffle = "bitshuffle" if spec.dtype == "float16" else "shuffle"
+    return {"compressors": zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle=shuffle, typesize=typesize)}
+
+
+def describe_teacher(cfg: TeacherConfig) -> tuple[dict, int]:
+    """The teacher's provenance record and feature size, without loading weights into memory."""
+    import torch
+
+    from pipeline.teacher import FrozenTeacher, file_sha256
+
+    with torch.device("meta"):
+        meta_cfg = TeacherConfig(name=cfg.name, weights=None, random=True, seed=cfg.seed,
+                                 image_size=cfg.image_size, layer=cfg.layer)
+        teacher = FrozenTeacher(meta_cfg)
+    desc = teacher.describe()
+    if not cfg.random:
+        desc["weights"], desc["random_init_seed"] = file_sha256(cfg.weights), None
+    return desc, teacher.feature_dim
+
+
+def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_dim: int, max_points: int,
+                max_queries: int, command: str) -> dict:
+    import torch
+    import zarr
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "num_sweeps": len(index),
+        "max_points": max_points,
+        "max_queries": max_queries,
+        "feature_dim": feature_dim,
+        "sweeps_per_shard": cfg.sweeps_per_shard,
+        "cameras": list(index.cameras),
+        "scenes": [dict(s) for s in index.scenes],
+        "has_labels": index.label_path is not None,
+        "dataset": {"name": cfg.dataset, "version": cfg.version, "split": cfg.split,
+                    "dataroot": os.path.abspath(cfg.dataroot)},
+        "teacher": teacher,
+        "projection": {"min_depth_m": cfg.min_depth, "multi_view_rule": MULTI_VIEW_RULE,
+                       "pixel_convention": PIXEL_CONVENTION, "sampling": SAMPLING},
+        "occupancy": {**cfg.occupancy.to_dict(), "frame": "LiDAR frame of the sweep, sensor at the origin",
+                      "seed": cfg.occupancy_seed},
+        "provenance": {"code_version": __version__,
+                       "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                       "command": command, "torch_version": torch.__version__, "zarr_version": zarr.__version__},
+    }
+
+
+# attributes that must agree for a rerun to resume into an existing store
+_RESUME_KEYS = ("schema_version", "num_sweeps", "max_points", "max_queries", "feature_dim", "sweeps_per_shard",
+                "cameras", "has_labels", "dataset", "teacher", "projection", "occupancy")
+
+
+def create_or_open_store(cfg: ExtractConfig, attrs: dict):
+    """Create the store with every array (empty), or reopen a compatible one to resume."""
+    import zarr
+
+    exists = os.path.exists(os.path.join(cfg.out, "zarr.json")) if "://" not in cfg.out else False
+    if exists and not cfg.overwrite:
+        group = zarr.open_group(cfg.out, mode="r+")
+        old = dict(group.attrs)
+        check_compatible(old, cfg.out)
+        diff = [k for k in _RESUME_KEYS if _jsonable(old.get(k)) != _jsonable(attrs[k])]
+        if diff:
+            raise StoreError(f"{cfg.out} was written with other settings ({', '.join(diff)} differ), so this run "
+                             f"cannot resume it. Write to a new --out, or pass --overwrite to start it again.")
+        return group
+    group = zarr.open_group(cfg.out, mode="w")
+    group.attrs.update(attrs)
+    s, k = attrs["num_sweeps"], cfg.sweeps_per_shard
+    dims = {"P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"],
+            "C": len(attrs["cameras"])}
+    for spec in ARRAYS:
+        if spec.name == "labels" and not attrs["has_labels"]:
+            continue
+        shape = spec.shape(s, dims)
+        if spec.per_point:
+            chunks, shards = (1, *shape[1:]), (k, *shape[1:])
+        else:
+            chunks, shards = (k, *shape[1:]), None
+        group.create_array(spec.name, shape=shape, dtype=str if spec.dtype == "str" else spec.dtype,
+                           chunks=chunks, shards=shards, fill_value=spec.fill, **_codecs(spec))
+    return group
+
+
+def _jsonable(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the worker task
+
+
+@lru_cache(maxsize=1)
+def _teacher(cfg: TeacherConfig):
+    import torch
+
+    from pipeline.teacher import FrozenTeacher
+
+    teacher = FrozenTeacher(cfg)
+    return teacher.to("cuda") if torch.cuda.is_available() else teacher
+
+
+def read_sweep(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+    path = index.lidar_path[i]
+    try:
+        raw = np.fromfile(path, dtype=np.float32)
+    except OSError as e:
+        raise ExtractError(f"cannot read LiDAR file {path}: {e}") from None
+    if raw.size % 5 or raw.size // 5 != index.num_points[i]:
+        raise ExtractError(f"LiDAR file {path} holds {raw.size} floats, expected {index.num_points[i]} points x 5 "
+                           f"(x, y, z, intensity, ring): the file is truncated or not a nuScenes .pcd.bin")
+    points = raw.reshape(-1, 5)
+    labels = None
+    if index.label_path is not None:
+        lpath = index.label_path[i]
+        try:
+            labels = np.fromfile(lpath, dtype=np.uint8)
+        except OSError as e:
+            raise ExtractError(f"cannot read lidarseg file {lpath}: {e}") from None
+        if len(labels) != len(points):
+            raise ExtractError(f"lidarseg file {lpath} has {len(labels)} labels for {len(points)} points in {path}")
+    return points, labels
+
+
+def read_image(path: str, hw) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise ExtractError(f"camera image missing: {path}") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise ExtractError(f"camera image unreadable (corrupt or truncated): {path}: {e}") from None
+    if arr.shape[:2] != tuple(hw):
+        raise ExtractError(f"camera image {path} is {arr.shape[1]}x{arr.shape[0]}, but its sample_data record says "
+                           f"{hw[1]}x{hw[0]}")
+    return arr
+
+
+def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims: dict) -> int:
+    """Extract sweeps ``first_sweep .. first_sweep + len(index)`` and write them; returns the count."""
+    import torch
+    import zarr
+
+    from pipeline.teacher import sample_features
+
+    torch.set_num_threads(cfg.threads)
+    teacher = _teacher(cfg.teacher)
+    n, p, q, d, c = len(index), dims["P"], dims["Q"], dims["D"], len(index.cameras)
+    fdtype = np.float16
+    out = {
+        "points": np.zeros((n, p, 5), np.float32), "labels": np.zeros((n, p), np.uint8),
+        "features": np.zeros((n, p, d), fdtype), "valid": np.zeros((n, p), bool),
+        "camera": np.full((n, p), -1, np.int8), "pixel": np.full((n, p, 2), -1.0, np.float32),
+        "occ_voxels": np.full((n, q, 3), -1, np.int16), "occ_labels": np.zeros((n, q), np.uint8),
+        "num_points": np.zeros(n, np.int32), "num_queries": np.zeros(n, np.int32),
+        "scene_index": index.scene_index.astype(np.int32), "timestamp": index.timestamp,
+        "camera_timestamp": index.camera_timestamp, "sample_token": np.array(index.sample_token, dtype=object),
+        "lidar_token": np.array(index.lidar_token, dtype=object),
+    }
+    images = [read_image(index.image_path[i][j], index.image_hw[i, j]) for i in range(n) for j in range(c)]
+    fmaps = teacher.features(images).cpu()  # [n*c, D, h, w]
+    for i in range(n):
+        points, labels = read_sweep(index, i)
+        m = len(points)
+        if m > p:
+            raise ExtractError(f"{index.lidar_path[i]} has {m} points, more than the store's {p}")
+        camera, uv = assign_views(points, index.cam_from_lidar[i], index.intrinsics[i], index.image_hw[i],
+                                  cfg.min_depth)
+        feats = np.zeros((m, d), fdtype)
+        for j in range(c):
+            sel = np.nonzero(camera == j)[0]
+            if len(sel):
+                hw = tuple(index.image_hw[i, j])
+                feats[sel] = sample_features(fmaps[i * c + j], uv[sel], hw).numpy().astype(fdtype)
+        rng = np.random.default_rng([cfg.occupancy_seed, first_sweep + i])
+        voxels, occ = occupancy_targets(points[:, :3], cfg.occupancy, rng)
+        if len(occ) > q:
+            raise ExtractError(f"{index.lidar_path[i]}: {len(occ)} occupancy queries exceed the store's {q}")
+        out["points"][i, :m] = points
+        if labels is not None:
+            out["labels"][i, :m] = labels
+        out["features"][i, :m] = feats
+        out["valid"][i, :m] = camera >= 0
+        out["camera"][i, :m] = camera
+        out["pixel"][i, :m] = np.where(camera[:, None] >= 0, uv, -1.0)
+        out["occ_voxels"][i, :len(occ)] = voxels
+        out["occ_labels"][i, :len(occ)] = occ
+        out["num_points"][i], out["num_queries"][i] = m, len(occ)
+
+    group = zarr.open_group(cfg.out, mode="r+")
+    sl = slice(first_sweep, first_sweep + n)
+    for spec in ARRAYS:
+        if spec.name == "done" or spec.name not in group:
+            continue
+        group[spec.name][sl] = out[spec.name]
+    group["done"][sl] = np.ones(n, np.uint8)  # last: the sweeps are complete
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------
+# the client
+
+
+def max_queries_for(max_points: int, grid: OccupancyGrid) -> int:
+    """Upper bound on occupancy queries per sweep: every point in its own voxel, plus the free share."""
+    return int(np.ceil(max_points * (1.0 + grid.free_per_occupied))) + 1
+
+
+def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") -> dict:
+    """Extract the whole dataset (or resume); returns the store summary."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    from pipeline.frames import build_nuscenes_index
+
+    started = time.perf_counter()
+    index = build_nuscenes_index(cfg.dataroot, cfg.version, cfg.split)
+    teacher_desc, feature_dim = describe_teacher(cfg.teacher)
+    max_points = int(index.num_points.max())
+    max_q = max_queries_for(max_points, cfg.occupancy)
+    attrs = store_attrs(cfg, index, teacher_desc, feature_dim, max_points, max_q, command)
+    group = create_or_open_store(cfg, attrs)
+    done = group["done"][:]
+    k = cfg.sweeps_per_shard
+    todo = [s0 for s0 in range(0, len(index), k) if not done[s0:s0 + k].all()]
+    dims = {"P": max_points, "Q": max_q, "D": feature_dim}
+    if todo:
+        if cfg.scheduler:
+            client, cluster = Client(cfg.scheduler), None
+        else:
+            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(cluster)
+        try:
+            futures = [client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, dims,
+                                     pure=False, key=f"extract-{s0}") for s0 in todo]
+            bar = tqdm(total=len(index), initial=len(index) - sum(min(k, len(index) - s0) for s0 in todo),
+                       desc="extract sweeps", unit="sweep", disable=not progress)
+            try:
+                for fut in as_completed(futures):
+                    bar.update(fut.result())
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+            finally:
+                bar.close()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    summary = summarise_store(cfg.out)
+    summary["seconds"] = time.perf_counter() - started
+    summary["resumed_from"] = int(len(index) - sum(min(k, len(index) - s0) for s0 in todo))
+    return summary
+
+
+def directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def summarise_store(url: str) -> dict:
+    """What is in a store, for people: sweeps, points, coverage, occupancy, size, teacher."""
+    from pipeline.schema import open_store
+
+    group = open_store(url)
+    a = dict(group.attrs)
+    done = group["done"][:].astype(bool)
+    n_points = group["num_points"][:][done]
+    n_valid = sum(int(group["valid"][s, :n].sum()) for s, n in zip(np.nonzero(done)[0], n_points))
+    n_q = group["num_queries"][:][done]
+    t = a["teacher"]
+    size = directory_bytes(url) if "://" not in url else None
+    total_points = int(n_points.sum())
+    return {
+        "store": url, "sweeps": int(done.sum()), "sweeps_total": a["num_sweeps"], "points": total_points,
+        "points_with_feature": n_valid, "feature_dim": a["feature_dim"],
+        "occupancy_queries_per_sweep": float(n_q.mean()) if len(n_q) else 0.0,
+        "bytes": size, "bytes_per_point": size / total_points if size and total_points else None,
+        "raw_float16_bytes_per_point": 2 * a["feature_dim"],
+        "teacher": t["name"], "teacher_weights": t["weights"], "random_teacher": t["weights"] == "random",
+        "layer": t["layer"], "image_size": t["image_size"],
+        "dataset": a["dataset"], "scenes": len(a["scenes"]), "schema_version": a["schema_version"],
+    }
+
+
+def teacher_label(summary: dict) -> str:
+    if summary["random_teacher"]:
+        return f"{summary['teacher']} (RANDOM INITIALISATION, not pretrained: a stand-in teacher)"
+    return f"{summary['teacher']} (weights sha256 {summary['teacher_weights'][:12]}...)"
+

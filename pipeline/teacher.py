@@ -1,0 +1,140 @@
+"""The frozen 2D teacher: a timm ViT that turns camera images into a patch-feature map.
+
+``features(images) -> [B, D, H/p, W/p]``: the tokens of the last block **before** the final LayerNorm
+by default (``layer="last_prenorm"``; ``"last_norm"`` applies it), prefix (CLS / register) tokens
+dropped, reshaped to the patch grid. Input: uint8 RGB images resized to the teacher's ``image_size``
+(bicubic) and normalised with the mean and std of the model's own pretrained config.
+
+Frozen by construction: parameters never require grad, the module stays in eval mode (``train(True)``
+raises), and the forward runs under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+LAYERS = ("last_prenorm", "last_norm")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    name: str = "vit_small_patch14_dinov2"
+    weights: str | None = None  # local file (.safetensors, .pth, .bin); None only with random=True
+    random: bool = False
+    seed: int = 0  # initialisation seed of a random teacher
+    image_size: tuple[int, int] = (224, 448)  # (H, W) fed to the ViT
+    layer: str = "last_prenorm"
+
+    def __post_init__(self):
+        if self.layer not in LAYERS:
+            raise ValueError(f"teacher layer {self.layer!r}: choose one of {LAYERS}")
+        if self.weights is None and not self.random:
+            raise ValueError("no teacher weights: pass --teacher-weights FILE (e.g. a DINOv2 checkpoint), or "
+                             "--random-teacher to run a randomly initialised teacher on purpose")
+        if self.weights is not None and self.random:
+            raise ValueError("--teacher-weights and --random-teacher exclude each other")
+        if self.weights is not None and not os.path.isfile(self.weights):
+            raise ValueError(f"teacher weights file not found: {self.weights}")
+        h, w = self.image_size
+        if h < 14 or w < 14:
+            raise ValueError(f"teacher image size {h}x{w} is too small")
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FrozenTeacher(torch.nn.Module):
+    def __init__(self, cfg: TeacherConfig):
+        super().__init__()
+        import timm
+
+        self.cfg = cfg
+        kwargs = {"img_size": tuple(cfg.image_size)}
+        if cfg.random:
+            # timm's DINOv2 LayerScale starts at 1e-5, which makes a random model's blocks do nothing;
+            # init_values=1.0 makes every block count (METHOD.md).
+            kwargs["init_values"] = 1.0
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+            self.weights_id = "random"
+        else:
+            # timm's own loading path: its checkpoint filter maps Meta's original DINOv2 key names and
+            # resamples the position embeddings to img_size.
+            model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay={"file": cfg.weights},
+                                      **kwargs)
+            self.weights_id = file_sha256(cfg.weights)
+        if not hasattr(model, "forward_intermediates") or not getattr(model, "patch_embed", None):
+            raise ValueError(f"teacher {cfg.name!r} is not a ViT with patch tokens")
+        data_cfg = timm.data.resolve_model_data_config(model)
+        self.model = model
+        self.patch_size = int(model.patch_embed.patch_size[0])
+        self.feature_dim = int(model.embed_dim)
+        self.data_mean, self.data_std = list(data_cfg["mean"]), list(data_cfg["std"])
+        self.register_buffer("mean", torch.tensor(self.data_mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(self.data_std).view(1, 3, 1, 1))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("the teacher is frozen: it cannot be put in training mode")
+        return super().train(False)
+
+    def describe(self) -> dict:
+        import timm
+
+        return {"name": self.cfg.name, "weights": self.weights_id,
+                "random_init_seed": self.cfg.seed if self.cfg.random else None, "layer": self.cfg.layer,
+                "image_size": list(self.cfg.image_size), "patch_size": self.patch_size,
+                "mean": self.data_mean, "std": self.data_std,
+                "timm_version": timm.__version__}
+
+    def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
+        """uint8 RGB images [H0,W0,3] (any sizes) -> normalised batch [B,3,H,W] at the teacher's size."""
+        from PIL import Image
+
+        h, w = self.cfg.image_size
+        arr = np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BICUBIC)) for im in images])
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised batch [B,3,H,W] -> patch-feature map [B,D,H/p,W/p] (float32)."""
+        with torch.inference_mode():
+            use_amp = x.is_cuda
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                maps = self.model.forward_intermediates(x, indices=1, norm=self.cfg.layer == "last_norm",
+                                                        output_fmt="NCHW", intermediates_only=True)
+            return maps[-1].float()
+
+    def features(self, images: list[np.ndarray]) -> torch.Tensor:
+        x = self.preprocess(images).to(self.mean.device)
+        return self.forward(x)
+
+
+def sample_features(fmap: torch.Tensor, uv: np.ndarray, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear sample of one patch map ``fmap`` [D,h,w] at continuous pixels ``uv`` [M,2] of the
+    original image of size ``image_hw`` = (H0, W0). Returns [M,D] float32.
+
+    The map covers the whole image: patch cell (i, j) has its centre at image pixel coordinates
+    ((j + 0.5) W0 / w, (i + 0.5) H0 / h); this is ``grid_sample`` with ``align_corners=False``, equal to
+    upsampling the map to the image with ``interpolate(bilinear, align_corners=False)`` and reading it
+    at (u, v). Points beyond the outer patch centres take the border value.
+    """
+    h0, w0 = image_hw
+    grid = torch.from_numpy(np.stack([2 * uv[:, 0] / w0 - 1, 2 * uv[:, 1] / h0 - 1], -1)).to(fmap)
+    out = torch.nn.functional.grid_sample(fmap[None], grid[None, None], mode="bilinear", padding_mode="border",
+                                          align_corners=False)
+    return out[0, :, 0].T
