@@ -10,7 +10,7 @@ The targets are all occupied voxels plus ``round(free_per_occupied * n_occupied)
 uniformly without replacement (all of them if there are fewer), in increasing linear-index order.
 
 Fast path: a segment enters a new voxel exactly where it crosses a grid plane, so the voxels it
-passes through are the voxel of its start plus, for each plane x = lower_x + i v (and y, z) crossed at
+passes through are the voxel it starts in (below a plane it starts on, if it heads down) plus, for each plane x = lower_x + i v (and y, z) crossed at
 parameter t in (0, 1), the voxel it enters there. No ray marching, no sorting.
 """
 
@@ -65,14 +65,16 @@ def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 4096) -
     ijk = grid.voxel_of(xyz)
     occupied[grid.linear(ijk[grid.inside(ijk)])] = True
     crossed = np.zeros(n_vox, dtype=bool)
-    origin_ijk = grid.voxel_of(np.zeros((1, 3)))
-    if grid.inside(origin_ijk)[0]:
-        crossed[grid.linear(origin_ijk)[0]] = True
     lower = np.asarray(grid.lower, dtype=np.float64)
     v = grid.voxel_size
     shape = np.asarray(grid.shape)
+    origin_cell = (0.0 - lower) / v
+    on_plane = origin_cell == np.floor(origin_cell)  # the sensor sits on grid planes (the default grid)
     for start in range(0, len(xyz), chunk):
         p = xyz[start:start + chunk].astype(np.float64)
+        # the voxel each segment starts in: on a plane, going down means the voxel below it
+        first_cell = np.floor(origin_cell).astype(np.int64) - (on_plane & (p < 0))
+        crossed[grid.linear(first_cell[grid.inside(first_cell)])] = True
         for axis in range(3):
             pa = p[:, axis]
             lo_c, hi_c = np.minimum(0.0, pa), np.maximum(0.0, pa)

@@ -14,3 +14,25 @@ def small_dataroot(tmp_path_factory):
                       seed=7, width=480, height=270)
     summary = write_dataroot(cfg, progress=False)
     return cfg, summary
+
+
+@pytest.fixture(scope="session")
+def small_store(small_dataroot, tmp_path_factory):
+    """The small dataroot extracted with a small random ViT-S/14 input (112x224), 1 worker, 1 thread."""
+    from pipeline.extract import run_extract
+
+    synth_cfg, _ = small_dataroot
+    cfg = store_config(synth_cfg, str(tmp_path_factory.mktemp("store") / "store.zarr"))
+    summary = run_extract(cfg, progress=False)
+    return cfg, summary
+
+
+def store_config(synth_cfg, out, **overrides):
+    from pipeline.extract import ExtractConfig
+    from pipeline.teacher import TeacherConfig
+
+    kwargs = dict(dataroot=synth_cfg.out, version=synth_cfg.version, out=out,
+                  teacher=TeacherConfig(random=True, image_size=(112, 224)), sweeps_per_shard=2, workers=1,
+                  threads_per_worker=1)
+    kwargs.update(overrides)
+    return ExtractConfig(**kwargs)

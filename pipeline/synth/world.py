@@ -254,7 +254,7 @@ class _Builder:
             body = self.offset(xy, yaw, -cab_len / 2)
             self.box(body, 0.5, height, length - cab_len - 0.2, width, yaw, category, inst, col)
             self.thing(inst, category, xy, 0.0, height, length, width, yaw)
-            if category == "vehicle.truck" and rng.random() < 0.4:  # a trailer hitched behind
+            if category == "vehicle.truck" and rng.random() < 0.6:  # a trailer hitched behind
                 t_len = rng.uniform(6.0, 9.0)
                 t_xy = self.offset(xy, yaw, -(length / 2 + 0.6 + t_len / 2))
                 t_inst = self.new_instance()
@@ -408,9 +408,10 @@ def build_world(seed: int, scene_index: int, duration_s: float) -> World:
         for x in np.arange(x_lo + rng.uniform(0, 6), x_hi, rng.uniform(6.0, 14.0)):
             if rng.random() < 0.55:
                 b.pedestrian(x + rng.uniform(-2, 2), side * (half_width + rng.uniform(0.8, sidewalk - 0.3)))
-        for x in np.arange(x_lo + rng.uniform(0, 20), x_hi, rng.uniform(25.0, 45.0)):
-            if rng.random() < 0.5:
-                b.vehicle("vehicle.bicycle", x, side * (half_width + 0.9), False)
+        for x in np.arange(x_lo + rng.uniform(0, 20), x_hi, rng.uniform(20.0, 40.0)):
+            if rng.random() < 0.6:  # two-wheelers parked at the kerb
+                category = "vehicle.motorcycle" if rng.random() < 0.4 else "vehicle.bicycle"
+                b.vehicle(category, x, side * (half_width + 0.9), False)
 
     # Parked vehicles along both kerbs, traffic in the oncoming lane.
     for side in (-1, 1):
@@ -427,7 +428,7 @@ def build_world(seed: int, scene_index: int, duration_s: float) -> World:
             x += length + rng.uniform(0.5, 8.0)
     x = x_lo + rng.uniform(0, 20)
     while x < x_hi:
-        category = str(rng.choice(["vehicle.car", "vehicle.truck", "vehicle.bus.rigid"], p=[0.7, 0.2, 0.1]))
+        category = str(rng.choice(["vehicle.car", "vehicle.truck", "vehicle.bus.rigid"], p=[0.6, 0.28, 0.12]))
         s = half_width / 2 - 0.3
         if b.free(x - 8, x + 8, s - 1.3, s + 1.3):
             b.vehicle(category, x, s, flip=True)

@@ -1,0 +1,88 @@
+"""Measure compression and chunking choices for the store on real extract output.
+
+    .venv/bin/python benchmarks/store_codecs.py STORE [--sweeps 8]
+
+Copies the first sweeps of STORE's ``features`` (the bulk of every store) and ``points`` into scratch
+arrays with each candidate codec and layout, and prints bytes per point, write and whole-sweep read
+throughput. The figures chosen from are recorded in storage_schema.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import zarr
+
+
+def directory_bytes(path):
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("store")
+    ap.add_argument("--sweeps", type=int, default=8)
+    args = ap.parse_args()
+    src = zarr.open_group(args.store, mode="r")
+    n = min(args.sweeps, src["features"].shape[0])
+    feats = src["features"][:n]
+    points = src["points"][:n]
+    n_points = int(src["num_points"][:n].sum())
+    p, d = feats.shape[1], feats.shape[2]
+    print(f"{n} sweeps, {n_points} real points (padded to {p} per sweep), D={d}; teacher {src.attrs['teacher']['name']}"
+          f" weights={src.attrs['teacher']['weights'][:12]}")
+    blosc = zarr.codecs.BloscCodec
+    candidates = {
+        "none": None,
+        "blosc-lz4 shuffle": blosc(cname="lz4", clevel=5, shuffle="shuffle", typesize=2),
+        "blosc-zstd1 shuffle": blosc(cname="zstd", clevel=1, shuffle="shuffle", typesize=2),
+        "blosc-zstd1 bitshuffle": blosc(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=2),
+        "blosc-zstd3 bitshuffle": blosc(cname="zstd", clevel=3, shuffle="bitshuffle", typesize=2),
+        "zstd3 (no shuffle)": zarr.codecs.ZstdCodec(level=3),
+    }
+    layouts = {"chunk 1 sweep, shard 4": ((1, p, d), (4, p, d)), "chunk 1/4 sweep, shard 4": ((1, -(-p // 4), d), (4, 4 * -(-p // 4), d))}
+    print(f"{'features codec':<26}{'layout':<26}{'B/point':>9}{'write MB/s':>12}{'read MB/s':>11}{'1 sweep ms':>12}")
+    raw_mb = feats.nbytes / 2**20
+    for lname, (chunks, shards) in layouts.items():
+        for cname, codec in candidates.items():
+            tmp = tempfile.mkdtemp()
+            try:
+                g = zarr.open_group(tmp, mode="w")
+                kw = {"compressors": codec} if codec is not None else {"compressors": None}
+                a = g.create_array("f", shape=feats.shape, dtype="float16", chunks=chunks, shards=shards,
+                                   fill_value=0, **kw)
+                t0 = time.perf_counter()
+                a[:] = feats
+                t_w = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                _ = a[:]
+                t_r = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for s in range(n):
+                    _ = a[s]
+                t_one = (time.perf_counter() - t0) / n
+                size = directory_bytes(tmp)
+                print(f"{cname:<26}{lname:<26}{size / n_points:>9.0f}{raw_mb / t_w:>12.0f}{raw_mb / t_r:>11.0f}"
+                      f"{1000 * t_one:>12.1f}")
+            finally:
+                shutil.rmtree(tmp)
+    tmp = tempfile.mkdtemp()
+    try:
+        for cname in ("none", "blosc-zstd1 shuffle"):
+            g = zarr.open_group(tmp, mode="w")
+            codec = blosc(cname="zstd", clevel=1, shuffle="shuffle", typesize=4) if cname != "none" else None
+            a = g.create_array("p", shape=points.shape, dtype="float32", chunks=(1, p, 5), shards=(4, p, 5),
+                               fill_value=0, compressors=codec)
+            a[:] = points
+            print(f"points {cname:<20} {directory_bytes(tmp) / n_points:.1f} B/point (raw 20)")
+    finally:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

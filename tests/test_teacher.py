@@ -1,0 +1,103 @@
+"""The frozen teacher: frozen by construction, weights from a local file through timm, features and sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from pipeline.teacher import FrozenTeacher, TeacherConfig, sample_features
+
+SIZE = (56, 112)
+
+
+def _images(n=2, hw=(90, 160), seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_frozen_by_construction():
+    t = FrozenTeacher(TeacherConfig(random=True, image_size=SIZE))
+    assert not t.training and not any(p.requires_grad for p in t.parameters())
+    with pytest.raises(RuntimeError, match="frozen"):
+        t.train()
+    t.eval()  # allowed: it is already in eval mode
+    out = t.features(_images())
+    assert out.shape == (2, 384, SIZE[0] // 14, SIZE[1] // 14) and not out.requires_grad
+
+
+def test_refuses_without_weights_and_names_the_way_out():
+    with pytest.raises(ValueError, match="--random-teacher"):
+        TeacherConfig()
+    with pytest.raises(ValueError, match="not found"):
+        TeacherConfig(weights="/nonexistent/dinov2.pth")
+
+
+def test_random_teacher_blocks_count():
+    """init_values=1.0: the blocks change the features (timm's 1e-5 LayerScale would make them a no-op)."""
+    t = FrozenTeacher(TeacherConfig(random=True, image_size=SIZE))
+    x = t.preprocess(_images())
+    m = t.model
+    with torch.inference_mode():
+        tokens = m._pos_embed(m.patch_embed(x))
+        after = m.blocks(m.norm_pre(tokens))
+    assert (after - tokens).abs().mean() > 0.1 * tokens.abs().mean()
+    # the default layer is the last block before the final norm, prefix tokens dropped
+    ref = after[:, m.num_prefix_tokens:].reshape(2, SIZE[0] // 14, SIZE[1] // 14, -1).permute(0, 3, 1, 2)
+    torch.testing.assert_close(t.forward(x), ref)
+    normed = FrozenTeacher(TeacherConfig(random=True, image_size=SIZE, layer="last_norm"))
+    ref_n = m.norm(after)[:, m.num_prefix_tokens:].reshape(2, SIZE[0] // 14, SIZE[1] // 14, -1).permute(0, 3, 1, 2)
+    torch.testing.assert_close(normed.forward(x), ref_n)
+
+
+def test_weights_from_safetensors_equal_in_memory(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=SIZE, init_values=0.5)
+    path = tmp_path / "dinov2_s14.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    t = FrozenTeacher(TeacherConfig(weights=str(path), image_size=SIZE))
+    x = t.preprocess(_images())
+    with torch.inference_mode():
+        ref = model.eval().forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
+                                                 intermediates_only=True)[-1]
+    assert torch.equal(t.forward(x), ref)
+    assert len(t.describe()["weights"]) == 64  # sha256 of the file
+
+
+def test_meta_original_checkpoint_loads(tmp_path):
+    """Meta's DINOv2 .pth names (mask_token, 518-pixel position grid) load through timm's filter."""
+    torch.manual_seed(4)
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=SIZE, init_values=0.5)
+    state = dict(model.state_dict())
+    state["mask_token"] = torch.zeros(1, 384)  # present in Meta's checkpoints, not in timm's
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(state, path)
+    t = FrozenTeacher(TeacherConfig(weights=str(path), image_size=SIZE))
+    x = t.preprocess(_images())
+    with torch.inference_mode():
+        ref = model.eval().forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
+                                                 intermediates_only=True)[-1]
+    assert torch.equal(t.forward(x), ref)
+    # a checkpoint at Meta's 518-pixel grid is resampled to our input size
+    big = timm.create_model("vit_small_patch14_dinov2", pretrained=False, init_values=0.5)
+    state = dict(big.state_dict())
+    state["mask_token"] = torch.zeros(1, 384)
+    assert state["pos_embed"].shape == (1, 1 + 37 * 37, 384)
+    torch.save(state, tmp_path / "meta518.pth")
+    t518 = FrozenTeacher(TeacherConfig(weights=str(tmp_path / "meta518.pth"), image_size=SIZE))
+    assert t518.model.pos_embed.shape == (1, 1 + (SIZE[0] // 14) * (SIZE[1] // 14), 384)
+    assert torch.isfinite(t518.forward(x)).all()
+
+
+def test_sample_features_equals_upsampled_map_at_pixel_centres():
+    torch.manual_seed(0)
+    fmap = torch.randn(8, 4, 8)  # [D, h, w]
+    h0, w0 = 90, 160
+    up = torch.nn.functional.interpolate(fmap[None], size=(h0, w0), mode="bilinear", align_corners=False)[0]
+    rng = np.random.default_rng(0)
+    ij = np.c_[rng.integers(0, w0, 500), rng.integers(0, h0, 500)]
+    got = sample_features(fmap, ij + 0.5, (h0, w0))
+    torch.testing.assert_close(got, up[:, ij[:, 1], ij[:, 0]].T, atol=1e-5, rtol=1e-5)
