@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's two entry points for a fresh machine (see README.md):
-#   ./run.sh demo   synthetic nuScenes-format world -> summary (and later: extract -> pretrain -> evaluate)
+#   ./run.sh demo   synthetic nuScenes-format world -> teacher-feature store (later: -> pretrain -> evaluate)
 #   ./run.sh test   the test suite (extra arguments go to pytest, e.g. ./run.sh test -m "not slow")
 # Each creates the virtual environment .venv on first use, in one pip command.
 set -euo pipefail
@@ -25,7 +25,7 @@ ensure_venv() {
     fi
     [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
     echo ">> installing into $VENV (first run: a few minutes)" >&2
-    "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off \
         "${PINS[@]}" -e ".[dev]"
     echo "$want" >"$stamp"
 }
@@ -37,6 +37,9 @@ case "$cmd" in
         ensure_venv
         out="${DEMO_DIR:-demo}"
         "$VENV/bin/cdpipe" synth --out "$out/nuscenes" "$@"
+        # no teacher weights can be downloaded here: the demo runs a randomly initialised ViT-S/14,
+        # named as such in the store and its summary
+        "$VENV/bin/cdpipe" extract --dataroot "$out/nuscenes" --out "$out/store.zarr" --random-teacher --overwrite
         ;;
     test)
         ensure_venv

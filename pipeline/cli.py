@@ -114,7 +114,7 @@ def extract(
     points and labels into a Zarr store (resumable: rerun the same command after an interruption)."""
     import sys
 
-    from pipeline.extract import ExtractConfig, run_extract
+    from pipeline.extract import ExtractConfig, ExtractError, run_extract
     from pipeline.occupancy import OccupancyGrid
     from pipeline.schema import StoreError
     from pipeline.teacher import TeacherConfig
@@ -134,7 +134,7 @@ def extract(
         raise typer.BadParameter(str(e)) from None
     try:
         summary = run_extract(cfg, command=" ".join(["cdpipe", *sys.argv[1:]]))
-    except (StoreError, FileNotFoundError) as e:
+    except (StoreError, ExtractError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     print_store_summary(summary)

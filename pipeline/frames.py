@@ -18,6 +18,10 @@ LIDAR = "LIDAR_TOP"
 SPLITS = ("all", "train", "val", "test", "mini_train", "mini_val")
 
 
+class ExtractError(RuntimeError):
+    """Bad input met while indexing or extracting; the message names the file or token at fault."""
+
+
 @dataclass(frozen=True)
 class FrameIndex:
     """Per sweep s (LiDAR keyframe) and camera c; S sweeps, C cameras."""
@@ -94,13 +98,17 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
             lidar = nusc.get("sample_data", sample["data"][LIDAR])
             lidar_path = os.path.join(nusc.dataroot, lidar["filename"])
             if not os.path.isfile(lidar_path):
-                raise FileNotFoundError(f"LiDAR file missing: {lidar_path} (sample {sample['token']})")
+                raise ExtractError(f"LiDAR file missing: {lidar_path} (sample {sample['token']})")
+            size = os.path.getsize(lidar_path)
+            if size % 20:
+                raise ExtractError(f"LiDAR file {lidar_path} is {size} bytes, not a whole number of points "
+                                   f"(5 float32 each): truncated, or not a nuScenes .pcd.bin")
             global_from_lidar = (transform(nusc.get("ego_pose", lidar["ego_pose_token"]))
                                  @ transform(nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])))
             img, cfl, ks, hw, cts = [], [], [], [], []
             for ch in CAMERAS:
                 if ch not in sample["data"]:
-                    raise FileNotFoundError(f"sample {sample['token']} of scene {scene['name']} has no {ch} image")
+                    raise ExtractError(f"sample {sample['token']} of scene {scene['name']} has no {ch} image")
                 cam = nusc.get("sample_data", sample["data"][ch])
                 cs = nusc.get("calibrated_sensor", cam["calibrated_sensor_token"])
                 global_from_cam = transform(nusc.get("ego_pose", cam["ego_pose_token"])) @ transform(cs)
@@ -108,11 +116,13 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
                 ks.append(np.asarray(cs["camera_intrinsic"], dtype=np.float64))
                 hw.append((cam["height"], cam["width"]))
                 img.append(os.path.join(nusc.dataroot, cam["filename"]))
+                if not os.path.isfile(img[-1]):
+                    raise ExtractError(f"camera image missing: {img[-1]} ({ch} of sample {sample['token']})")
                 cts.append(cam["timestamp"])
             rows["lidar"].append(lidar_path)
             rows["label"].append(os.path.join(nusc.dataroot, nusc.get("lidarseg", lidar["token"])["filename"])
                                  if has_labels else None)
-            rows["n"].append(os.path.getsize(lidar_path) // (5 * 4))
+            rows["n"].append(size // 20)
             rows["img"].append(tuple(img))
             rows["cfl"].append(cfl)
             rows["k"].append(ks)

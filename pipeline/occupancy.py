@@ -58,7 +58,7 @@ class OccupancyGrid:
         return np.asarray(self.lower) + (ijk + 0.5) * self.voxel_size
 
 
-def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
     """Boolean grids (occupied, free), each [nx*ny*nz] by linear index, for points ``xyz`` [N,3]."""
     n_vox = int(np.prod(grid.shape))
     occupied = np.zeros(n_vox, dtype=bool)
@@ -82,19 +82,23 @@ def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 4096) -
             m0 = np.maximum(np.floor((lo_c - lower[axis]) / v).astype(np.int64) + 1, 0)
             m1 = np.minimum(np.ceil((hi_c - lower[axis]) / v).astype(np.int64) - 1, shape[axis])
             count = np.maximum(m1 - m0 + 1, 0)
-            if count.sum() == 0:
+            total = int(count.sum())
+            if total == 0:
                 continue
             ray = np.repeat(np.arange(len(p)), count)
-            first = np.repeat(m0, count)
-            offs = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-            m = first + offs
+            m = np.arange(total) + np.repeat(m0 - (np.cumsum(count) - count), count)
             t = (lower[axis] + m * v) / pa[ray]
-            pos = t[:, None] * p[ray]
-            cell = np.floor((pos - lower) / v).astype(np.int64)
-            # along the crossing axis the entered voxel is m going up, m - 1 going down
-            cell[:, axis] = np.where(pa[ray] > 0, m, m - 1)
-            ok = (t > 0) & (t < 1) & grid.inside(cell)
-            crossed[grid.linear(cell[ok])] = True
+            cells = []
+            for b in range(3):
+                if b == axis:  # the entered voxel is m going up, m - 1 going down
+                    cells.append(m - (pa[ray] < 0))
+                else:
+                    cells.append(np.floor((t * p[ray, b] - lower[b]) / v).astype(np.int64))
+            ok = np.ones(total, dtype=bool)
+            for b in range(3):
+                ok &= (cells[b] >= 0) & (cells[b] < shape[b])
+            lin = (cells[0][ok] * shape[1] + cells[1][ok]) * shape[2] + cells[2][ok]
+            crossed[lin] = True
     return occupied, crossed & ~occupied
 
 

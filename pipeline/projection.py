@@ -19,7 +19,7 @@ def project(points: np.ndarray, cam_from_lidar: np.ndarray, k: np.ndarray, hw: t
     [i, i+1) x [j, j+1)), ``index`` [M] int64 rows of ``points`` kept, ``depth`` [M] camera z (m).
     A point is kept when depth > ``min_depth`` and 0 <= u < W, 0 <= v < H.
     """
-    p = points[:, :3].astype(np.float64) @ cam_from_lidar[:3, :3].T + cam_from_lidar[:3, 3]
+    p = np.asarray(points[:, :3], dtype=np.float64) @ cam_from_lidar[:3, :3].T + cam_from_lidar[:3, 3]
     depth = p[:, 2]
     front = np.nonzero(depth > min_depth)[0]
     q = p[front] @ np.asarray(k, dtype=np.float64).T
@@ -39,6 +39,7 @@ def assign_views(points: np.ndarray, cam_from_lidar: np.ndarray, ks: np.ndarray,
     border (min(u, W - u, v, H - v)); ties go to the lower camera index.
     """
     n = len(points)
+    points = np.asarray(points[:, :3], dtype=np.float64)  # once, not per camera
     camera = np.full(n, -1, dtype=np.int8)
     uv_out = np.full((n, 2), -1.0)
     best_margin = np.full(n, -np.inf)
