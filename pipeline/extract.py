@@ -125,9 +125,18 @@ def create_or_open_store(cfg: ExtractConfig, attrs: dict):
     """Create the store with every array (empty), or reopen a compatible one to resume."""
     import zarr
 
-    exists = os.path.exists(os.path.join(cfg.out, "zarr.json")) if "://" not in cfg.out else False
-    if exists and not cfg.overwrite:
-        group = zarr.open_group(cfg.out, mode="r+")
+    local = "://" not in cfg.out
+    if local and os.path.isdir(cfg.out) and os.listdir(cfg.out) and not os.path.exists(
+            os.path.join(cfg.out, "zarr.json")):
+        # opening with mode "w" would delete whatever is there
+        raise StoreError(f"{cfg.out} exists and is not a Zarr store; refusing to write over it. Choose another --out.")
+    group = None
+    if not cfg.overwrite:
+        try:
+            group = zarr.open_group(cfg.out, mode="r+")  # local path or URL
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            group = None
+    if group is not None:
         old = dict(group.attrs)
         check_compatible(old, cfg.out)
         diff = [k for k in _RESUME_KEYS if _jsonable(old.get(k)) != _jsonable(attrs[k])]

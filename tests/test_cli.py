@@ -50,3 +50,29 @@ def test_console_scripts_installed():
         res = subprocess.run([sys.executable, "-m", "pipeline.cli" if script == "cdpipe" else "trainer.cli",
                               "--help"], capture_output=True, text=True)
         assert res.returncode == 0 and "Usage" in res.stdout
+
+
+def test_extract_refuses_without_weights(small_dataroot, tmp_path):
+    cfg, _ = small_dataroot
+    res = runner.invoke(cdpipe, ["extract", "--dataroot", cfg.out, "--out", str(tmp_path / "s.zarr")])
+    assert res.exit_code != 0 and "--random-teacher" in res.output
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_extract_bad_image_size_is_named(small_dataroot, tmp_path):
+    cfg, _ = small_dataroot
+    res = runner.invoke(cdpipe, ["extract", "--dataroot", cfg.out, "--out", str(tmp_path / "s.zarr"),
+                                 "--random-teacher", "--image-size", "224"])
+    assert res.exit_code != 0 and "224" in res.output
+
+
+def test_store_summary_names_random_teacher(small_store):
+    cfg, _ = small_store
+    res = runner.invoke(cdpipe, ["store", cfg.out])
+    assert res.exit_code == 0, res.output
+    assert "RANDOM INITIALISATION" in res.output and "6 of 6 written" in res.output
+
+
+def test_store_command_on_missing_store(tmp_path):
+    res = runner.invoke(cdpipe, ["store", str(tmp_path / "nothing.zarr")])
+    assert res.exit_code == 2 and "nothing.zarr" in res.output

@@ -188,3 +188,13 @@ def test_resume_with_other_settings_is_refused(small_store, tmp_path):
     other = type(cfg)(**{**cfg.__dict__, "out": str(copy), "min_depth": 2.0})
     with pytest.raises(StoreError, match="projection"):
         run_extract(other, progress=False)
+
+
+def test_refuses_to_write_over_a_directory_that_is_not_a_store(small_dataroot, tmp_path):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(StoreError, match="not a Zarr store"):
+            run_extract(store_config(small_dataroot[0], str(precious), overwrite=overwrite), progress=False)
+    assert (precious / "chapter1.tex").read_text() == "keep me"
