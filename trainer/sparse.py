@@ -1,0 +1,201 @@
+"""Sparse 3D convolution in plain PyTorch: the one module that owns the sparse backend.
+
+A ``SparseTensor`` holds features ``F`` [N,C] at integer coordinates ``coords`` [N,4] = (batch, x, y,
+z) on a grid whose cell is ``stride`` input voxels. A convolution with kernel size k, stride s and
+weights W [k^3, C_in, C_out] computes, over the kernel offsets d (each axis in ``offsets(k)``),
+
+    submanifold (s = 1):  out[c] = sum_d W_d F[c + d]                 at the input's own sites
+    strided (s > 1):      out[o] = sum_d W_d F[s o + d]               at sites o = floor(c / s)
+    transposed (s > 1):   out[c] = sum_{o, d: s o + d = c} W_d F[o]   at given finer sites c
+
+which is ``conv3d(padding=p)`` / ``conv_transpose3d(padding=p)`` of the dense grid read at those sites,
+with p = (k - 1) // 2 for odd k and 0 for even k (``tests/test_sparse.py`` checks forward and
+gradients). Neighbour maps are built by sorting packed coordinate keys and ``searchsorted`` (no Python
+loop over points); the convolution is gather -> matmul -> ``index_add_`` per kernel offset, so autograd
+gives the backward pass. Maps are cached on the tensor and reused by every layer at the same level.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+
+_BITS = 17  # bits per spatial axis in a packed key: coordinates within [-65536, 65536)
+_OFFSET = 1 << (_BITS - 1)
+
+
+def pack(coords: torch.Tensor) -> torch.Tensor:
+    """(batch, x, y, z) int [N,4] -> int64 keys [N], ordered by batch, then x, y, z."""
+    c = coords.long()
+    xyz = c[:, 1:] + _OFFSET
+    if (xyz < 0).any() or (xyz >= (1 << _BITS)).any():
+        raise ValueError(f"voxel coordinates outside [-{_OFFSET}, {_OFFSET}): crop the cloud or use larger voxels")
+    return (((c[:, 0] << _BITS | xyz[:, 0]) << _BITS | xyz[:, 1]) << _BITS) | xyz[:, 2]
+
+
+def offsets(kernel: int) -> list[int]:
+    """Offsets along one axis: centred for odd kernels (3 -> -1, 0, 1), from 0 for even ones (2 -> 0, 1)."""
+    pad = (kernel - 1) // 2 if kernel % 2 else 0
+    return [i - pad for i in range(kernel)]
+
+
+def kernel_offsets(kernel: int) -> torch.Tensor:
+    """All 3D offsets [k^3, 3], x slowest and z fastest (the order of a dense weight's (kD, kH, kW))."""
+    return torch.tensor(list(itertools.product(offsets(kernel), repeat=3)), dtype=torch.long)
+
+
+def _lookup(sorted_keys: torch.Tensor, order: torch.Tensor, query: torch.Tensor):
+    """Rows of the table (as ``order`` maps sorted positions to rows) holding ``query`` keys; -1 if absent."""
+    pos = torch.searchsorted(sorted_keys, query).clamp_(max=len(sorted_keys) - 1)
+    found = sorted_keys[pos] == query
+    return torch.where(found, order[pos], torch.full_like(pos, -1))
+
+
+@dataclass
+class KernelMap:
+    """For each kernel offset i: input rows ``inp[i]`` contribute to output rows ``out[i]``."""
+
+    inp: list[torch.Tensor]
+    out: list[torch.Tensor]
+
+
+@dataclass
+class SparseTensor:
+    feats: torch.Tensor  # [N, C]
+    coords: torch.Tensor  # [N, 4] int64 (batch, x, y, z) in units of `stride` input voxels
+    stride: int = 1
+    cache: dict = field(default_factory=dict, repr=False)  # shared across levels of one forward pass
+
+    def replace(self, feats: torch.Tensor) -> "SparseTensor":
+        """Same sites and caches, new features."""
+        return SparseTensor(feats, self.coords, self.stride, self.cache)
+
+    def keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted packed keys of the sites and the row of each (cached)."""
+        tag = ("keys", self.stride)
+        if tag not in self.cache:
+            k = pack(self.coords)
+            sorted_keys, order = torch.sort(k)
+            self.cache[tag] = (sorted_keys, order)
+        return self.cache[tag]
+
+
+def submanifold_map(x: SparseTensor, kernel: int) -> KernelMap:
+    tag = ("sub", x.stride, kernel)
+    if tag not in x.cache:
+        sorted_keys, order = x.keys()
+        rows = torch.arange(len(x.coords))
+        inp, out = [], []
+        for d in kernel_offsets(kernel):
+            shifted = x.coords.clone()
+            shifted[:, 1:] += d
+            src = _lookup(sorted_keys, order, pack(shifted))
+            hit = src >= 0
+            inp.append(src[hit])
+            out.append(rows[hit])
+        x.cache[tag] = KernelMap(inp, out)
+    return x.cache[tag]
+
+
+def downsample_sites(x: SparseTensor, stride: int) -> torch.Tensor:
+    """Coarse sites [M,4]: the distinct floor(c / stride), sorted by packed key (cached)."""
+    tag = ("down", x.stride, stride)
+    if tag not in x.cache:
+        coarse = x.coords.clone()
+        coarse[:, 1:] = torch.div(coarse[:, 1:], stride, rounding_mode="floor")
+        keys = torch.unique(pack(coarse))
+        x.cache[tag] = coarse[_lookup(*torch.sort(pack(coarse)), keys)]
+    return x.cache[tag]
+
+
+def strided_map(x: SparseTensor, out_coords: torch.Tensor, kernel: int, stride: int) -> KernelMap:
+    """Pairs for out[o] += W_d F[s o + d]: input sites found at s o + d for each coarse site o."""
+    tag = ("strided", x.stride, kernel, stride)
+    if tag not in x.cache:
+        sorted_keys, order = x.keys()
+        rows = torch.arange(len(out_coords))
+        inp, out = [], []
+        for d in kernel_offsets(kernel):
+            fine = out_coords.clone()
+            fine[:, 1:] = fine[:, 1:] * stride + d
+            src = _lookup(sorted_keys, order, pack(fine))
+            hit = src >= 0
+            inp.append(src[hit])
+            out.append(rows[hit])
+        x.cache[tag] = KernelMap(inp, out)
+    return x.cache[tag]
+
+
+def transposed_map(x: SparseTensor, out: SparseTensor, kernel: int, stride: int) -> KernelMap:
+    """Pairs for out[s o + d] += W_d F[o]: the fine sites of ``out`` that each coarse site reaches."""
+    tag = ("transposed", out.stride, x.stride, kernel, stride)
+    if tag not in out.cache:
+        sorted_keys, order = out.keys()
+        rows = torch.arange(len(x.coords))
+        inp, outs = [], []
+        for d in kernel_offsets(kernel):
+            fine = x.coords.clone()
+            fine[:, 1:] = fine[:, 1:] * stride + d
+            dst = _lookup(sorted_keys, order, pack(fine))
+            hit = dst >= 0
+            inp.append(rows[hit])
+            outs.append(dst[hit])
+        out.cache[tag] = KernelMap(inp, outs)
+    return out.cache[tag]
+
+
+def apply_map(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, n_out: int) -> torch.Tensor:
+    """out[kmap.out[i]] += feats[kmap.inp[i]] @ weight[i], for every kernel offset i."""
+    out = feats.new_zeros((n_out, weight.shape[2]))
+    for w, src, dst in zip(weight, kmap.inp, kmap.out):
+        if len(src):
+            out = out.index_add(0, dst, feats[src] @ w)
+    return out
+
+
+class SparseConv3d(torch.nn.Module):
+    """Sparse 3D convolution: submanifold when stride == 1, strided when stride > 1, transposed with
+    ``transposed=True`` (then ``forward(x, like)`` writes onto the sites of ``like``)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, transposed: bool = False,
+                 bias: bool = False):
+        super().__init__()
+        if transposed and stride == 1:
+            raise ValueError("a transposed convolution needs stride > 1")
+        self.c_in, self.c_out, self.kernel, self.stride, self.transposed = c_in, c_out, kernel, stride, transposed
+        self.weight = torch.nn.Parameter(torch.empty(kernel ** 3, c_in, c_out))
+        self.bias = torch.nn.Parameter(torch.zeros(c_out)) if bias else None
+        bound = 1.0 / (c_in * kernel ** 3) ** 0.5
+        torch.nn.init.uniform_(self.weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        kind = "transposed" if self.transposed else ("submanifold" if self.stride == 1 else "strided")
+        return f"{self.c_in}, {self.c_out}, kernel={self.kernel}, stride={self.stride}, {kind}"
+
+    def forward(self, x: SparseTensor, like: SparseTensor | None = None) -> SparseTensor:
+        if self.transposed:
+            if like is None:
+                raise ValueError("a transposed convolution needs the finer tensor whose sites it fills")
+            kmap = transposed_map(x, like, self.kernel, self.stride)
+            out = SparseTensor(apply_map(x.feats, self.weight, kmap, len(like.coords)), like.coords, like.stride,
+                               like.cache)
+        elif self.stride == 1:
+            out = x.replace(apply_map(x.feats, self.weight, submanifold_map(x, self.kernel), len(x.coords)))
+        else:
+            sites = downsample_sites(x, self.stride)
+            kmap = strided_map(x, sites, self.kernel, self.stride)
+            out = SparseTensor(apply_map(x.feats, self.weight, kmap, len(sites)), sites, x.stride * self.stride,
+                               x.cache)
+        if self.bias is not None:
+            out.feats = out.feats + self.bias
+        return out
+
+
+def backend_name() -> str:
+    """'builtin' (this module). torchsparse, when importable, is reported for information only."""
+    import importlib.util
+
+    return "builtin" + (" (torchsparse installed, not yet wired in)" if importlib.util.find_spec("torchsparse")
+                        else "")
