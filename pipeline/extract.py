@@ -339,8 +339,10 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
         if cfg.scheduler:
             client, cluster = Client(cfg.scheduler), None
         else:
+            # CRITICAL: workers log a heartbeat traceback when the cluster closes under them; task
+            # errors still reach us as exceptions. ":0" keeps two jobs on one machine off one port.
             cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
             client = Client(cluster)
         try:
             task_started = time.perf_counter()

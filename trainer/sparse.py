@@ -27,12 +27,23 @@ _OFFSET = 1 << (_BITS - 1)
 
 
 def pack(coords: torch.Tensor) -> torch.Tensor:
-    """(batch, x, y, z) int [N,4] -> int64 keys [N], ordered by batch, then x, y, z."""
+    """(batch, x, y, z) int [N,4] -> int64 keys [N], ordered by batch, then x, y, z.
+
+    Coordinates must lie in [-2^16, 2^16 - 8): the margin lets ``offset_key`` shift keys by small
+    offsets without carrying into the next field.
+    """
     c = coords.long()
     xyz = c[:, 1:] + _OFFSET
-    if (xyz < 0).any() or (xyz >= (1 << _BITS)).any():
-        raise ValueError(f"voxel coordinates outside [-{_OFFSET}, {_OFFSET}): crop the cloud or use larger voxels")
+    if (xyz < 8).any() or (xyz >= (1 << _BITS) - 8).any():
+        raise ValueError(f"voxel coordinates outside [-{_OFFSET - 8}, {_OFFSET - 8}): crop the cloud or use "
+                         f"larger voxels")
     return (((c[:, 0] << _BITS | xyz[:, 0]) << _BITS | xyz[:, 1]) << _BITS) | xyz[:, 2]
+
+
+def offset_key(d: torch.Tensor) -> int:
+    """Key difference of a shift by d = (dx, dy, dz): key(c + d) = key(c) + offset_key(d) for |d| < 8."""
+    dx, dy, dz = (int(v) for v in d)
+    return (dx << (2 * _BITS)) + (dy << _BITS) + dz
 
 
 def offsets(kernel: int) -> list[int]:
@@ -86,15 +97,13 @@ def submanifold_map(x: SparseTensor, kernel: int) -> KernelMap:
     tag = ("sub", x.stride, kernel)
     if tag not in x.cache:
         sorted_keys, order = x.keys()
-        rows = torch.arange(len(x.coords))
+        keys = sorted_keys  # query in sorted order: out rows are order[...]
         inp, out = [], []
         for d in kernel_offsets(kernel):
-            shifted = x.coords.clone()
-            shifted[:, 1:] += d
-            src = _lookup(sorted_keys, order, pack(shifted))
+            src = _lookup(sorted_keys, order, keys + offset_key(d))
             hit = src >= 0
             inp.append(src[hit])
-            out.append(rows[hit])
+            out.append(order[hit])
         x.cache[tag] = KernelMap(inp, out)
     return x.cache[tag]
 
@@ -116,11 +125,12 @@ def strided_map(x: SparseTensor, out_coords: torch.Tensor, kernel: int, stride: 
     if tag not in x.cache:
         sorted_keys, order = x.keys()
         rows = torch.arange(len(out_coords))
+        base = out_coords.clone()
+        base[:, 1:] *= stride
+        base_keys = pack(base)
         inp, out = [], []
         for d in kernel_offsets(kernel):
-            fine = out_coords.clone()
-            fine[:, 1:] = fine[:, 1:] * stride + d
-            src = _lookup(sorted_keys, order, pack(fine))
+            src = _lookup(sorted_keys, order, base_keys + offset_key(d))
             hit = src >= 0
             inp.append(src[hit])
             out.append(rows[hit])
@@ -134,11 +144,12 @@ def transposed_map(x: SparseTensor, out: SparseTensor, kernel: int, stride: int)
     if tag not in out.cache:
         sorted_keys, order = out.keys()
         rows = torch.arange(len(x.coords))
+        base = x.coords.clone()
+        base[:, 1:] *= stride
+        base_keys = pack(base)
         inp, outs = [], []
         for d in kernel_offsets(kernel):
-            fine = x.coords.clone()
-            fine[:, 1:] = fine[:, 1:] * stride + d
-            dst = _lookup(sorted_keys, order, pack(fine))
+            dst = _lookup(sorted_keys, order, base_keys + offset_key(d))
             hit = dst >= 0
             inp.append(rows[hit])
             outs.append(dst[hit])
@@ -151,7 +162,7 @@ def apply_map(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, n_out:
     out = feats.new_zeros((n_out, weight.shape[2]))
     for w, src, dst in zip(weight, kmap.inp, kmap.out):
         if len(src):
-            out = out.index_add(0, dst, feats[src] @ w)
+            out.index_add_(0, dst, feats[src] @ w)
     return out
 
 

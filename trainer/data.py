@@ -1,0 +1,147 @@
+"""Store -> batches: a random-access dataset over a teacher-feature store, 3D augmentation, voxelisation,
+and a collate that concatenates clouds with offsets (no padding to the largest cloud).
+
+Per sweep the dataset returns its points and, riding along, their teacher features and valid mask,
+and the occupancy queries (voxel centres) with labels and the index of each query's nearest point.
+Augmentation is one similarity transform per sweep applied to points and queries alike:
+``x <- s R_z(theta) F x`` with F a random flip of x and/or y, theta uniform in [0, 2 pi), s uniform in
+[1 - scale, 1 + scale]; it is drawn from ``default_rng([seed, epoch, sweep])``, so it does not depend
+on the number of loader workers. Nearest points are found before augmentation (a similarity keeps them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from pipeline.schema import open_store
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    store: str
+    split: str = "train"  # scenes of the store to use: train, val or all
+    voxel_size: float = 0.1
+    augment: bool = True
+    scale: float = 0.1
+    max_queries: int = 4096  # occupancy queries per sweep (balanced subsample)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def store_sweeps(group, split: str) -> np.ndarray:
+    """Indices of the complete sweeps of the scenes in ``split``."""
+    done = group["done"][:].astype(bool)
+    scene_of = group["scene_index"][:]
+    scenes = group.attrs["scenes"]
+    keep = np.array([split == "all" or scenes[i]["split"] == split for i in range(len(scenes))])
+    return np.nonzero(done & keep[scene_of])[0]
+
+
+class StoreDataset(torch.utils.data.Dataset):
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        group = open_store(cfg.store)
+        self.attrs = dict(group.attrs)
+        self.sweeps = store_sweeps(group, cfg.split)
+        if len(self.sweeps) == 0:
+            raise ValueError(f"store {cfg.store} has no complete sweeps in split {cfg.split!r}")
+        occ = self.attrs["occupancy"]
+        self.occ_lower = np.asarray(occ["lower"], dtype=np.float32)
+        self.occ_voxel = float(occ["voxel_size_m"])
+        self.epoch = 0
+        self._group = None  # opened lazily in each loader worker
+
+    def __len__(self) -> int:
+        return len(self.sweeps)
+
+    @property
+    def group(self):
+        if self._group is None:
+            self._group = open_store(self.cfg.store)
+        return self._group
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_group"] = None
+        return state
+
+    def __getitem__(self, i: int) -> dict:
+        from scipy.spatial import cKDTree
+
+        g, s = self.group, int(self.sweeps[i])
+        n, q = int(g["num_points"][s]), int(g["num_queries"][s])
+        points = g["points"][s, :n]
+        feats = g["features"][s, :n]
+        valid = g["valid"][s, :n]
+        voxels = g["occ_voxels"][s, :q].astype(np.float32)
+        labels = g["occ_labels"][s, :q]
+        rng = np.random.default_rng([self.cfg.seed, self.epoch, s])
+        if q > self.cfg.max_queries:  # keep the occupied/free balance
+            pick = np.concatenate([rng.permutation(np.nonzero(labels == v)[0])[: self.cfg.max_queries // 2]
+                                   for v in (1, 0)])
+            voxels, labels = voxels[pick], labels[pick]
+        queries = self.occ_lower + (voxels + 0.5) * self.occ_voxel
+        xyz = points[:, :3].astype(np.float32)
+        nearest = cKDTree(xyz).query(queries, k=1)[1].astype(np.int64)
+        if self.cfg.augment:
+            m = augmentation_matrix(rng, self.cfg.scale)
+            xyz, queries = xyz @ m.T, queries @ m.T
+        return {"xyz": xyz, "intensity": points[:, 3].astype(np.float32), "teacher": feats, "valid": valid,
+                "queries": queries.astype(np.float32), "occ": labels.astype(np.float32), "nearest": nearest,
+                "sweep": s}
+
+
+def augmentation_matrix(rng: np.random.Generator, scale: float) -> np.ndarray:
+    """s R_z(theta) F as a 3x3 float32 matrix (see the module docstring)."""
+    flip = np.diag([-1.0 if rng.random() < 0.5 else 1.0, -1.0 if rng.random() < 0.5 else 1.0, 1.0])
+    theta = rng.uniform(0, 2 * np.pi)
+    c, s = np.cos(theta), np.sin(theta)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return (rng.uniform(1 - scale, 1 + scale) * rot @ flip).astype(np.float32)
+
+
+def voxelise(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points [N,3] -> (voxel coordinates [V,3] int64, inverse [N] int64 with coords[inverse] = floor(xyz / v))."""
+    grid = np.floor(xyz / voxel_size).astype(np.int64)
+    coords, inverse = np.unique(grid, axis=0, return_inverse=True)
+    return coords, inverse.reshape(-1)
+
+
+def collate(samples: list[dict], voxel_size: float) -> dict:
+    """Concatenate sweeps; voxel features are the mean of (x/50, y/50, z/5, intensity/255) of their points.
+
+    ``offsets[b]`` is the first point of sweep b; ``voxel_coords`` carry the batch index; indices into
+    points (``nearest``) and voxels (``point_to_voxel``) are shifted to the concatenation.
+    """
+    coords, p2v, nearest, point_off, voxel_off = [], [], [], [0], 0
+    for b, smp in enumerate(samples):
+        c, inv = voxelise(smp["xyz"], voxel_size)
+        coords.append(np.concatenate([np.full((len(c), 1), b), c], axis=1))
+        p2v.append(inv + voxel_off)
+        nearest.append(smp["nearest"] + point_off[-1])
+        voxel_off += len(c)
+        point_off.append(point_off[-1] + len(smp["xyz"]))
+    xyz = np.concatenate([s["xyz"] for s in samples])
+    point_feats = np.concatenate([xyz / np.array([50.0, 50.0, 5.0], np.float32),
+                                  np.concatenate([s["intensity"] for s in samples])[:, None] / 255.0], axis=1)
+    p2v_t = torch.from_numpy(np.concatenate(p2v))
+    sums = torch.zeros(voxel_off, point_feats.shape[1]).index_add_(0, p2v_t, torch.from_numpy(point_feats))
+    counts = torch.bincount(p2v_t, minlength=voxel_off).clamp_(min=1)
+    return {
+        "voxel_coords": torch.from_numpy(np.concatenate(coords)),
+        "voxel_feats": sums / counts[:, None],
+        "point_to_voxel": p2v_t,
+        "xyz": torch.from_numpy(xyz),
+        "teacher": torch.from_numpy(np.concatenate([s["teacher"] for s in samples])),
+        "valid": torch.from_numpy(np.concatenate([s["valid"] for s in samples])),
+        "queries": torch.from_numpy(np.concatenate([s["queries"] for s in samples])),
+        "occ": torch.from_numpy(np.concatenate([s["occ"] for s in samples])),
+        "nearest": torch.from_numpy(np.concatenate(nearest)),
+        "offsets": torch.tensor(point_off[:-1]),
+        "sweeps": torch.tensor([s["sweep"] for s in samples]),
+    }

@@ -1,0 +1,153 @@
+"""The student: a sparse MinkUNet (SR-UNet) backbone, the projection head and the occupancy query head.
+
+Backbone (MinkowskiEngine's MinkUNet layout): a k=5 stem, four stages of [k=2 s=2 conv, BasicBlock x n],
+four decoder stages of [k=2 s=2 transposed conv, concat the encoder's skip, BasicBlock x n], then point
+features gathered back from voxels. BasicBlock: ``x <- ReLU(x + BN(conv3(ReLU(BN(conv3(x))))))`` (a 1x1
+projection on the skip when widths differ).
+
+Projection head: 1 layer = linear; L > 1 layers = (Linear -> BatchNorm -> ReLU) x (L - 1) -> Linear;
+its output is L2-normalised. Occupancy head (ALSO-style): a query voxel centre q takes the backbone
+feature f of its nearest input point p and the offset q - p; ``logit = MLP([f, (q - p) / r])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from trainer.sparse import SparseConv3d, SparseTensor
+
+ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    # name: (blocks per stage, planes per stage), encoder x4 then decoder x4
+    "minkunet34": ((2, 3, 4, 6, 2, 2, 2, 2), (32, 64, 128, 256, 256, 128, 96, 96)),
+    "minkunet18": ((2, 2, 2, 2, 2, 2, 2, 2), (32, 64, 128, 256, 256, 128, 96, 96)),
+    "minkunet14": ((1, 1, 1, 1, 1, 1, 1, 1), (32, 64, 128, 256, 256, 128, 96, 96)),
+    "minkunet-small": ((1, 1, 1, 1, 1, 1, 1, 1), (16, 32, 64, 128, 128, 64, 48, 48)),
+    "minkunet-tiny": ((1, 1, 1, 1, 1, 1, 1, 1), (8, 16, 24, 32, 32, 24, 16, 16)),
+}
+IN_CHANNELS = 4  # per voxel: mean x / 50, y / 50, z / 5, intensity / 255 of its points
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "minkunet34"
+    feature_dim: int = 384  # teacher D
+    head_layers: int = 3
+    head_hidden: int = 512
+    occ_hidden: int = 64
+    occ_radius: float = 1.0  # metres: offsets are divided by it
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"--model {self.arch!r}: choose one of {sorted(ARCHS)}")
+        if not 1 <= self.head_layers <= 4:
+            raise ValueError("--head-layers must be within 1..4 (1 = linear head)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _bn_relu(c: int) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm1d(c), nn.ReLU(inplace=True))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1, self.bn1 = SparseConv3d(c_in, c_out, 3), nn.BatchNorm1d(c_out)
+        self.conv2, self.bn2 = SparseConv3d(c_out, c_out, 3), nn.BatchNorm1d(c_out)
+        self.skip = None if c_in == c_out else nn.Sequential(nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out))
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        h = self.conv1(x)
+        h = h.replace(torch.relu(self.bn1(h.feats)))
+        h = self.conv2(h)
+        skip = x.feats if self.skip is None else self.skip(x.feats)
+        return h.replace(torch.relu(self.bn2(h.feats) + skip))
+
+
+class MinkUNet(nn.Module):
+    def __init__(self, arch: str = "minkunet34", in_channels: int = IN_CHANNELS):
+        super().__init__()
+        blocks, planes = ARCHS[arch]
+        stem = planes[0]
+        self.stem = SparseConv3d(in_channels, stem, 5)
+        self.stem_norm = _bn_relu(stem)
+        self.down, self.down_norm, self.enc = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        width, skips = stem, [stem]
+        for i in range(4):
+            self.down.append(SparseConv3d(width, width, 2, stride=2))
+            self.down_norm.append(_bn_relu(width))
+            self.enc.append(nn.Sequential(*[BasicBlock(width if j == 0 else planes[i], planes[i])
+                                            for j in range(blocks[i])]))
+            width = planes[i]
+            skips.append(width)
+        self.up, self.up_norm, self.dec = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for i in range(4, 8):
+            self.up.append(SparseConv3d(width, planes[i], 2, stride=2, transposed=True))
+            self.up_norm.append(_bn_relu(planes[i]))
+            skip = skips[7 - i]
+            self.dec.append(nn.Sequential(*[BasicBlock(planes[i] + skip if j == 0 else planes[i], planes[i])
+                                            for j in range(blocks[i])]))
+            width = planes[i]
+        self.out_channels = width
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        x = self.stem(x)
+        x = x.replace(self.stem_norm(x.feats))
+        skips = [x]
+        for down, norm, enc in zip(self.down, self.down_norm, self.enc):
+            x = down(x)
+            x = enc(x.replace(norm(x.feats)))
+            skips.append(x)
+        for up, norm, dec, skip in zip(self.up, self.up_norm, self.dec, reversed(skips[:-1])):
+            x = up(x, like=skip)
+            x = dec(x.replace(torch.cat([norm(x.feats), skip.feats], dim=1)))
+        return x
+
+
+class ProjectionHead(nn.Module):
+    """1 layer: linear. L layers: (Linear -> BN -> ReLU) x (L - 1) -> Linear. Output L2-normalised."""
+
+    def __init__(self, c_in: int, c_out: int, layers: int, hidden: int):
+        super().__init__()
+        mods, width = [], c_in
+        for _ in range(layers - 1):
+            mods += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+            width = hidden
+        mods.append(nn.Linear(width, c_out))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.net(f), dim=1)
+
+
+class OccupancyHead(nn.Module):
+    """logit(q) = MLP([f_p, (q - p) / radius]) with p the nearest input point of query q."""
+
+    def __init__(self, c_in: int, hidden: int, radius: float):
+        super().__init__()
+        self.radius = radius
+        self.net = nn.Sequential(nn.Linear(c_in + 3, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+    def forward(self, point_feats, points_xyz, queries_xyz, nearest) -> torch.Tensor:
+        offset = (queries_xyz - points_xyz[nearest]) / self.radius
+        return self.net(torch.cat([point_feats[nearest], offset], dim=1)).squeeze(1)
+
+
+class Student(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = MinkUNet(cfg.arch, IN_CHANNELS)
+        c = self.backbone.out_channels
+        self.head = ProjectionHead(c, cfg.feature_dim, cfg.head_layers, cfg.head_hidden)
+        self.occ_head = OccupancyHead(c, cfg.occ_hidden, cfg.occ_radius)
+
+    def point_features(self, batch: dict) -> torch.Tensor:
+        """Backbone features [N_points, C] of every point (its voxel's feature)."""
+        x = SparseTensor(batch["voxel_feats"], batch["voxel_coords"])
+        return self.backbone(x).feats[batch["point_to_voxel"]]

@@ -1,0 +1,204 @@
+"""The pretraining loop: distil the student from a store, with the occupancy task alongside.
+
+Loss of a batch (``loss_step``), over the points that have a teacher feature, with k the L2-normalised
+head output and q the L2-normalised teacher feature:
+    cosine: mean(1 - k.q)        l2: mean ||k - q||_2 = mean sqrt(2 - 2 k.q)
+plus ``occ_weight`` times the balanced binary cross-entropy of the occupancy logits:
+    (mean BCE over occupied queries + mean BCE over free queries) / 2.
+Learning rate (``lr_at``): linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``.
+A checkpoint holds the model, data and train configs, the store's fingerprint, the optimiser state,
+the step and the RNG state; it is plain tensors and Python values, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from trainer.data import DataConfig, StoreDataset, collate
+from trainer.model import ModelConfig, Student
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str
+    steps: int = 200
+    batch_size: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 0.03
+    warmup: int = 20
+    loss: str = "cosine"
+    occ_weight: float = 1.0
+    clip: float = 1.0
+    workers: int = 0
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.loss not in ("cosine", "l2"):
+            raise ValueError(f"--loss {self.loss!r}: choose cosine or l2")
+        if self.steps < 1 or self.batch_size < 1 or self.occ_weight < 0:
+            raise ValueError("--steps and --batch-size must be positive and --occ-weight not negative")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def distillation_loss(k: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    q = torch.nn.functional.normalize(teacher.float(), dim=1)
+    if kind == "cosine":
+        return (1.0 - (k * q).sum(1)).mean()
+    return (k - q).norm(dim=1).mean()
+
+
+def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    parts = [bce[labels == v].mean() for v in (1.0, 0.0) if (labels == v).any()]
+    return torch.stack(parts).mean()
+
+
+def loss_step(model: Student, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+    """Loss of one batch and its parts (floats) for logging."""
+    feats = model.point_features(batch)
+    valid = batch["valid"]
+    distill = distillation_loss(model.head(feats[valid]), batch["teacher"][valid], cfg.loss)
+    metrics = {"distill": distill.item()}
+    loss = distill
+    if cfg.occ_weight > 0:
+        logits = model.occ_head(feats, batch["xyz"], batch["queries"], batch["nearest"])
+        occ = balanced_bce(logits, batch["occ"])
+        loss = loss + cfg.occ_weight * occ
+        metrics["occ"] = occ.item()
+        metrics["occ_acc"] = float(((logits > 0).float() == batch["occ"]).float().mean())
+    metrics["loss"] = loss.item()
+    return loss, metrics
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of (index, epoch): a seeded permutation per epoch, last partial batch dropped; starts at
+    ``start_step`` so that a resumed run sees exactly the batches a straight run would."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, steps: int):
+        self.n, self.bs, self.seed, self.start, self.steps = n, min(batch_size, n), seed, start_step, steps
+        self.per_epoch = max(1, n // self.bs)
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            epoch, j = divmod(step, self.per_epoch)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            yield [(int(i), epoch) for i in perm[j * self.bs:(j + 1) * self.bs]]
+
+
+class _EpochDataset(torch.utils.data.Dataset):
+    def __init__(self, ds: StoreDataset):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, item):
+        i, epoch = item
+        self.ds.epoch = epoch
+        return self.ds[i]
+
+
+def store_fingerprint(attrs: dict) -> dict:
+    t = attrs["teacher"]
+    return {"num_sweeps": attrs["num_sweeps"], "feature_dim": attrs["feature_dim"], "teacher": t["name"],
+            "weights": t["weights"], "created_utc": attrs["provenance"]["created_utc"]}
+
+
+def save_checkpoint(path: str, model, optimizer, step: int, mcfg, dcfg, tcfg, fingerprint) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "model_config": mcfg.to_dict(), "data_config": dcfg.to_dict(), "train_config": asdict(tcfg),
+             "store_fingerprint": fingerprint, "torch_rng": torch.get_rng_state()}
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash mid-save never leaves a half-written checkpoint
+
+
+def load_checkpoint(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: bool = False,
+             progress: bool = True) -> dict:
+    """Run (or resume) pretraining; returns the last metrics and the run's files."""
+    from tqdm import tqdm
+
+    torch.manual_seed(tcfg.seed)
+    ds = StoreDataset(dcfg)
+    if ds.attrs["feature_dim"] != mcfg.feature_dim:
+        raise ValueError(f"store {dcfg.store} holds {ds.attrs['feature_dim']}-dim teacher features but the "
+                         f"projection head outputs {mcfg.feature_dim}")
+    fingerprint = store_fingerprint(ds.attrs)
+    model = Student(mcfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    os.makedirs(tcfg.out, exist_ok=True)
+    ckpt_path = os.path.join(tcfg.out, "checkpoint.pt")
+    start = 0
+    if resume:
+        if not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        ck = load_checkpoint(ckpt_path)
+        for key, now in (("model_config", mcfg.to_dict()), ("data_config", dcfg.to_dict()),
+                         ("store_fingerprint", fingerprint)):
+            if ck[key] != now:
+                raise ValueError(f"--resume: the checkpoint's {key} differs from this run's: {ck[key]} vs {now}")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["torch_rng"])
+        start = int(ck["step"])
+    loader = torch.utils.data.DataLoader(
+        _EpochDataset(ds), batch_sampler=EpochBatches(len(ds), tcfg.batch_size, tcfg.seed, start, tcfg.steps),
+        collate_fn=_Collate(dcfg.voxel_size), num_workers=tcfg.workers,
+        multiprocessing_context="spawn" if tcfg.workers > 0 else None, persistent_workers=False)
+    model.train()
+    log = open(os.path.join(tcfg.out, "metrics.jsonl"), "a")
+    bar = tqdm(total=tcfg.steps, initial=start, desc="pretrain", unit="step", disable=not progress)
+    metrics: dict = {}
+    step = start
+    t_data = time.perf_counter()
+    for batch in loader:
+        data_s = time.perf_counter() - t_data
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, tcfg)
+        loss, metrics = loss_step(model, batch, tcfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
+        optimizer.step()
+        step += 1
+        metrics.update(step=step, lr=lr_at(step - 1, tcfg), data_s=data_s,
+                       step_s=time.perf_counter() - t_data - data_s)
+        log.write(json.dumps(metrics) + "\n")
+        log.flush()
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=f"{metrics['distill']:.4f}")
+        bar.update()
+        if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
+            save_checkpoint(ckpt_path, model, optimizer, step, mcfg, dcfg, tcfg, fingerprint)
+        t_data = time.perf_counter()
+    bar.close()
+    log.close()
+    return {"metrics": metrics, "checkpoint": ckpt_path, "step": step}
+
+
+class _Collate:
+    def __init__(self, voxel_size: float):
+        self.voxel_size = voxel_size
+
+    def __call__(self, samples):
+        return collate(samples, self.voxel_size)
