@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's two entry points for a fresh machine (see README.md):
-#   ./run.sh demo   synthetic nuScenes-format world -> teacher-feature store (later: -> pretrain -> evaluate)
+#   ./run.sh demo   synthetic nuScenes-format world -> teacher-feature store -> short pretraining (later: evaluate)
 #   ./run.sh test   the test suite (extra arguments go to pytest, e.g. ./run.sh test -m "not slow")
 # Each creates the virtual environment .venv on first use, in one pip command.
 set -euo pipefail
@@ -40,6 +40,10 @@ case "$cmd" in
         # no teacher weights can be downloaded here: the demo runs a randomly initialised ViT-S/14,
         # named as such in the store and its summary
         "$VENV/bin/cdpipe" extract --dataroot "$out/nuscenes" --out "$out/store.zarr" --random-teacher --overwrite
+        # a short CPU pretraining of a small student: the distillation loss should fall
+        rm -rf "$out/run"
+        "$VENV/bin/cdtrain" pretrain --store "$out/store.zarr" --out "$out/run" --model minkunet-tiny \
+            --head-hidden 256 --steps 20 --warmup 4 --split all
         ;;
     test)
         ensure_venv
