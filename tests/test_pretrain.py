@@ -109,3 +109,21 @@ def test_pretrain_never_imports_heavy_pipeline(small_store, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "HEAVY []" in res.stdout, res.stdout[-500:]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_stay_in_sync(small_store, tmp_path):
+    import json
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "trainer.cli", "pretrain", "--store", small_store[0].out, "--out", str(out),
+           "--model", "minkunet-tiny", "--head-hidden", "32", "--steps", "4", "--batch-size", "1",
+           "--voxel-size", "0.4", "--checkpoint-every", "2", "--split", "all"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert len(lines) == 4 and all(line["world"] == 2 for line in lines)
+    assert [line["ranks_in_sync"] for line in lines if "ranks_in_sync" in line] == [True, True]
+    assert load_checkpoint(str(out / "checkpoint.pt"))["step"] == 4

@@ -151,3 +151,13 @@ class Student(nn.Module):
         """Backbone features [N_points, C] of every point (its voxel's feature)."""
         x = SparseTensor(batch["voxel_feats"], batch["voxel_coords"])
         return self.backbone(x).feats[batch["point_to_voxel"]]
+
+    def forward(self, batch: dict, occupancy: bool = True) -> dict:
+        """Projected features of the points with a teacher feature, and occupancy logits of the queries.
+
+        Everything that trains goes through here, so that DistributedDataParallel sees it."""
+        feats = self.point_features(batch)
+        out = {"proj": self.head(feats[batch["valid"]])}
+        if occupancy:
+            out["occ_logits"] = self.occ_head(feats, batch["xyz"], batch["queries"], batch["nearest"])
+        return out

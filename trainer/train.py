@@ -67,15 +67,14 @@ def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts).mean()
 
 
-def loss_step(model: Student, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
-    """Loss of one batch and its parts (floats) for logging."""
-    feats = model.point_features(batch)
-    valid = batch["valid"]
-    distill = distillation_loss(model.head(feats[valid]), batch["teacher"][valid], cfg.loss)
+def loss_step(model: torch.nn.Module, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+    """Loss of one batch and its parts (floats) for logging. ``model`` is a Student, or one wrapped in DDP."""
+    out = model(batch, occupancy=cfg.occ_weight > 0)
+    distill = distillation_loss(out["proj"], batch["teacher"][batch["valid"]], cfg.loss)
     metrics = {"distill": distill.item()}
     loss = distill
     if cfg.occ_weight > 0:
-        logits = model.occ_head(feats, batch["xyz"], batch["queries"], batch["nearest"])
+        logits = out["occ_logits"]
         occ = balanced_bce(logits, batch["occ"])
         loss = loss + cfg.occ_weight * occ
         metrics["occ"] = occ.item()
@@ -85,12 +84,18 @@ def loss_step(model: Student, batch: dict, cfg: TrainConfig) -> tuple[torch.Tens
 
 
 class EpochBatches(torch.utils.data.Sampler):
-    """Batches of (index, epoch): a seeded permutation per epoch, last partial batch dropped; starts at
+    """Batches of (index, epoch): a seeded permutation per epoch cut into global batches of
+    ``batch_size x world`` sweeps (last partial one dropped), rank r taking its r-th slice. Starts at
     ``start_step`` so that a resumed run sees exactly the batches a straight run would."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, steps: int):
-        self.n, self.bs, self.seed, self.start, self.steps = n, min(batch_size, n), seed, start_step, steps
-        self.per_epoch = max(1, n // self.bs)
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, steps: int, rank: int = 0,
+                 world: int = 1):
+        if n < world:
+            raise ValueError(f"{n} sweeps cannot feed {world} ranks")
+        self.n, self.seed, self.start, self.steps, self.rank = n, seed, start_step, steps, rank
+        self.bs = min(batch_size, n // world)
+        self.global_bs = self.bs * world
+        self.per_epoch = max(1, n // self.global_bs)
 
     def __len__(self) -> int:
         return self.steps - self.start
@@ -99,7 +104,8 @@ class EpochBatches(torch.utils.data.Sampler):
         for step in range(self.start, self.steps):
             epoch, j = divmod(step, self.per_epoch)
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            yield [(int(i), epoch) for i in perm[j * self.bs:(j + 1) * self.bs]]
+            first = j * self.global_bs + self.rank * self.bs
+            yield [(int(i), epoch) for i in perm[first:first + self.bs]]
 
 
 class _EpochDataset(torch.utils.data.Dataset):
@@ -139,6 +145,12 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     """Run (or resume) pretraining; returns the last metrics and the run's files."""
     from tqdm import tqdm
 
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():  # launched by torchrun
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
     torch.manual_seed(tcfg.seed)
     ds = StoreDataset(dcfg)
     if ds.attrs["feature_dim"] != mcfg.feature_dim:
@@ -162,13 +174,18 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
         optimizer.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["torch_rng"])
         start = int(ck["step"])
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=tcfg.occ_weight == 0)
     loader = torch.utils.data.DataLoader(
-        _EpochDataset(ds), batch_sampler=EpochBatches(len(ds), tcfg.batch_size, tcfg.seed, start, tcfg.steps),
+        _EpochDataset(ds),
+        batch_sampler=EpochBatches(len(ds), tcfg.batch_size, tcfg.seed, start, tcfg.steps, rank, world),
         collate_fn=_Collate(dcfg.voxel_size), num_workers=tcfg.workers,
         multiprocessing_context="spawn" if tcfg.workers > 0 else None, persistent_workers=False)
     model.train()
-    log = open(os.path.join(tcfg.out, "metrics.jsonl"), "a")
-    bar = tqdm(total=tcfg.steps, initial=start, desc="pretrain", unit="step", disable=not progress)
+    lead = rank == 0
+    log = open(os.path.join(tcfg.out, "metrics.jsonl"), "a") if lead else None
+    bar = tqdm(total=tcfg.steps, initial=start, desc="pretrain", unit="step", disable=not (progress and lead))
     metrics: dict = {}
     step = start
     t_data = time.perf_counter()
@@ -176,24 +193,41 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
         data_s = time.perf_counter() - t_data
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tcfg)
-        loss, metrics = loss_step(model, batch, tcfg)
+        loss, metrics = loss_step(net, batch, tcfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
         optimizer.step()
         step += 1
         metrics.update(step=step, lr=lr_at(step - 1, tcfg), data_s=data_s,
-                       step_s=time.perf_counter() - t_data - data_s)
-        log.write(json.dumps(metrics) + "\n")
-        log.flush()
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=f"{metrics['distill']:.4f}")
-        bar.update()
-        if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-            save_checkpoint(ckpt_path, model, optimizer, step, mcfg, dcfg, tcfg, fingerprint)
+                       step_s=time.perf_counter() - t_data - data_s, world=world)
+        if world > 1 and (step % tcfg.checkpoint_every == 0 or step == tcfg.steps):
+            metrics["ranks_in_sync"] = ranks_in_sync(model)
+        if lead:
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=f"{metrics['distill']:.4f}")
+            bar.update()
+            if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
+                save_checkpoint(ckpt_path, model, optimizer, step, mcfg, dcfg, tcfg, fingerprint)
         t_data = time.perf_counter()
     bar.close()
-    log.close()
+    if log is not None:
+        log.close()
+    if world > 1:
+        dist.barrier()  # the checkpoint is complete before any rank returns
     return {"metrics": metrics, "checkpoint": ckpt_path, "step": step}
+
+
+def ranks_in_sync(model: torch.nn.Module) -> bool:
+    """True when every rank holds the same weights (max and min of a checksum agree across ranks)."""
+    import torch.distributed as dist
+
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    lo, hi = checksum.clone(), checksum.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return bool(lo.item() == hi.item())
 
 
 class _Collate:
