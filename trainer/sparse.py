@@ -93,18 +93,25 @@ class SparseTensor:
         return self.cache[tag]
 
 
+def _shifted_lookups(table: SparseTensor, base_keys: torch.Tensor, kernel: int):
+    """For each kernel offset d: the rows of ``table`` at the sites ``base + d`` (-1 where absent)."""
+    sorted_keys, order = table.keys()
+    return [_lookup(sorted_keys, order, base_keys + offset_key(d)) for d in kernel_offsets(kernel)]
+
+
+def _scaled_keys(coords: torch.Tensor, stride: int) -> torch.Tensor:
+    base = coords.clone()
+    base[:, 1:] *= stride
+    return pack(base)
+
+
 def submanifold_map(x: SparseTensor, kernel: int) -> KernelMap:
+    """Pairs for out[c] += W_d F[c + d] on the sites of ``x``."""
     tag = ("sub", x.stride, kernel)
     if tag not in x.cache:
-        sorted_keys, order = x.keys()
-        keys = sorted_keys  # query in sorted order: out rows are order[...]
-        inp, out = [], []
-        for d in kernel_offsets(kernel):
-            src = _lookup(sorted_keys, order, keys + offset_key(d))
-            hit = src >= 0
-            inp.append(src[hit])
-            out.append(order[hit])
-        x.cache[tag] = KernelMap(inp, out)
+        sorted_keys, order = x.keys()  # query in sorted order: the output row of query j is order[j]
+        found = _shifted_lookups(x, sorted_keys, kernel)
+        x.cache[tag] = KernelMap([f[f >= 0] for f in found], [order[f >= 0] for f in found])
     return x.cache[tag]
 
 
@@ -123,18 +130,9 @@ def strided_map(x: SparseTensor, out_coords: torch.Tensor, kernel: int, stride: 
     """Pairs for out[o] += W_d F[s o + d]: input sites found at s o + d for each coarse site o."""
     tag = ("strided", x.stride, kernel, stride)
     if tag not in x.cache:
-        sorted_keys, order = x.keys()
         rows = torch.arange(len(out_coords))
-        base = out_coords.clone()
-        base[:, 1:] *= stride
-        base_keys = pack(base)
-        inp, out = [], []
-        for d in kernel_offsets(kernel):
-            src = _lookup(sorted_keys, order, base_keys + offset_key(d))
-            hit = src >= 0
-            inp.append(src[hit])
-            out.append(rows[hit])
-        x.cache[tag] = KernelMap(inp, out)
+        found = _shifted_lookups(x, _scaled_keys(out_coords, stride), kernel)
+        x.cache[tag] = KernelMap([f[f >= 0] for f in found], [rows[f >= 0] for f in found])
     return x.cache[tag]
 
 
@@ -142,18 +140,9 @@ def transposed_map(x: SparseTensor, out: SparseTensor, kernel: int, stride: int)
     """Pairs for out[s o + d] += W_d F[o]: the fine sites of ``out`` that each coarse site reaches."""
     tag = ("transposed", out.stride, x.stride, kernel, stride)
     if tag not in out.cache:
-        sorted_keys, order = out.keys()
         rows = torch.arange(len(x.coords))
-        base = x.coords.clone()
-        base[:, 1:] *= stride
-        base_keys = pack(base)
-        inp, outs = [], []
-        for d in kernel_offsets(kernel):
-            dst = _lookup(sorted_keys, order, base_keys + offset_key(d))
-            hit = dst >= 0
-            inp.append(rows[hit])
-            outs.append(dst[hit])
-        out.cache[tag] = KernelMap(inp, outs)
+        found = _shifted_lookups(out, _scaled_keys(x.coords, stride), kernel)
+        out.cache[tag] = KernelMap([rows[f >= 0] for f in found], [f[f >= 0] for f in found])
     return out.cache[tag]
 
 
