@@ -61,6 +61,7 @@ def test_resume_equals_straight_run_and_student_learns(small_store, tmp_path):
 
     losses = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl")]
     assert losses[-1]["distill"] < losses[0]["distill"] - 0.05
+    assert [round(line["rankme"], 6) for line in losses if "rankme" in line][-1] > 1.0  # logged at checkpoints
 
 
 def _run_until(mcfg, dcfg, tcfg, stop_at: int) -> None:
@@ -72,8 +73,8 @@ def _run_until(mcfg, dcfg, tcfg, stop_at: int) -> None:
 
     original = tr.save_checkpoint
 
-    def save_then_stop(path, model, optimizer, step, *args):
-        original(path, model, optimizer, step, *args)
+    def save_then_stop(path, model, optimizer, scaler, step, *args):
+        original(path, model, optimizer, scaler, step, *args)
         if step == stop_at:
             raise Stop
 

@@ -130,7 +130,7 @@ def strided_map(x: SparseTensor, out_coords: torch.Tensor, kernel: int, stride: 
     """Pairs for out[o] += W_d F[s o + d]: input sites found at s o + d for each coarse site o."""
     tag = ("strided", x.stride, kernel, stride)
     if tag not in x.cache:
-        rows = torch.arange(len(out_coords))
+        rows = torch.arange(len(out_coords), device=out_coords.device)
         found = _shifted_lookups(x, _scaled_keys(out_coords, stride), kernel)
         x.cache[tag] = KernelMap([f[f >= 0] for f in found], [rows[f >= 0] for f in found])
     return x.cache[tag]
@@ -140,7 +140,7 @@ def transposed_map(x: SparseTensor, out: SparseTensor, kernel: int, stride: int)
     """Pairs for out[s o + d] += W_d F[o]: the fine sites of ``out`` that each coarse site reaches."""
     tag = ("transposed", out.stride, x.stride, kernel, stride)
     if tag not in out.cache:
-        rows = torch.arange(len(x.coords))
+        rows = torch.arange(len(x.coords), device=x.coords.device)
         found = _shifted_lookups(out, _scaled_keys(x.coords, stride), kernel)
         out.cache[tag] = KernelMap([rows[f >= 0] for f in found], [f[f >= 0] for f in found])
     return out.cache[tag]
@@ -151,7 +151,7 @@ def apply_map(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, n_out:
     out = feats.new_zeros((n_out, weight.shape[2]))
     for w, src, dst in zip(weight, kmap.inp, kmap.out):
         if len(src):
-            out.index_add_(0, dst, feats[src] @ w)
+            out.index_add_(0, dst, (feats[src] @ w).to(out.dtype))  # matmul may run in fp16 under autocast
     return out
 
 

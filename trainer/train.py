@@ -6,8 +6,11 @@ head output and q the L2-normalised teacher feature:
 plus ``occ_weight`` times the balanced binary cross-entropy of the occupancy logits:
     (mean BCE over occupied queries + mean BCE over free queries) / 2.
 Learning rate (``lr_at``): linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``.
-A checkpoint holds the model, data and train configs, the store's fingerprint, the optimiser state,
-the step and the RNG state; it is plain tensors and Python values, loaded with ``weights_only=True``.
+A checkpoint holds the model, data and train configs, the store's fingerprint, the optimiser and
+gradient-scaler state, the step and the RNG state; it is plain tensors and Python values, loaded with
+``weights_only=True``. On a GPU the step runs under fp16 autocast with gradient scaling; under torchrun
+each rank takes its slice of every global batch (DDP). RankMe of the backbone's point features is
+logged with every checkpoint.
 """
 
 from __future__ import annotations
@@ -127,8 +130,9 @@ def store_fingerprint(attrs: dict) -> dict:
             "weights": t["weights"], "created_utc": attrs["provenance"]["created_utc"]}
 
 
-def save_checkpoint(path: str, model, optimizer, step: int, mcfg, dcfg, tcfg, fingerprint) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+def save_checkpoint(path: str, model, optimizer, scaler, step: int, mcfg, dcfg, tcfg, fingerprint) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+             "step": step,
              "model_config": mcfg.to_dict(), "data_config": dcfg.to_dict(), "train_config": asdict(tcfg),
              "store_fingerprint": fingerprint, "torch_rng": torch.get_rng_state()}
     tmp = path + ".tmp"
@@ -151,14 +155,20 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     if world > 1 and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
     torch.manual_seed(tcfg.seed)
     ds = StoreDataset(dcfg)
     if ds.attrs["feature_dim"] != mcfg.feature_dim:
         raise ValueError(f"store {dcfg.store} holds {ds.attrs['feature_dim']}-dim teacher features but the "
                          f"projection head outputs {mcfg.feature_dim}")
     fingerprint = store_fingerprint(ds.attrs)
-    model = Student(mcfg)
+    model = Student(mcfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     os.makedirs(tcfg.out, exist_ok=True)
     ckpt_path = os.path.join(tcfg.out, "checkpoint.pt")
     start = 0
@@ -172,11 +182,14 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
                 raise ValueError(f"--resume: the checkpoint's {key} differs from this run's: {ck[key]} vs {now}")
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["torch_rng"])
         start = int(ck["step"])
     net: torch.nn.Module = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=tcfg.occ_weight == 0)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=tcfg.occ_weight == 0)
     loader = torch.utils.data.DataLoader(
         _EpochDataset(ds),
         batch_sampler=EpochBatches(len(ds), tcfg.batch_size, tcfg.seed, start, tcfg.steps, rank, world),
@@ -185,6 +198,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     model.train()
     lead = rank == 0
     log = open(os.path.join(tcfg.out, "metrics.jsonl"), "a") if lead else None
+    tb = _tensorboard(tcfg.out) if lead else None
     bar = tqdm(total=tcfg.steps, initial=start, desc="pretrain", unit="step", disable=not (progress and lead))
     metrics: dict = {}
     step = start
@@ -193,30 +207,64 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
         data_s = time.perf_counter() - t_data
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tcfg)
-        loss, metrics = loss_step(net, batch, tcfg)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+            loss, metrics = loss_step(net, batch, tcfg)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         step += 1
         metrics.update(step=step, lr=lr_at(step - 1, tcfg), data_s=data_s,
                        step_s=time.perf_counter() - t_data - data_s, world=world)
-        if world > 1 and (step % tcfg.checkpoint_every == 0 or step == tcfg.steps):
-            metrics["ranks_in_sync"] = ranks_in_sync(model)
+        if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
+            metrics["rankme"] = backbone_rankme(model, batch)
+            if world > 1:
+                metrics["ranks_in_sync"] = ranks_in_sync(model)
         if lead:
             log.write(json.dumps(metrics) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=f"{metrics['distill']:.4f}")
             bar.update()
+            if tb is not None:
+                for key, value in metrics.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        tb.add_scalar(key, value, step)
             if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-                save_checkpoint(ckpt_path, model, optimizer, step, mcfg, dcfg, tcfg, fingerprint)
+                save_checkpoint(ckpt_path, model, optimizer, scaler, step, mcfg, dcfg, tcfg, fingerprint)
         t_data = time.perf_counter()
     bar.close()
     if log is not None:
         log.close()
+    if tb is not None:
+        tb.close()
     if world > 1:
         dist.barrier()  # the checkpoint is complete before any rank returns
     return {"metrics": metrics, "checkpoint": ckpt_path, "step": step}
+
+
+def _tensorboard(out: str):
+    """A SummaryWriter in OUT/tb when tensorboard is installed, else None (metrics.jsonl has everything)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(os.path.join(out, "tb"))
+
+
+@torch.no_grad()
+def backbone_rankme(model: Student, batch: dict, max_points: int = 4096) -> float:
+    """RankMe of the backbone's point features on (a fixed subsample of) this batch."""
+    from trainer.metrics import rankme
+
+    was_training = model.training
+    model.eval()
+    feats = model.point_features(batch)
+    model.train(was_training)
+    pick = torch.linspace(0, len(feats) - 1, min(max_points, len(feats)), device=feats.device).long()
+    return rankme(feats[pick].float().cpu())
 
 
 def ranks_in_sync(model: torch.nn.Module) -> bool:
