@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's two entry points for a fresh machine (see README.md):
-#   ./run.sh demo   synthetic nuScenes-format world -> teacher-feature store -> short pretraining (later: evaluate)
+#   ./run.sh demo   synthetic nuScenes-format world -> teacher-feature store -> short pretraining -> linear-probe mIoU
 #   ./run.sh test   the test suite (extra arguments go to pytest, e.g. ./run.sh test -m "not slow")
 # Each creates the virtual environment .venv on first use, in one pip command.
 set -euo pipefail
@@ -44,6 +44,10 @@ case "$cmd" in
         rm -rf "$out/run"
         "$VENV/bin/cdtrain" pretrain --store "$out/store.zarr" --out "$out/run" --model minkunet-tiny \
             --head-hidden 256 --steps 20 --warmup 4 --split all
+        # how good are its features for segmentation? a linear probe on the labelled train scene,
+        # mIoU on the val scene
+        "$VENV/bin/cdtrain" finetune --store "$out/store.zarr" --checkpoint "$out/run/checkpoint.pt" \
+            --linear-probe --steps 40 --out "$out/probe"
         ;;
     test)
         ensure_venv

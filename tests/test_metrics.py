@@ -108,3 +108,15 @@ def test_label_subset_by_scene_stable_and_sized():
     assert set(label_subset(scenes, 1, seed=0)) <= set(label_subset(scenes, 100, seed=0))
     with pytest.raises(ValueError, match="labels-percent"):
         label_subset(scenes, 0)
+
+
+def test_lovasz_softmax_perfect_and_wrong():
+    import torch
+
+    from trainer.finetune import lovasz_softmax
+
+    target = torch.tensor([0, 1, 2, 1])
+    perfect = torch.nn.functional.one_hot(target, 3).float()
+    assert lovasz_softmax(perfect, target).item() == pytest.approx(0.0)
+    wrong = torch.nn.functional.one_hot((target + 1) % 3, 3).float()
+    assert lovasz_softmax(wrong, target).item() == pytest.approx(1.0)

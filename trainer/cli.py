@@ -87,5 +87,94 @@ def _first_metrics(out: str) -> dict:
     return json.loads(line) if line else {}
 
 
+@app.command()
+def finetune(
+    store: str = typer.Option(..., "--store", help="Store with lidarseg labels."),
+    out: str = typer.Option(..., "--out", help="Run directory: segmenter.pt, result.json."),
+    checkpoint: str = typer.Option(None, help="Pretraining checkpoint (omit: random initialisation, the baseline)."),
+    model: str = typer.Option(None, help="Backbone (default: the checkpoint's, else minkunet34)."),
+    labels_percent: float = typer.Option(100.0, help="Percent of the train sweeps labelled (whole scenes)."),
+    linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the backbone; train the head only."),
+    lovasz: bool = typer.Option(False, "--lovasz", help="Add the Lovasz-softmax loss to cross-entropy."),
+    steps: int = typer.Option(200, help="Optimisation steps."),
+    batch_size: int = typer.Option(2, help="Sweeps per batch."),
+    lr: float = typer.Option(None, help="Peak learning rate (default: 0.05 for a linear probe, 1e-3 otherwise)."),
+    voxel_size: float = typer.Option(0.1, help="Voxel size (m)."),
+    seed: int = typer.Option(0, help="Seed of the label subset, initialisation and data order."),
+):
+    """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
+    from pipeline.schema import StoreError
+    from trainer.finetune import FinetuneConfig
+    from trainer.finetune import finetune as run
+
+    arch = model
+    try:
+        if arch is None:
+            arch = (torch_load_config(checkpoint)["arch"] if checkpoint else "minkunet34")
+        cfg = FinetuneConfig(out=out, labels_percent=labels_percent, linear_probe=linear_probe, steps=steps,
+                             batch_size=batch_size, lr=lr if lr is not None else (0.05 if linear_probe else 1e-3),
+                             lovasz=lovasz, seed=seed)
+        result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size)
+    except (StoreError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    print_result(result)
+
+
+def torch_load_config(checkpoint: str) -> dict:
+    import torch
+
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["model_config"]
+
+
+def print_result(result: dict) -> None:
+    kind = "linear probe" if result.get("linear_probe") else "fine-tuning"
+    typer.echo(f"\n{kind} from {result.get('init', '?')}, {result.get('labels_percent', '?')}% labels "
+               f"({len(result.get('label_scenes', []))} scenes); {result['split']}: {result['sweeps']} sweeps")
+    for name, iou in result["iou"].items():
+        typer.echo(f"  {name:<20} {'   -' if iou is None else f'{100 * iou:5.1f}'}")
+    typer.echo(f"  {'mIoU':<20} {100 * result['miou']:5.1f}")
+
+
+@app.command()
+def evaluate(
+    store: str = typer.Option(..., "--store", help="Store with lidarseg labels."),
+    checkpoint: str = typer.Option(..., "--checkpoint", help="segmenter.pt written by cdtrain finetune."),
+    split: str = typer.Option("val", help="Scenes to evaluate: val, train or all."),
+    voxel_size: float = typer.Option(0.1, help="Voxel size (m)."),
+    out: str = typer.Option(None, help="Write the result (IoUs, mIoU, confusion matrix) as JSON here."),
+):
+    """Per-class IoU, mIoU and confusion matrix of a fine-tuned segmenter."""
+    import json
+
+    import torch
+
+    from trainer.finetune import Segmenter, evaluate_model
+    from trainer.model import ModelConfig
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = Segmenter(ModelConfig(arch=ck["arch"]))
+    model.load_state_dict(ck["model"])
+    result = evaluate_model(model, store, split, voxel_size)
+    result.update(init=checkpoint, linear_probe=ck["result"].get("linear_probe"),
+                  labels_percent=ck["result"].get("labels_percent"), label_scenes=ck["result"].get("label_scenes"))
+    if out:
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
+    print_result(result)
+
+
+@app.command()
+def rankme(
+    store: str = typer.Option(..., "--store", help="Store to sample sweeps from."),
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Pretraining checkpoint."),
+    sweeps: int = typer.Option(8, help="Sweeps sampled."),
+):
+    """RankMe of the backbone's point features (higher = less collapsed)."""
+    from trainer.finetune import store_rankme
+
+    typer.echo(f"RankMe {store_rankme(store, checkpoint, sweeps):.1f} ({checkpoint}, {sweeps} sweeps of {store})")
+
+
 if __name__ == "__main__":
     app()

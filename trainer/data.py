@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from pipeline.classes import FINE_TO_EVAL
 from pipeline.schema import open_store
 
 
@@ -28,17 +29,19 @@ class DataConfig:
     scale: float = 0.1
     max_queries: int = 4096  # occupancy queries per sweep (balanced subsample)
     seed: int = 0
+    scenes: tuple[str, ...] | None = None  # restrict to these scene names (labelled subsets)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def store_sweeps(group, split: str) -> np.ndarray:
-    """Indices of the complete sweeps of the scenes in ``split``."""
+def store_sweeps(group, split: str, names: tuple[str, ...] | None = None) -> np.ndarray:
+    """Indices of the complete sweeps of the scenes in ``split`` (and in ``names`` when given)."""
     done = group["done"][:].astype(bool)
     scene_of = group["scene_index"][:]
     scenes = group.attrs["scenes"]
-    keep = np.array([split == "all" or scenes[i]["split"] == split for i in range(len(scenes))])
+    keep = np.array([(split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)
+                     for sc in scenes])
     return np.nonzero(done & keep[scene_of])[0]
 
 
@@ -47,7 +50,7 @@ class StoreDataset(torch.utils.data.Dataset):
         self.cfg = cfg
         group = open_store(cfg.store)
         self.attrs = dict(group.attrs)
-        self.sweeps = store_sweeps(group, cfg.split)
+        self.sweeps = store_sweeps(group, cfg.split, cfg.scenes)
         if len(self.sweeps) == 0:
             raise ValueError(f"store {cfg.store} has no complete sweeps in split {cfg.split!r}")
         occ = self.attrs["occupancy"]
@@ -91,9 +94,12 @@ class StoreDataset(torch.utils.data.Dataset):
         if self.cfg.augment:
             m = augmentation_matrix(rng, self.cfg.scale)
             xyz, queries = xyz @ m.T, queries @ m.T
-        return {"xyz": xyz, "intensity": points[:, 3].astype(np.float32), "teacher": feats, "valid": valid,
-                "queries": queries.astype(np.float32), "occ": labels.astype(np.float32), "nearest": nearest,
-                "sweep": s}
+        out = {"xyz": xyz, "intensity": points[:, 3].astype(np.float32), "teacher": feats, "valid": valid,
+               "queries": queries.astype(np.float32), "occ": labels.astype(np.float32), "nearest": nearest,
+               "sweep": s}
+        if self.attrs["has_labels"]:
+            out["labels"] = FINE_TO_EVAL[g["labels"][s, :n]]  # 16 evaluation classes, 0 = ignore
+        return out
 
 
 def augmentation_matrix(rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -144,4 +150,6 @@ def collate(samples: list[dict], voxel_size: float) -> dict:
         "nearest": torch.from_numpy(np.concatenate(nearest)),
         "offsets": torch.tensor(point_off[:-1]),
         "sweeps": torch.tensor([s["sweep"] for s in samples]),
+        **({"labels": torch.from_numpy(np.concatenate([s["labels"] for s in samples]).astype(np.int64))}
+           if all("labels" in s for s in samples) else {}),
     }
