@@ -107,10 +107,8 @@ def lidar_directions() -> tuple[np.ndarray, np.ndarray]:
 
 def cast_sweep(world: World, t: float, rng: np.random.Generator) -> Sweep:
     """One LiDAR sweep at scene time ``t``: returns within 1..70 m, with range noise and dropout."""
-    world_from_lidar = world_from_ego(world, t) @ ego_from_lidar()
+    origin, dirs_w = lidar_rays(world, t)
     dirs_l, ring = lidar_directions()
-    dirs_w = dirs_l @ world_from_lidar[:3, :3].T
-    origin = world_from_lidar[:3, 3]
     dist, hit = raycast.cast(world.prims, origin, dirs_w, max_t=MAX_RANGE)
     keep = np.isfinite(dist) & (dist >= MIN_RANGE) & (rng.random(len(dist)) >= DROPOUT)
     dist, hit, dirs_l, dirs_w, ring = dist[keep], hit[keep], dirs_l[keep], dirs_w[keep], ring[keep]
@@ -250,12 +248,16 @@ def _shade(world: World, hit, pts, label, dirs, dist, horizon) -> np.ndarray:
     return colour * (1 - haze[:, None]) + horizon * haze[:, None]
 
 
-def lidar_visible_fraction(world: World, t: float, sweep_instances: np.ndarray, instance: int) -> float:
-    """Fraction of the LiDAR beams aimed at ``instance`` that reach it first (occlusion), in [0, 1]."""
+def lidar_rays(world: World, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Origin [3] and unit beam directions [32*1085, 3] of the sweep at scene time ``t``, world frame."""
     world_from_lidar = world_from_ego(world, t) @ ego_from_lidar()
     dirs_l, _ = lidar_directions()
-    dirs_w = dirs_l @ world_from_lidar[:3, :3].T
-    origin = world_from_lidar[:3, 3]
+    return world_from_lidar[:3, 3], dirs_l @ world_from_lidar[:3, :3].T
+
+
+def lidar_visible_fraction(world: World, rays, sweep_instances: np.ndarray, instance: int) -> float:
+    """Fraction of the beams ``rays`` (from ``lidar_rays``) aimed at ``instance`` that reach it first."""
+    origin, dirs_w = rays
     rows = np.nonzero(world.prims.instance == instance)[0]
     reach = np.zeros(len(dirs_w), dtype=bool)
     for j in rows:

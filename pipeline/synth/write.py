@@ -144,11 +144,12 @@ def _render_sample(cfg: SynthConfig, scene: int, sample: int) -> dict:
     position, _ = world.ego_pose(t)
     counts = np.bincount(sweep.instance, minlength=1)
     annotations = []
+    rays = sensors.lidar_rays(world, t)
     for thing in world.things:
         if np.hypot(thing.centre[0] - position[0], thing.centre[1] - position[1]) > ANNOTATION_RANGE_M:
             continue
         n_pts = int(counts[thing.instance]) if thing.instance < len(counts) else 0
-        vis = sensors.lidar_visible_fraction(world, t, sweep.instance, thing.instance) if n_pts else 0.0
+        vis = sensors.lidar_visible_fraction(world, rays, sweep.instance, thing.instance) if n_pts else 0.0
         annotations.append((thing.instance, n_pts, vis))
     return {
         "scene": scene, "sample": sample, "timestamp": ts, "lidar": (lidar_name, ts), "cams": cams,
@@ -274,7 +275,6 @@ def _tables(cfg: SynthConfig, names, results, root: Path) -> dict[str, list]:
                     filename, ts = r["lidar"]
                 else:
                     _, ts, filename = next(c for c in r["cams"] if c[0] == ch)
-                    filename, ts = filename, ts
                 pose_tok = token(cfg.seed, scene, r["sample"], ch, "ego_pose")
                 t["ego_pose"].append(_ego_pose_record(world, pose_tok, ts, scene_start))
                 t["sample_data"].append({
