@@ -30,9 +30,16 @@ def test_probe_evaluate_and_rankme_from_a_pretraining_checkpoint(small_store, tm
     assert result["split"] == "val" and result["sweeps"] == 3 and math.isfinite(result["miou"])
     assert len(result["label_scenes"]) == 1 and len(result["confusion"]) == 17
     ev = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "probe" / "segmenter.pt"),
-                             "--voxel-size", "0.3", "--out", str(tmp_path / "eval.json")])
+                             "--voxel-size", "0.3", "--out", str(tmp_path / "eval.json"),
+                             "--corruption", "sparser_sensor:2", "--corruption", "fog:0.05"])
     assert ev.exit_code == 0, ev.output
-    assert json.loads((tmp_path / "eval.json").read_text())["miou"] == result["miou"]
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["miou"] == result["miou"]
+    assert set(evaluated["robustness"]) == {"sparser_sensor:2", "fog:0.05"}
+    assert "resilience" in ev.output
+    bad = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "probe" / "segmenter.pt"),
+                              "--corruption", "snow:1"])
+    assert bad.exit_code != 0 and "snow" in bad.output
     rk = runner.invoke(app, ["rankme", "--store", store, "--checkpoint", pre["checkpoint"], "--sweeps", "2"])
     assert rk.exit_code == 0 and "RankMe" in rk.output
 

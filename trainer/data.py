@@ -30,6 +30,7 @@ class DataConfig:
     max_queries: int = 4096  # occupancy queries per sweep (balanced subsample)
     seed: int = 0
     scenes: tuple[str, ...] | None = None  # restrict to these scene names (labelled subsets)
+    corruption: str | None = None  # e.g. "fog:0.02" (trainer/corruptions.py), applied before everything else
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +59,11 @@ class StoreDataset(torch.utils.data.Dataset):
         self.occ_voxel = float(occ["voxel_size_m"])
         self.epoch = 0
         self._group = None  # opened lazily in each loader worker
+        self.corruption = None
+        if cfg.corruption:
+            from trainer.corruptions import parse
+
+            self.corruption = parse(cfg.corruption)
 
     def __len__(self) -> int:
         return len(self.sweeps)
@@ -83,6 +89,11 @@ class StoreDataset(torch.utils.data.Dataset):
         valid = g["valid"][s, :n]
         voxels = g["occ_voxels"][s, :q].astype(np.float32)
         labels = g["occ_labels"][s, :q]
+        point_labels = FINE_TO_EVAL[g["labels"][s, :n]] if self.attrs["has_labels"] else None
+        if self.corruption is not None:
+            keep, points = self.corruption(points, np.random.default_rng([self.cfg.seed, 99, s]))
+            feats, valid = feats[keep], valid[keep]
+            point_labels = point_labels[keep] if point_labels is not None else None
         rng = np.random.default_rng([self.cfg.seed, self.epoch, s])
         if q > self.cfg.max_queries:  # keep the occupied/free balance
             pick = np.concatenate([rng.permutation(np.nonzero(labels == v)[0])[: self.cfg.max_queries // 2]
@@ -97,8 +108,8 @@ class StoreDataset(torch.utils.data.Dataset):
         out = {"xyz": xyz, "intensity": points[:, 3].astype(np.float32), "teacher": feats, "valid": valid,
                "queries": queries.astype(np.float32), "occ": labels.astype(np.float32), "nearest": nearest,
                "sweep": s}
-        if self.attrs["has_labels"]:
-            out["labels"] = FINE_TO_EVAL[g["labels"][s, :n]]  # 16 evaluation classes, 0 = ignore
+        if point_labels is not None:
+            out["labels"] = point_labels  # 16 evaluation classes, 0 = ignore
         return out
 
 

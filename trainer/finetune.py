@@ -154,9 +154,12 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
 
 
 @torch.no_grad()
-def evaluate_model(model: Segmenter, store: str, split: str, voxel_size: float) -> dict:
-    """Confusion matrix, per-class IoU and mIoU over the sweeps of ``split`` (no augmentation)."""
-    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False))
+def evaluate_model(model: Segmenter, store: str, split: str, voxel_size: float,
+                   corruption: str | None = None) -> dict:
+    """Confusion matrix, per-class IoU and mIoU over the sweeps of ``split`` (no augmentation), on the
+    clean clouds or under ``corruption`` (e.g. "fog:0.02"; metrics over the points that remain)."""
+    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False,
+                                 corruption=corruption))
     model.eval()
     conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)
     for i in range(len(ds)):
@@ -164,7 +167,7 @@ def evaluate_model(model: Segmenter, store: str, split: str, voxel_size: float) 
         pred = model(batch).argmax(1).numpy() + 1
         conf += confusion_matrix(batch["labels"].numpy(), pred, NUM_CLASSES)
     iou = iou_per_class(conf)
-    return {"split": split, "sweeps": len(ds), "miou": mean_iou(conf),
+    return {"split": split, "sweeps": len(ds), "corruption": corruption, "miou": mean_iou(conf),
             "iou": {EVAL_CLASSES[c + 1]: (None if np.isnan(v) else float(v)) for c, v in enumerate(iou)},
             "confusion": conf.tolist()}
 
