@@ -43,7 +43,7 @@ case "$cmd" in
         # a short CPU pretraining of a small student: the distillation loss should fall
         rm -rf "$out/run"
         "$VENV/bin/cdtrain" pretrain --store "$out/store.zarr" --out "$out/run" --model minkunet-tiny \
-            --head-hidden 256 --steps 20 --warmup 4 --split all
+            --head-hidden 256 --steps 20 --warmup 4
         # how good are its features for segmentation? a linear probe on the labelled train scene,
         # mIoU on the val scene
         "$VENV/bin/cdtrain" finetune --store "$out/store.zarr" --checkpoint "$out/run/checkpoint.pt" \
