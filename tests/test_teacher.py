@@ -17,6 +17,13 @@ def _images(n=2, hw=(90, 160), seed=0):
     return [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(n)]
 
 
+def _timm_map(model, x):
+    """The last block's patch map straight from timm (the in-memory reference)."""
+    with torch.inference_mode():
+        return model.eval().forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
+                                                  intermediates_only=True)[-1]
+
+
 def test_frozen_by_construction():
     t = FrozenTeacher(TeacherConfig(random=True, image_size=SIZE))
     assert not t.training and not any(p.requires_grad for p in t.parameters())
@@ -60,10 +67,7 @@ def test_weights_from_safetensors_equal_in_memory(tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     t = FrozenTeacher(TeacherConfig(weights=str(path), image_size=SIZE))
     x = t.preprocess(_images())
-    with torch.inference_mode():
-        ref = model.eval().forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
-                                                 intermediates_only=True)[-1]
-    assert torch.equal(t.forward(x), ref)
+    assert torch.equal(t.forward(x), _timm_map(model, x))
     assert len(t.describe()["weights"]) == 64  # sha256 of the file
 
 
@@ -77,10 +81,7 @@ def test_meta_original_checkpoint_loads(tmp_path):
     torch.save(state, path)
     t = FrozenTeacher(TeacherConfig(weights=str(path), image_size=SIZE))
     x = t.preprocess(_images())
-    with torch.inference_mode():
-        ref = model.eval().forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
-                                                 intermediates_only=True)[-1]
-    assert torch.equal(t.forward(x), ref)
+    assert torch.equal(t.forward(x), _timm_map(model, x))
     # a checkpoint at Meta's 518-pixel grid is resampled to our input size
     big = timm.create_model("vit_small_patch14_dinov2", pretrained=False, init_values=0.5)
     state = dict(big.state_dict())

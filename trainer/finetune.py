@@ -22,9 +22,8 @@ from torch import nn
 from pipeline.classes import EVAL_CLASSES
 from trainer.data import DataConfig, StoreDataset, collate
 from trainer.metrics import confusion_matrix, iou_per_class, mean_iou, rankme
-from trainer.model import MinkUNet, ModelConfig
+from trainer.model import MinkUNet, ModelConfig, point_features
 from trainer.splits import label_subset
-from trainer.sparse import SparseTensor
 
 NUM_CLASSES = len(EVAL_CLASSES) - 1  # 16
 
@@ -54,8 +53,7 @@ class Segmenter(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def point_features(self, batch: dict) -> torch.Tensor:
-        x = SparseTensor(batch["voxel_feats"], batch["voxel_coords"])
-        return self.backbone(x).feats[batch["point_to_voxel"]]
+        return point_features(self.backbone, batch)
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Logits [N_points, 16] for classes 1..16."""

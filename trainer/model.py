@@ -108,6 +108,12 @@ class MinkUNet(nn.Module):
         return x
 
 
+def point_features(backbone: MinkUNet, batch: dict) -> torch.Tensor:
+    """Backbone features [N_points, C] of every point of a collated batch (its voxel's feature)."""
+    x = SparseTensor(batch["voxel_feats"], batch["voxel_coords"])
+    return backbone(x).feats[batch["point_to_voxel"]]
+
+
 class ProjectionHead(nn.Module):
     """1 layer: linear. L layers: (Linear -> BN -> ReLU) x (L - 1) -> Linear. Output L2-normalised."""
 
@@ -148,9 +154,7 @@ class Student(nn.Module):
         self.occ_head = OccupancyHead(c, cfg.occ_hidden, cfg.occ_radius)
 
     def point_features(self, batch: dict) -> torch.Tensor:
-        """Backbone features [N_points, C] of every point (its voxel's feature)."""
-        x = SparseTensor(batch["voxel_feats"], batch["voxel_coords"])
-        return self.backbone(x).feats[batch["point_to_voxel"]]
+        return point_features(self.backbone, batch)
 
     def forward(self, batch: dict, occupancy: bool = True) -> dict:
         """Projected features of the points with a teacher feature, and occupancy logits of the queries.
