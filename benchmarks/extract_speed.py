@@ -111,6 +111,11 @@ def main() -> None:
     total = sum(stages.values())
     print("worker time by stage  : " + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in stages.items())
           + f" (of {total:.1f} worker-seconds)")
+    # what bounds the ratio: the teacher's own speed inside the workers, and everything else
+    per_scan = stages.get("teacher", 0.0) / n_scans
+    print(f"teacher in the workers: {per_scan:.2f} s/scan per process vs {t_procs * args.workers / n_scans:.2f} "
+          f"alone; other stages {(total - stages.get('teacher', 0.0)) / n_scans:.2f} s/scan; idle "
+          f"{max(0.0, args.workers * t_tasks - total):.1f} worker-seconds in the task phase")
     print(f"store: {cfg.out} ({directory_bytes(cfg.out) / 2**20:.0f} MiB)")
 
 

@@ -68,24 +68,9 @@ def _codecs(spec) -> dict:
     if spec.dtype == "str":
         return {}
     typesize = np.dtype(spec.dtype).itemsize
-    shuffle = "bitshuffle" if spec.dtype == "float16" else "shuffle"
-    return {"compressors": zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle=shuffle, typesize=typesize)}
-
-
-def describe_teacher(cfg: TeacherConfig) -> tuple[dict, int]:
-    """The teacher's provenance record and feature size, without loading weights into memory."""
-    import torch
-
-    from pipeline.teacher import FrozenTeacher, file_sha256
-
-    with torch.device("meta"):
-        meta_cfg = TeacherConfig(name=cfg.name, weights=None, random=True, seed=cfg.seed,
-                                 image_size=cfg.image_size, layer=cfg.layer)
-        teacher = FrozenTeacher(meta_cfg)
-    desc = teacher.describe()
-    if not cfg.random:
-        desc["weights"], desc["random_init_seed"] = file_sha256(cfg.weights), None
-    return desc, teacher.feature_dim
+    if spec.dtype == "float16":  # the features: nearly zstd's size at 1.5x its write speed
+        return {"compressors": zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=2)}
+    return {"compressors": zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize)}
 
 
 def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_dim: int, max_points: int,
@@ -182,6 +167,12 @@ def _teacher(cfg: TeacherConfig):
     return teacher.to("cuda") if torch.cuda.is_available() else teacher
 
 
+def warm_worker(cfg: TeacherConfig) -> tuple[dict, int]:
+    """Build (and keep) the teacher in this worker; return its provenance record and feature size."""
+    teacher = _teacher(cfg)
+    return teacher.describe(), teacher.feature_dim
+
+
 def read_sweep(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None]:
     path = index.lidar_path[i]
     try:
@@ -204,19 +195,25 @@ def read_sweep(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None
     return points, labels
 
 
-def read_image(path: str, hw) -> np.ndarray:
+def read_image(path: str, hw, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one camera image, check it has the size its record says (``hw`` = (H, W)), and resize it
+    to ``size`` = (h, w) with PIL bicubic when given (what ``FrozenTeacher.preprocess`` would do, but
+    without a round trip through numpy). Returns uint8 RGB [H, W, 3]."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            if im.size != (int(hw[1]), int(hw[0])):
+                raise ExtractError(f"camera image {path} is {im.size[0]}x{im.size[1]}, but its sample_data record "
+                                   f"says {hw[1]}x{hw[0]}")
+            im = im if im.mode == "RGB" else im.convert("RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BICUBIC)  # decodes, then resizes
+            arr = np.asarray(im)
     except FileNotFoundError:
         raise ExtractError(f"camera image missing: {path}") from None
     except (OSError, UnidentifiedImageError) as e:
         raise ExtractError(f"camera image unreadable (corrupt or truncated): {path}: {e}") from None
-    if arr.shape[:2] != tuple(hw):
-        raise ExtractError(f"camera image {path} is {arr.shape[1]}x{arr.shape[0]}, but its sample_data record says "
-                           f"{hw[1]}x{hw[0]}")
     return arr
 
 
@@ -245,7 +242,8 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         "lidar_token": np.array(index.lidar_token, dtype=object),
     }
     clock = _StageClock()
-    images = [read_image(index.image_path[i][j], index.image_hw[i, j]) for i in range(n) for j in range(c)]
+    images = [read_image(index.image_path[i][j], index.image_hw[i, j], cfg.teacher.image_size)
+              for i in range(n) for j in range(c)]
     x = teacher.preprocess(images).to(teacher.mean.device)
     clock.lap("read")
     fmaps = teacher.forward(x).cpu()  # [n*c, D, h, w]
@@ -280,13 +278,16 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         out["occ_labels"][i, :len(occ)] = occ
         out["num_points"][i], out["num_queries"][i] = m, len(occ)
 
-    group = zarr.open_group(cfg.out, mode="r+")
     sl = slice(first_sweep, first_sweep + n)
-    for spec in ARRAYS:
-        if spec.name == "done" or spec.name not in group:
-            continue
-        group[spec.name][sl] = out[spec.name]
-    group["done"][sl] = np.ones(n, np.uint8)  # last: the sweeps are complete
+    # every chunk written here holds sweeps; zarr's check for all-fill chunks (to skip writing them)
+    # scans each chunk and costs as much as compressing it (float16 compares are slow), so skip the check
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        group = zarr.open_group(cfg.out, mode="r+")
+        for spec in ARRAYS:
+            if spec.name == "done" or spec.name not in group:
+                continue
+            group[spec.name][sl] = out[spec.name]
+        group["done"][sl] = np.ones(n, np.uint8)  # last: the sweeps are complete
     clock.lap("write")
     return {"sweeps": n, **clock.seconds}
 
@@ -315,6 +316,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
     """Extract the whole dataset (or resume); returns the store summary."""
     import logging
 
+    import dask
     from dask.distributed import Client, LocalCluster, as_completed
     from distributed import KilledWorker
     from tqdm import tqdm
@@ -322,57 +324,63 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
     from pipeline.frames import build_nuscenes_index
 
     started = time.perf_counter()
-    index = build_nuscenes_index(cfg.dataroot, cfg.version, cfg.split)
-    teacher_desc, feature_dim = describe_teacher(cfg.teacher)
-    max_points = int(index.num_points.max())
-    max_q = max_queries_for(max_points, cfg.occupancy)
-    attrs = store_attrs(cfg, index, teacher_desc, feature_dim, max_points, max_q, command)
-    group = create_or_open_store(cfg, attrs)
-    done = group["done"][:]
-    k = cfg.sweeps_per_shard
-    todo = [s0 for s0 in range(0, len(index), k) if not done[s0:s0 + k].all()]
-    n_done_before = len(index) - sum(min(k, len(index) - s0) for s0 in todo)
-    dims = {"P": max_points, "Q": max_q, "D": feature_dim}
-    task_started = time.perf_counter()
-    stage_seconds: dict[str, float] = {}
-    if todo:
-        if cfg.scheduler:
-            client, cluster = Client(cfg.scheduler), None
-        else:
-            # CRITICAL: workers log a heartbeat traceback when the cluster closes under them; task
-            # errors still reach us as exceptions. ":0" keeps two jobs on one machine off one port.
+    if cfg.scheduler:
+        client, cluster = Client(cfg.scheduler), None
+    else:
+        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold:
+        # every large tensor the teacher frees goes back to the OS and faults in again, ~20% slower
+        # forward passes (measured). The job holds no long-lived data that trimming would free.
+        # CRITICAL: workers log a heartbeat traceback when the cluster closes under them; task errors
+        # still reach us as exceptions. ":0" keeps two jobs on one machine off one port.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
                                    dashboard_address=":0", silence_logs=logging.CRITICAL)
-            client = Client(cluster)
+        client = Client(cluster)
+    try:
+        # every worker imports torch and timm and builds the teacher while the client reads the tables;
+        # the first to finish describes the teacher (name, weights sha256, feature size) for the store
+        warm = [client.submit(warm_worker, cfg.teacher, workers=[w], allow_other_workers=False, pure=False)
+                for w in client.scheduler_info()["workers"]] or [client.submit(warm_worker, cfg.teacher, pure=False)]
+        index = build_nuscenes_index(cfg.dataroot, cfg.version, cfg.split)
+        teacher_desc, feature_dim = next(as_completed(warm)).result()
+        max_points = int(index.num_points.max())
+        max_q = max_queries_for(max_points, cfg.occupancy)
+        attrs = store_attrs(cfg, index, teacher_desc, feature_dim, max_points, max_q, command)
+        group = create_or_open_store(cfg, attrs)
+        done = group["done"][:]
+        k = cfg.sweeps_per_shard
+        todo = [s0 for s0 in range(0, len(index), k) if not done[s0:s0 + k].all()]
+        n_done_before = len(index) - sum(min(k, len(index) - s0) for s0 in todo)
+        dims = {"P": max_points, "Q": max_q, "D": feature_dim}
+        task_started = time.perf_counter()
+        stage_seconds: dict[str, float] = {}
+        futures = [client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, dims,
+                                 pure=False) for s0 in todo]
+        bar = tqdm(total=len(index), initial=n_done_before, desc="extract sweeps", unit="sweep",
+                   disable=not progress or not todo)
         try:
-            task_started = time.perf_counter()
-            futures = [client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, dims,
-                                     pure=False) for s0 in todo]
-            bar = tqdm(total=len(index), initial=n_done_before,
-                       desc="extract sweeps", unit="sweep", disable=not progress)
-            try:
-                for fut in as_completed(futures):
-                    result = fut.result()
-                    bar.update(result["sweeps"])
-                    for stage, sec in result.items():
-                        if stage != "sweeps":
-                            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + sec
-            except KilledWorker as e:
-                for fut in futures:
-                    fut.cancel()
-                raise ExtractError(f"Dask workers died repeatedly while running {e.args[0] if e.args else 'a task'} "
-                                   f"(often out of memory: lower --workers or --sweeps-per-shard). Sweeps already "
-                                   f"written are kept; rerun the same command to resume.") from None
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-            finally:
-                bar.close()
+            for fut in as_completed(futures):
+                result = fut.result()
+                bar.update(result["sweeps"])
+                for stage, sec in result.items():
+                    if stage != "sweeps":
+                        stage_seconds[stage] = stage_seconds.get(stage, 0.0) + sec
+        except KilledWorker as e:
+            for fut in futures:
+                fut.cancel()
+            raise ExtractError(f"Dask workers died repeatedly while running {e.args[0] if e.args else 'a task'} "
+                               f"(often out of memory: lower --workers or --sweeps-per-shard). Sweeps already "
+                               f"written are kept; rerun the same command to resume.") from None
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
     task_seconds = time.perf_counter() - task_started
     summary = summarise_store(cfg.out)
     summary["seconds"] = time.perf_counter() - started

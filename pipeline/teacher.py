@@ -106,7 +106,8 @@ class FrozenTeacher(torch.nn.Module):
         from PIL import Image
 
         h, w = self.cfg.image_size
-        arr = np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BICUBIC)) for im in images])
+        arr = np.stack([im if im.shape[:2] == (h, w) else np.asarray(Image.fromarray(im).resize((w, h), Image.BICUBIC))
+                        for im in images])
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std
 

@@ -171,12 +171,19 @@ def evaluate_model(model: Segmenter, store: str, split: str, voxel_size: float,
 
 
 @torch.no_grad()
-def store_rankme(store: str, checkpoint: str, sweeps: int = 8, points_per_sweep: int = 2048,
-                 voxel_size: float = 0.1) -> float:
-    """RankMe of a pretrained backbone's point features over evenly spaced sweeps of the store."""
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = Segmenter(ModelConfig(arch=ck["model_config"]["arch"]))
-    load_backbone(model, checkpoint)
+def store_rankme(store: str, checkpoint: str | None, sweeps: int = 8, points_per_sweep: int = 2048,
+                 voxel_size: float = 0.1, arch: str | None = None, seed: int = 0) -> float:
+    """RankMe of a pretrained backbone's point features over evenly spaced sweeps of the store; without
+    a checkpoint, of a randomly initialised ``arch`` backbone (seeded), the baseline."""
+    if checkpoint is None:
+        if arch is None:
+            raise ValueError("store_rankme: give a checkpoint, or an arch for a random backbone")
+        torch.manual_seed(seed)
+        model = Segmenter(ModelConfig(arch=arch))
+    else:
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model = Segmenter(ModelConfig(arch=ck["model_config"]["arch"]))
+        load_backbone(model, checkpoint)
     model.eval()
     ds = StoreDataset(DataConfig(store=store, split="all", voxel_size=voxel_size, augment=False))
     feats = []
