@@ -104,3 +104,82 @@ def test_coordinates_out_of_range_are_refused():
     coords = torch.tensor([[0, 70000, 0, 0]])
     with pytest.raises(ValueError, match="voxel coordinates"):
         SparseConv3d(1, 1)(SparseTensor(torch.ones(1, 1), coords))
+
+
+# --- torchsparse adapter: exercised with stand-ins, since torchsparse cannot be installed here -----------
+
+
+def _fake_torchsparse(broken: bool = False):
+    """A module with torchsparse's call shape but another convention: coordinate rows (x, y, z, batch)
+    and weight rows in x-fastest offset order. Computed with the built-in backend, so a correctly
+    calibrated adapter must give exactly the built-in result; ``broken`` returns zeros."""
+    import importlib.machinery
+    import types
+
+    from trainer.sparse import apply_map, submanifold_map
+
+    def conv3d(x, weight, kernel_size, stride=1):
+        assert stride == 1
+        r = range(-(kernel_size // 2), kernel_size // 2 + 1)
+        ours = {d: i for i, d in enumerate(itertools.product(r, repeat=3))}  # x slowest
+        theirs = [(x_, y, z) for z in r for y in r for x_ in r]  # x fastest
+        w = torch.stack([weight[theirs.index(d)] for d in ours])
+        coords = torch.cat([x.coords[:, 3:], x.coords[:, :3]], 1).long()
+        feats = apply_map(x.feats, w, submanifold_map(SparseTensor(x.feats, coords), kernel_size), len(coords))
+        return types.SimpleNamespace(feats=torch.zeros_like(feats) if broken else feats)
+
+    module = types.ModuleType("torchsparse")
+    module.__spec__ = importlib.machinery.ModuleSpec("torchsparse", None)
+    module.SparseTensor = lambda feats, coords, stride=1: types.SimpleNamespace(feats=feats, coords=coords)
+    module.nn = types.SimpleNamespace(functional=types.SimpleNamespace(conv3d=conv3d))
+    return module
+
+
+def _sub_conv_case(kernel):
+    coords = _random_sites(density=0.4, seed=3)
+    feats = torch.randn(len(coords), 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    conv = SparseConv3d(4, 6, kernel)
+    return conv, SparseTensor(feats, coords), feats
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_torchsparse_adapter_calibrates_to_builtin(monkeypatch, kernel):
+    import sys
+
+    import trainer.sparse as sp
+
+    conv, x, feats = _sub_conv_case(kernel)
+    monkeypatch.setenv("CD_SPARSE_BACKEND", "builtin")
+    want = conv(x).feats
+    want_grads = torch.autograd.grad(want.square().sum(), [feats, conv.weight])
+    monkeypatch.setattr(sp, "_ADAPTERS", {})
+    monkeypatch.setitem(sys.modules, "torchsparse", _fake_torchsparse())
+    monkeypatch.setenv("CD_SPARSE_BACKEND", "auto")
+    got = conv(SparseTensor(x.feats, x.coords)).feats
+    assert sp._ADAPTERS[("cpu", torch.float32, kernel)] is not None  # calibrated: batch last, x fastest
+    assert not sp._ADAPTERS[("cpu", torch.float32, kernel)].batch_first
+    assert sp.backend_name().startswith("torchsparse")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(torch.autograd.grad(got.square().sum(), [feats, conv.weight]), want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_torchsparse_adapter_falls_back_or_fails_loudly(monkeypatch):
+    import sys
+
+    import trainer.sparse as sp
+
+    conv, x, _ = _sub_conv_case(3)
+    monkeypatch.setenv("CD_SPARSE_BACKEND", "builtin")
+    want = conv(x).feats
+    monkeypatch.setitem(sys.modules, "torchsparse", _fake_torchsparse(broken=True))
+    monkeypatch.setattr(sp, "_ADAPTERS", {})
+    monkeypatch.setenv("CD_SPARSE_BACKEND", "auto")
+    with pytest.warns(UserWarning, match="torchsparse is installed but not used"):
+        got = conv(SparseTensor(x.feats, x.coords)).feats
+    torch.testing.assert_close(got, want)  # the built-in result, not the stand-in's zeros
+    assert sp.backend_name() == "builtin"
+    monkeypatch.setattr(sp, "_ADAPTERS", {})
+    monkeypatch.setenv("CD_SPARSE_BACKEND", "torchsparse")
+    with pytest.raises(RuntimeError, match="CD_SPARSE_BACKEND=torchsparse"):
+        conv(SparseTensor(x.feats, x.coords))

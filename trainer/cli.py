@@ -26,7 +26,9 @@ def info() -> None:
     else:
         typer.echo("accelerator: none (training runs on the CPU)")
     has_ts = importlib.util.find_spec("torchsparse") is not None
-    typer.echo(f"torchsparse: {'installed' if has_ts else 'not installed'}")
+    typer.echo(f"torchsparse: {'installed' if has_ts else 'not installed'}"
+               + (" (used for submanifold convolutions where it calibrates against the built-in backend; "
+                  "CD_SPARSE_BACKEND=builtin|torchsparse|auto)" if has_ts else ""))
 
 
 @app.command()
@@ -75,6 +77,9 @@ def pretrain(
     typer.echo(f"  distillation loss {first.get('distill', float('nan')):.4f} -> {m.get('distill', float('nan')):.4f}"
                + (f", occupancy loss {first.get('occ', float('nan')):.4f} -> {m['occ']:.4f}" if "occ" in m else ""))
     typer.echo(f"  checkpoint {result['checkpoint']}, metrics {out}/metrics.jsonl")
+    from trainer.sparse import backend_name
+
+    typer.echo(f"  sparse convolution: {backend_name()}")
 
 
 def _first_metrics(out: str) -> dict:

@@ -13,11 +13,22 @@ with p = (k - 1) // 2 for odd k and 0 for even k (``tests/test_sparse.py`` check
 gradients). Neighbour maps are built by sorting packed coordinate keys and ``searchsorted`` (no Python
 loop over points); the convolution is gather -> matmul -> ``index_add_`` per kernel offset, so autograd
 gives the backward pass. Maps are cached on the tensor and reused by every layer at the same level.
+
+torchsparse, when importable, runs the submanifold convolutions (the bulk of a MinkUNet's work) in its
+kernels; strided and transposed ones stay here, so the coarse sites and their maps keep one definition.
+Its coordinate layout and kernel-offset order differ across releases, so before first use on a device
+the adapter calibrates: it runs both backends on a random sparse tensor, tries each layout (batch column
+first or last) and offset order (z or x fastest), and keeps the one that reproduces this module (within 1e-4
+in float32); if none does, or torchsparse raises, it warns once and stays with this module. Environment
+variable ``CD_SPARSE_BACKEND``: ``auto`` (default), ``builtin`` (never touch torchsparse) or
+``torchsparse`` (fail loudly instead of falling back).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -182,7 +193,11 @@ class SparseConv3d(torch.nn.Module):
             out = SparseTensor(apply_map(x.feats, self.weight, kmap, len(like.coords)), like.coords, like.stride,
                                like.cache)
         elif self.stride == 1:
-            out = x.replace(apply_map(x.feats, self.weight, submanifold_map(x, self.kernel), len(x.coords)))
+            ts = _torchsparse_for(x.feats, self.kernel)
+            if ts is not None:
+                out = x.replace(ts.submanifold(x.feats, x.coords, self.weight, self.kernel))
+            else:
+                out = x.replace(apply_map(x.feats, self.weight, submanifold_map(x, self.kernel), len(x.coords)))
         else:
             sites = downsample_sites(x, self.stride)
             kmap = strided_map(x, sites, self.kernel, self.stride)
@@ -193,9 +208,90 @@ class SparseConv3d(torch.nn.Module):
         return out
 
 
-def backend_name() -> str:
-    """'builtin' (this module). torchsparse, when importable, is reported for information only."""
-    import importlib.util
+# ---------------------------------------------------------------------------------------------------
+# torchsparse, when importable: submanifold convolutions only, after calibration against this module
 
-    return "builtin" + (" (torchsparse installed, not yet wired in)" if importlib.util.find_spec("torchsparse")
-                        else "")
+
+class TorchsparseSubmanifold:
+    """Runs ``out[c] = sum_d W_d F[c + d]`` through ``torchsparse.nn.functional.conv3d`` (stride 1).
+
+    ``batch_first``: torchsparse's coordinate rows are (batch, x, y, z) (2.1) rather than (x, y, z,
+    batch) (<= 2.0). ``perm``: our kernel-offset row of each of its rows (its weight = ours[perm])."""
+
+    def __init__(self, module, batch_first: bool, perm: dict[int, torch.Tensor]):
+        self.ts, self.batch_first, self.perm = module, batch_first, perm
+
+    def submanifold(self, feats: torch.Tensor, coords: torch.Tensor, weight: torch.Tensor, kernel: int):
+        c = coords.int()
+        c = c if self.batch_first else torch.cat([c[:, 1:], c[:, :1]], 1)
+        x = self.ts.SparseTensor(feats, c.contiguous(), 1)
+        w = weight[self.perm[kernel].to(weight.device)]
+        out = self.ts.nn.functional.conv3d(x, w, kernel, stride=1)
+        return out.feats if hasattr(out, "feats") else out.F
+
+
+def _offset_orders(kernel: int) -> dict[str, torch.Tensor]:
+    """Candidate kernel-offset orders, as the row of ``kernel_offsets`` each position takes."""
+    ours = kernel_offsets(kernel)  # x slowest, z fastest
+    x_fastest = ours[:, [2, 1, 0]]  # enumerate (z, y, x) with x fastest
+    index = {tuple(d.tolist()): i for i, d in enumerate(ours)}
+    return {"z fastest": torch.arange(len(ours)),
+            "x fastest": torch.tensor([index[tuple(d)] for d in x_fastest.tolist()])}
+
+
+def _calibrate(module, device: torch.device, dtype: torch.dtype, kernel: int) -> TorchsparseSubmanifold | None:
+    """The adapter layout that reproduces ``apply_map`` on a random tensor, or None."""
+    g = torch.Generator().manual_seed(0)
+    coords = torch.unique(torch.cat([torch.randint(0, 2, (600, 1), generator=g),
+                                     torch.randint(-6, 6, (600, 3), generator=g)], 1), dim=0).to(device)
+    feats = torch.randn(len(coords), 5, generator=g).to(device, dtype)
+    weight = torch.randn(kernel ** 3, 5, 7, generator=g).to(device, dtype)
+    x = SparseTensor(feats, coords)
+    want = apply_map(feats, weight, submanifold_map(x, kernel), len(coords))
+    tol = 1e-4 if dtype in (torch.float32, torch.float64) else 2e-2
+    for batch_first in (True, False):
+        for perm in _offset_orders(kernel).values():
+            adapter = TorchsparseSubmanifold(module, batch_first, {kernel: perm})
+            got = adapter.submanifold(feats, coords, weight, kernel).to(want.dtype)
+            if got.shape == want.shape and torch.allclose(got, want, rtol=tol, atol=tol * want.abs().max().item()):
+                return adapter
+    return None
+
+
+_ADAPTERS: dict = {}  # (device, dtype, kernel) -> TorchsparseSubmanifold | None
+
+
+def _torchsparse_for(feats: torch.Tensor, kernel: int) -> TorchsparseSubmanifold | None:
+    """The calibrated torchsparse adapter for this device, dtype and kernel size; None: use this module."""
+    choice = os.environ.get("CD_SPARSE_BACKEND", "auto")
+    if choice not in ("auto", "builtin", "torchsparse"):
+        raise ValueError(f"CD_SPARSE_BACKEND={choice!r}: choose auto, builtin or torchsparse")
+    if choice == "builtin":
+        return None
+    tag = (str(feats.device), feats.dtype, kernel)
+    if tag not in _ADAPTERS:
+        import importlib
+        import importlib.util
+
+        adapter, why = None, "it is not installed"
+        if importlib.util.find_spec("torchsparse") is not None:
+            try:
+                adapter = _calibrate(importlib.import_module("torchsparse"), feats.device, feats.dtype, kernel)
+                why = "no coordinate layout or kernel order of it reproduces the built-in convolution"
+            except Exception as e:  # an API this adapter does not know, or no kernel for this device
+                why = f"it failed: {type(e).__name__}: {e}"
+        if adapter is None and choice == "torchsparse":
+            raise RuntimeError(f"CD_SPARSE_BACKEND=torchsparse, but torchsparse cannot be used on {feats.device} "
+                               f"({feats.dtype}, kernel {kernel}): {why}")
+        if adapter is None and why != "it is not installed":
+            warnings.warn(f"torchsparse is installed but not used on {feats.device} ({feats.dtype}, kernel "
+                          f"{kernel}): {why}; using the built-in sparse convolution", stacklevel=3)
+        _ADAPTERS[tag] = adapter
+    return _ADAPTERS[tag]
+
+
+def backend_name() -> str:
+    """What runs the submanifold convolutions so far in this process: 'builtin', or 'torchsparse' for
+    the (device, dtype, kernel) combinations where it calibrated."""
+    used = sorted(f"{d} {str(t).replace('torch.', '')} k{k}" for (d, t, k), a in _ADAPTERS.items() if a is not None)
+    return "torchsparse (" + ", ".join(used) + "), otherwise builtin" if used else "builtin"
