@@ -276,7 +276,9 @@ def _torchsparse_for(feats: torch.Tensor, kernel: int) -> TorchsparseSubmanifold
         adapter, why = None, "it is not installed"
         if importlib.util.find_spec("torchsparse") is not None:
             try:
-                adapter = _calibrate(importlib.import_module("torchsparse"), feats.device, feats.dtype, kernel)
+                # compare exact arithmetic: under the training step's fp16 autocast both would round
+                with torch.autocast(feats.device.type, enabled=False), torch.no_grad():
+                    adapter = _calibrate(importlib.import_module("torchsparse"), feats.device, feats.dtype, kernel)
                 why = "no coordinate layout or kernel order of it reproduces the built-in convolution"
             except Exception as e:  # an API this adapter does not know, or no kernel for this device
                 why = f"it failed: {type(e).__name__}: {e}"
