@@ -1,10 +1,11 @@
 """``cdpipe extract``: run the frozen teacher once over every camera frame and write the store.
 
-Client: build the frame index from the tables, create the store (or reopen it to resume), and hand
-groups of ``sweeps_per_shard`` consecutive sweeps to Dask workers. Worker task (``extract_group``):
-read the LiDAR sweeps and all their camera images, run the teacher on the whole batch of images,
-project every point into every camera, sample features, build occupancy targets, and write one whole
-shard of every array; ``done`` last. A rerun skips groups whose ``done`` flags are all set, so a killed
+Client: start the Dask workers (each imports torch and timm and builds the teacher right away, which
+also gives the store its teacher record), meanwhile build the frame index from the tables, create the
+store (or reopen it to resume), and hand groups of ``sweeps_per_shard`` consecutive sweeps to the
+workers. Worker task (``extract_group``): read the LiDAR sweeps and all their camera images, run the
+teacher on the whole batch of images, project every point into every camera, sample features, build
+occupancy targets, and write one whole shard of every array; ``done`` last. A rerun skips groups whose ``done`` flags are all set, so a killed
 job loses at most the groups in flight.
 """
 
@@ -339,10 +340,14 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
     try:
         # every worker imports torch and timm and builds the teacher while the client reads the tables;
         # the first to finish describes the teacher (name, weights sha256, feature size) for the store
-        warm = [client.submit(warm_worker, cfg.teacher, workers=[w], allow_other_workers=False, pure=False)
+        warm = [client.submit(warm_worker, cfg.teacher, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]] or [client.submit(warm_worker, cfg.teacher, pure=False)]
         index = build_nuscenes_index(cfg.dataroot, cfg.version, cfg.split)
-        teacher_desc, feature_dim = next(as_completed(warm)).result()
+        try:
+            teacher_desc, feature_dim = next(as_completed(warm)).result()
+        except KilledWorker:
+            raise ExtractError(f"Dask workers died repeatedly while building the teacher {cfg.teacher.name} (often "
+                               f"out of memory: lower --workers, or give the workers more memory)") from None
         max_points = int(index.num_points.max())
         max_q = max_queries_for(max_points, cfg.occupancy)
         attrs = store_attrs(cfg, index, teacher_desc, feature_dim, max_points, max_q, command)

@@ -3,6 +3,7 @@ Dask worker count does not change the store, and bad input is named and loses no
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -198,3 +199,55 @@ def test_refuses_to_write_over_a_directory_that_is_not_a_store(small_dataroot, t
         with pytest.raises(StoreError, match="not a Zarr store"):
             run_extract(store_config(small_dataroot[0], str(precious), overwrite=overwrite), progress=False)
     assert (precious / "chapter1.tex").read_text() == "keep me"
+
+
+def test_killed_workers_lose_nothing(small_store, small_dataroot, tmp_path):
+    """Both Dask workers are killed (SIGKILL) mid-job on a scheduler that allows no retries: the job
+    stops with a message that says so and how to resume, the sweeps already written stay, and the
+    rerun finishes a store equal to one written in one go."""
+    import logging
+    import os
+    import signal
+    import threading
+    import time
+
+    import dask
+    from dask.distributed import LocalCluster
+
+    synth_cfg, _ = small_dataroot
+    cfg = store_config(synth_cfg, str(tmp_path / "store.zarr"), sweeps_per_shard=1)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.CRITICAL)
+    killed = []
+
+    def kill_after_first_sweep():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if zarr.open_group(cfg.out, mode="r")["done"][:].any():
+                    break
+            except Exception:  # the store is not created yet
+                pass
+            time.sleep(0.02)
+        for nanny in list(cluster.workers.values()):
+            os.kill(nanny.process.pid, signal.SIGKILL)
+            killed.append(nanny.process.pid)
+
+    try:
+        killer = threading.Thread(target=kill_after_first_sweep)
+        killer.start()
+        with pytest.raises(ExtractError, match="died repeatedly.*rerun the same command to resume"):
+            run_extract(dataclasses.replace(cfg, scheduler=cluster.scheduler_address), progress=False)
+        killer.join()
+    finally:
+        cluster.close()
+    assert len(killed) == 2
+    done = zarr.open_group(cfg.out, mode="r")["done"][:]
+    assert 1 <= done.sum() < 6
+    summary = run_extract(cfg, progress=False)  # a fresh LocalCluster
+    assert summary["resumed_from"] == done.sum() and summary["sweeps"] == 6
+    ref = zarr.open_group(small_store[0].out, mode="r")
+    got = zarr.open_group(cfg.out, mode="r")
+    for spec in ARRAYS:
+        np.testing.assert_array_equal(ref[spec.name][:], got[spec.name][:], err_msg=spec.name)
