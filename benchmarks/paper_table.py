@@ -46,7 +46,6 @@ def run_job(args: dict, row: str, seed: int) -> dict:
     from trainer.data import DataConfig
     from trainer.finetune import FinetuneConfig, finetune, store_rankme
     from trainer.model import ModelConfig
-    from trainer.splits import label_subset
     from trainer.train import TrainConfig, pretrain
 
     pre, head_layers, occ = ROWS[row]
@@ -67,9 +66,7 @@ def run_job(args: dict, row: str, seed: int) -> dict:
         out["distill_final"] = res["metrics"]["distill"]
     out["pretrain_s"] = time.perf_counter() - t0
     out["rankme"] = store_rankme(store, checkpoint, arch=arch, seed=seed, voxel_size=voxel)
-    import zarr
-
-    scenes = zarr.open_group(store, mode="r").attrs["scenes"]
+    scenes = args["scenes"]
     train_sweeps = sum(s["num_sweeps"] for s in scenes if s["split"] == "train")
     for key, percent, probe, steps in (("probe", 100.0, True, args["probe_steps"]),
                                        ("ft1", 1.0, False, args["finetune_steps"]),
@@ -78,7 +75,7 @@ def run_job(args: dict, row: str, seed: int) -> dict:
                              batch_size=args["batch_size"], lr=0.05 if probe else 1e-3, seed=seed)
         result = finetune(store, checkpoint, arch, cfg, voxel_size=voxel, progress=False)
         out[key] = 100.0 * result["miou"]
-        chosen = set(label_subset(scenes, percent, seed))
+        chosen = set(result["label_scenes"])
         out[f"{key}_label_percent"] = 100.0 * sum(s["num_sweeps"] for s in scenes if s["name"] in chosen) / train_sweeps
     out["seconds"] = time.perf_counter() - t0
     with open(os.path.join(run, "summary.json"), "w") as f:
@@ -92,7 +89,7 @@ def _fmt(values: list[float], digits: int = 1) -> str:
     return f"{v.mean():.{digits}f} ± {spread:.{digits}f}"
 
 
-def table(results: list[dict], seeds: list[int]) -> str:
+def table(results: list[dict]) -> str:
     lines = ["| row | linear probe mIoU | fine-tune 1% mIoU | fine-tune 10% mIoU | RankMe | final distill loss |",
              "|---|---|---|---|---|---|"]
     for row in ROWS:
@@ -147,7 +144,7 @@ def main() -> None:
 
     attrs = dict(zarr.open_group(store, mode="r").attrs)
     job_args = {"store": store, "out": args.out, "arch": args.arch, "voxel_size": args.voxel_size,
-                "feature_dim": attrs["feature_dim"], "head_hidden": args.head_hidden, "batch_size": args.batch_size,
+                "feature_dim": attrs["feature_dim"], "scenes": attrs["scenes"], "head_hidden": args.head_hidden, "batch_size": args.batch_size,
                 "pretrain_steps": args.pretrain_steps, "probe_steps": args.probe_steps,
                 "finetune_steps": args.finetune_steps, "threads": max(1, (os.cpu_count() or 1) // args.jobs)}
     t0 = time.perf_counter()
@@ -174,7 +171,7 @@ def main() -> None:
     text = "\n".join([
         "# CleverDistiller ablation in miniature (synthetic world)",
         "",
-        table(results, args.seeds),
+        table(results),
         "",
         f"mIoU in % over the 16 nuScenes evaluation classes on the {n_val} val scenes; mean ± sample standard "
         f"deviation over seeds {args.seeds} (the seed sets the initialisation, data order and which scenes are "

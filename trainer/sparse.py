@@ -218,14 +218,14 @@ class TorchsparseSubmanifold:
     ``batch_first``: torchsparse's coordinate rows are (batch, x, y, z) (2.1) rather than (x, y, z,
     batch) (<= 2.0). ``perm``: our kernel-offset row of each of its rows (its weight = ours[perm])."""
 
-    def __init__(self, module, batch_first: bool, perm: dict[int, torch.Tensor]):
+    def __init__(self, module, batch_first: bool, perm: torch.Tensor):
         self.ts, self.batch_first, self.perm = module, batch_first, perm
 
     def submanifold(self, feats: torch.Tensor, coords: torch.Tensor, weight: torch.Tensor, kernel: int):
         c = coords.int()
         c = c if self.batch_first else torch.cat([c[:, 1:], c[:, :1]], 1)
         x = self.ts.SparseTensor(feats, c.contiguous(), 1)
-        w = weight[self.perm[kernel].to(weight.device)]
+        w = weight[self.perm.to(weight.device)]
         out = self.ts.nn.functional.conv3d(x, w, kernel, stride=1)
         return out.feats if hasattr(out, "feats") else out.F
 
@@ -251,7 +251,7 @@ def _calibrate(module, device: torch.device, dtype: torch.dtype, kernel: int) ->
     tol = 1e-4 if dtype in (torch.float32, torch.float64) else 2e-2
     for batch_first in (True, False):
         for perm in _offset_orders(kernel).values():
-            adapter = TorchsparseSubmanifold(module, batch_first, {kernel: perm})
+            adapter = TorchsparseSubmanifold(module, batch_first, perm)
             got = adapter.submanifold(feats, coords, weight, kernel).to(want.dtype)
             if got.shape == want.shape and torch.allclose(got, want, rtol=tol, atol=tol * want.abs().max().item()):
                 return adapter
