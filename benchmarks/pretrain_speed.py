@@ -147,11 +147,7 @@ def main() -> None:
             fmaps = teacher.features(images)
             pts = np.fromfile(index.lidar_path[i], np.float32).reshape(-1, 5)
             cam, uv = assign_views(pts, index.cam_from_lidar[i], index.intrinsics[i], index.image_hw[i])
-            live = np.zeros((len(pts), d), np.float16)
-            for c in range(len(images)):
-                sel = np.nonzero(cam == c)[0]
-                live[sel] = sample_features(fmaps[c], uv[sel], tuple(index.image_hw[i, c])).half().numpy()
-            smp["teacher"], smp["valid"] = live, cam >= 0
+            smp["teacher"], smp["valid"] = sample_features(fmaps, cam, uv, index.image_hw[i]), cam >= 0
             samples.append(smp)
         step(collate(samples, dcfg.voxel_size))
     t_live = time.perf_counter() - t0

@@ -93,12 +93,32 @@ def test_meta_original_checkpoint_loads(tmp_path):
     assert torch.isfinite(t518.forward(x)).all()
 
 
-def test_sample_features_equals_upsampled_map_at_pixel_centres():
+def test_sample_features_equals_upsampled_map_and_grid_sample():
     torch.manual_seed(0)
-    fmap = torch.randn(8, 4, 8)  # [D, h, w]
-    h0, w0 = 90, 160
-    up = torch.nn.functional.interpolate(fmap[None], size=(h0, w0), mode="bilinear", align_corners=False)[0]
+    fmaps = torch.randn(3, 8, 4, 8) * 10  # [C, D, h, w]
+    hws = np.array([[90, 160], [45, 80], [90, 160]])
     rng = np.random.default_rng(0)
-    ij = np.c_[rng.integers(0, w0, 500), rng.integers(0, h0, 500)]
-    got = sample_features(fmap, ij + 0.5, (h0, w0))
-    torch.testing.assert_close(got, up[:, ij[:, 1], ij[:, 0]].T, atol=1e-5, rtol=1e-5)
+    n = 1200
+    camera = rng.integers(-1, 3, n).astype(np.int8)
+    cam = np.maximum(camera, 0)
+    # pixel centres, plus the image edges (beyond the outer patch centres: border values)
+    ij = np.c_[rng.integers(0, hws[cam, 1]), rng.integers(0, hws[cam, 0])]
+    uv = ij + 0.5
+    uv[:50] = np.c_[np.zeros(50), hws[cam[:50], 0] - 1e-6]
+    got = sample_features(fmaps, camera, uv, hws)
+    assert got.dtype == np.float16 and got.shape == (n, 8)
+    assert not got[camera < 0].any() and not np.signbit(got[camera < 0]).any()  # exact +0
+    for c in range(3):
+        sel = np.nonzero(camera == c)[0]
+        h0, w0 = hws[c]
+        up = torch.nn.functional.interpolate(fmaps[c][None], size=(h0, w0), mode="bilinear", align_corners=False)[0]
+        pix = sel[sel >= 50]  # whole pixel centres: the upsampled image holds exactly these values
+        ref_up = up[:, ij[pix, 1], ij[pix, 0]].T.half().float()
+        torch.testing.assert_close(torch.from_numpy(got[pix]).float(), ref_up, atol=1e-2, rtol=1e-3)
+        grid = torch.tensor(np.c_[2 * uv[sel, 0] / w0 - 1, 2 * uv[sel, 1] / h0 - 1], dtype=torch.float32)
+        ref = torch.nn.functional.grid_sample(fmaps[c][None], grid[None, None], mode="bilinear",
+                                              padding_mode="border", align_corners=False)[0, :, 0].T
+        # float16 storage: at most one rounding step apart (summation order differs from grid_sample)
+        np.testing.assert_allclose(got[sel].astype(np.float32), ref.numpy(), rtol=2 ** -10, atol=1e-6)
+    # the block size only changes how the work is cut, not the result
+    np.testing.assert_array_equal(sample_features(fmaps, camera, uv, hws, block=7), got)
