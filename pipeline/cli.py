@@ -104,7 +104,7 @@ def extract(
     min_depth: float = typer.Option(1.0, help="Keep projections deeper than this (m)."),
     occ_voxel: float = typer.Option(0.5, help="Occupancy voxel size (m)."),
     occ_free_ratio: float = typer.Option(1.0, help="Free voxels sampled per occupied voxel."),
-    sweeps_per_shard: int = typer.Option(4, help="Sweeps per shard = per task."),
+    sweeps_per_shard: int = typer.Option(2, help="Sweeps per shard = per task (small tasks keep the last workers busy at the end of a job)."),
     workers: int = typer.Option(2, help="Dask worker processes of the local cluster."),
     threads_per_worker: int = typer.Option(0, help="torch threads per worker (0: cores / workers)."),
     scheduler: str = typer.Option(None, help="Address of a running Dask scheduler instead of a local cluster."),

@@ -39,7 +39,7 @@ class ExtractConfig:
     min_depth: float = 1.0
     occupancy: OccupancyGrid = field(default_factory=OccupancyGrid)
     occupancy_seed: int = 0
-    sweeps_per_shard: int = 4
+    sweeps_per_shard: int = 2
     workers: int = 2
     threads_per_worker: int = 0  # 0: cores // workers
     scheduler: str | None = None  # address of a running dask scheduler; None: a LocalCluster
@@ -145,7 +145,20 @@ def create_or_open_store(cfg: ExtractConfig, attrs: dict):
             chunks, shards = (k, *shape[1:]), None
         group.create_array(spec.name, shape=shape, dtype=str if spec.dtype == "str" else spec.dtype,
                            chunks=chunks, shards=shards, fill_value=spec.fill, **_codecs(spec))
-    return group
+    consolidate(cfg.out)
+    return zarr.open_group(cfg.out, mode="r+")
+
+
+def consolidate(url: str) -> None:
+    """Copy every array's metadata into the root ``zarr.json`` (once, when the store is created): opening
+    the store and its arrays is then one read instead of one per array, which each extract task does."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():  # "not part of the Zarr v3 specification": readers may ignore it
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(url)
 
 
 def _jsonable(value):

@@ -68,6 +68,7 @@ def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 16384) 
     lower = np.asarray(grid.lower, dtype=np.float64)
     v = grid.voxel_size
     shape = np.asarray(grid.shape)
+    stride = np.array([shape[1] * shape[2], shape[2], 1])
     origin_cell = (0.0 - lower) / v
     on_plane = origin_cell == np.floor(origin_cell)  # the sensor sits on grid planes (the default grid)
     for start in range(0, len(xyz), chunk):
@@ -75,10 +76,11 @@ def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 16384) 
         # the voxel each segment starts in: on a plane, going down means the voxel below it
         first_cell = np.floor(origin_cell).astype(np.int64) - (on_plane & (p < 0))
         crossed[grid.linear(first_cell[grid.inside(first_cell)])] = True
+        cols = [np.ascontiguousarray(p[:, b]) for b in range(3)]
         for axis in range(3):
-            pa = p[:, axis]
-            lo_c, hi_c = np.minimum(0.0, pa), np.maximum(0.0, pa)
+            pa = cols[axis]
             # plane indices m with lower + m v strictly between the origin and the point, on the grid
+            lo_c, hi_c = np.minimum(0.0, pa), np.maximum(0.0, pa)
             m0 = np.maximum(np.floor((lo_c - lower[axis]) / v).astype(np.int64) + 1, 0)
             m1 = np.minimum(np.ceil((hi_c - lower[axis]) / v).astype(np.int64) - 1, shape[axis])
             count = np.maximum(m1 - m0 + 1, 0)
@@ -87,18 +89,23 @@ def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 16384) 
                 continue
             ray = np.repeat(np.arange(len(p)), count)
             m = np.arange(total) + np.repeat(m0 - (np.cumsum(count) - count), count)
-            t = (lower[axis] + m * v) / pa[ray]
-            cells = []
-            for b in range(3):
-                if b == axis:  # the entered voxel is m going up, m - 1 going down
-                    cells.append(m - (pa[ray] < 0))
-                else:
-                    cells.append(np.floor((t * p[ray, b] - lower[b]) / v).astype(np.int64))
-            ok = np.ones(total, dtype=bool)
-            for b in range(3):
-                ok &= (cells[b] >= 0) & (cells[b] < shape[b])
-            lin = (cells[0][ok] * shape[1] + cells[1][ok]) * shape[2] + cells[2][ok]
-            crossed[lin] = True
+            pa_ray = pa[ray]
+            t = (lower[axis] + m * v) / pa_ray
+            # the entered voxel along this axis is m going up, m - 1 going down
+            cell_a = m - (pa_ray < 0)
+            ok = (cell_a >= 0) & (cell_a < shape[axis])
+            lin = cell_a * stride[axis]
+            for b in range(3):  # the other two indices where the segment meets the plane (in place)
+                if b == axis:
+                    continue
+                c = cols[b][ray]
+                c *= t
+                c -= lower[b]
+                c /= v
+                np.floor(c, out=c)
+                ok &= (c >= 0) & (c < shape[b])
+                lin += c.astype(np.int64) * stride[b]
+            crossed[lin[ok]] = True
     return occupied, crossed & ~occupied
 
 
