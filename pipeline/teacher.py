@@ -165,13 +165,12 @@ def sample_features(fmaps: torch.Tensor, camera: np.ndarray, uv: np.ndarray, ima
     fx, fy = x - x0, y - y0
     dx, dy = int(w > 1), w * int(h > 1)  # a one-cell-wide map has no right / lower neighbour
     base = cam * (h * w) + y0.astype(np.int64) * w + x0.astype(np.int64)
-    zero_row = c_ * h * w  # points no camera sees read an appended zero row with weight 0
-    base[~seen] = zero_row
     idx = np.stack([base, base + dx, base + dy, base + dx + dy], 1)
-    idx[~seen] = zero_row
+    idx[~seen] = c_ * h * w  # points no camera sees read an appended zero row with weight 0: exactly +0
     wts = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1).astype(np.float32)
     wts[~seen] = 0
-    table = torch.cat([fmaps.permute(0, 2, 3, 1).reshape(c_ * h * w, d).float(), fmaps.new_zeros(1, d).float()])
+    cells = fmaps.detach().float().cpu().permute(0, 2, 3, 1).reshape(c_ * h * w, d)
+    table = torch.cat([cells, cells.new_zeros(1, d)])
     idx_t, wts_t, dst = torch.from_numpy(idx), torch.from_numpy(wts), torch.from_numpy(out)
     for s in range(0, n, block):
         e = min(s + block, n)
