@@ -105,8 +105,9 @@ def extract(
     occ_voxel: float = typer.Option(0.5, help="Occupancy voxel size (m)."),
     occ_free_ratio: float = typer.Option(1.0, help="Free voxels sampled per occupied voxel."),
     sweeps_per_shard: int = typer.Option(2, help="Sweeps per shard = per task (small tasks keep the last workers busy at the end of a job)."),
-    workers: int = typer.Option(2, help="Dask worker processes of the local cluster."),
-    threads_per_worker: int = typer.Option(0, help="torch threads per worker (0: cores / workers)."),
+    workers: int = typer.Option(1, help="Dask worker processes of the local cluster (one teacher each)."),
+    tasks_per_worker: int = typer.Option(0, help="Tasks a local worker runs at once in threads sharing its teacher (0: cores / workers)."),
+    torch_threads: int = typer.Option(0, help="torch threads per task (0: cores / (workers x tasks per worker); 1 with --scheduler)."),
     scheduler: str = typer.Option(None, help="Address of a running Dask scheduler instead of a local cluster."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start the store again instead of resuming it."),
 ):
@@ -129,7 +130,7 @@ def extract(
                                   random=random_teacher, seed=teacher_seed, image_size=(h, w),
                                   layer="last_norm" if normed else "last_prenorm"),
             min_depth=min_depth, occupancy=grid, sweeps_per_shard=sweeps_per_shard, workers=workers,
-            threads_per_worker=threads_per_worker, scheduler=scheduler, overwrite=overwrite)
+            tasks_per_worker=tasks_per_worker, torch_threads=torch_threads, scheduler=scheduler, overwrite=overwrite)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,8 +41,15 @@ class ExtractConfig:
     occupancy: OccupancyGrid = field(default_factory=OccupancyGrid)
     occupancy_seed: int = 0
     sweeps_per_shard: int = 2
-    workers: int = 2
-    threads_per_worker: int = 0  # 0: cores // workers
+    # The local cluster: ``workers`` processes, each holding one teacher and running ``tasks_per_worker``
+    # tasks at once in threads (0: cores // workers), each task's torch ops on ``torch_threads`` threads
+    # (0: cores // (workers x tasks_per_worker), at least 1). On the CPU, threads sharing one teacher run
+    # it as fast as a process per core or faster (one copy of the weights in the shared cache; 2 cores:
+    # 1.50 vs 1.52 scans/s in one benchmark run, 1.47-1.49 vs 1.34-1.37 in another script), and torch,
+    # timm and the model load once: start-up 4.8 s instead of 8.1 s, one model in memory.
+    workers: int = 1
+    tasks_per_worker: int = 0
+    torch_threads: int = 0
     scheduler: str | None = None  # address of a running dask scheduler; None: a LocalCluster
     overwrite: bool = False
 
@@ -50,12 +58,22 @@ class ExtractConfig:
             raise ValueError(f"--dataset {self.dataset!r}: only 'nuscenes' (and nuScenes-format data) is supported")
         if self.sweeps_per_shard < 1 or self.workers < 1:
             raise ValueError("--sweeps-per-shard and --workers must be at least 1")
+        if self.tasks_per_worker < 0 or self.torch_threads < 0:
+            raise ValueError("--tasks-per-worker and --torch-threads must be 0 (automatic) or more")
         if self.min_depth <= 0:
             raise ValueError("--min-depth must be positive")
 
     @property
+    def tasks(self) -> int:
+        """Tasks each local worker runs at once."""
+        return self.tasks_per_worker or max(1, (os.cpu_count() or 1) // self.workers)
+
+    @property
     def threads(self) -> int:
-        return self.threads_per_worker or max(1, (os.cpu_count() or 1) // self.workers)
+        """torch threads per task (one on a cluster given by --scheduler, unless set)."""
+        if self.torch_threads or self.scheduler:
+            return self.torch_threads or 1
+        return max(1, (os.cpu_count() or 1) // (self.workers * self.tasks))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,8 +189,18 @@ def _jsonable(value):
 # the worker task
 
 
-@lru_cache(maxsize=1)
+_TEACHER_LOCK = threading.Lock()
+
+
 def _teacher(cfg: TeacherConfig):
+    """The worker's one teacher, built on first use; the tasks running in the worker's threads share it
+    (its forward keeps no state)."""
+    with _TEACHER_LOCK:
+        return _build_teacher(cfg)
+
+
+@lru_cache(maxsize=1)
+def _build_teacher(cfg: TeacherConfig):
     import torch
 
     from pipeline.teacher import FrozenTeacher
@@ -320,6 +348,28 @@ def max_queries_for(max_points: int, grid: OccupancyGrid) -> int:
     return int(np.ceil(max_points * (1.0 + grid.free_per_occupied))) + 1
 
 
+# The workers of our local cluster (measured on the extract, benchmarks/extract_speed.py):
+# - glibc: Dask sets MALLOC_TRIM_THRESHOLD_=65536, which pins the mmap threshold at 128 KiB, so every
+#   large array a task frees goes back to the OS and faults in again (~20% slower teacher forwards).
+#   Fixed thresholds instead: buffers up to 32 MiB (glibc's maximum) come from the heap, and freed heap
+#   memory stays with the process for the next task (system time per sweep 0.083 -> 0.037 s).
+#   A worker holds a few hundred MB more at its peak; the job keeps no long-lived data that trimming
+#   would free.
+# - The GIL: Dask's statistical profiler samples every task thread's stack every 10 ms (off), and the
+#   worker's event loop wakes every 20 ms to time itself, every 100 ms to read its memory and every
+#   500 ms for system statistics, each time taking the GIL from the task threads between torch ops
+#   (now 1 s, 1 s, 2 s; the memory limit is still enforced, a second later at worst). Teacher-only tasks
+#   on 1 worker x 2 threads: 1.455 -> 1.497 scans/s (two runs each), the rate of plain threads.
+_LOCAL_WORKER_CONFIG = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(1 << 32),
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+
+
 def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") -> dict:
     """Extract the whole dataset (or resume); returns the store summary."""
     import logging
@@ -335,13 +385,10 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
     if cfg.scheduler:
         client, cluster = Client(cfg.scheduler), None
     else:
-        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold:
-        # every large tensor the teacher frees goes back to the OS and faults in again, ~20% slower
-        # forward passes (measured). The job holds no long-lived data that trimming would free.
         # CRITICAL: workers log a heartbeat traceback when the cluster closes under them; task errors
         # still reach us as exceptions. ":0" keeps two jobs on one machine off one port.
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+        with dask.config.set(_LOCAL_WORKER_CONFIG):
+            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.tasks, processes=True,
                                    dashboard_address=":0", silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
@@ -354,7 +401,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
             teacher_desc, feature_dim = next(as_completed(warm)).result()
         except KilledWorker:
             raise ExtractError(f"Dask workers died repeatedly while building the teacher {cfg.teacher.name} (often "
-                               f"out of memory: lower --workers, or give the workers more memory)") from None
+                               f"out of memory: lower --workers or --tasks-per-worker, or give the workers more memory)") from None
         max_points = int(index.num_points.max())
         max_q = max_queries_for(max_points, cfg.occupancy)
         attrs = store_attrs(cfg, index, teacher_desc, feature_dim, max_points, max_q, command)
@@ -381,7 +428,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
             for fut in futures:
                 fut.cancel()
             raise ExtractError(f"Dask workers died repeatedly while running {e.args[0] if e.args else 'a task'} "
-                               f"(often out of memory: lower --workers or --sweeps-per-shard). Sweeps already "
+                               f"(often out of memory: lower --workers, --tasks-per-worker or --sweeps-per-shard). Sweeps already "
                                f"written are kept; rerun the same command to resume.") from None
         except BaseException:
             for fut in futures:

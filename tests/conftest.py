@@ -33,6 +33,6 @@ def store_config(synth_cfg, out, **overrides):
 
     kwargs = dict(dataroot=synth_cfg.out, version=synth_cfg.version, out=out,
                   teacher=TeacherConfig(random=True, image_size=(112, 224)), sweeps_per_shard=2, workers=1,
-                  threads_per_worker=1)
+                  tasks_per_worker=1, torch_threads=1)
     kwargs.update(overrides)
     return ExtractConfig(**kwargs)

@@ -114,8 +114,11 @@ def test_store_contents(small_store):
 
 @pytest.mark.slow
 def test_two_dask_workers_equal_one(small_store, small_dataroot, tmp_path):
+    """2 worker processes running 2 tasks each in threads that share their teacher (the 3 tasks of the
+    small world all at once) write the store that 1 process running 1 task at a time wrote."""
     cfg1, _ = small_store
-    cfg2 = store_config(small_dataroot[0], str(tmp_path / "two.zarr"), workers=2)
+    assert (cfg1.workers, cfg1.tasks) == (1, 1)
+    cfg2 = store_config(small_dataroot[0], str(tmp_path / "two.zarr"), workers=2, tasks_per_worker=2)
     run_extract(cfg2, progress=False)
     g1, g2 = zarr.open_group(cfg1.out, mode="r"), zarr.open_group(cfg2.out, mode="r")
     for spec in ARRAYS:
