@@ -111,7 +111,8 @@ def main() -> None:
     index = build_nuscenes_index(dataroot, args.version)
     n_ref = len(index) if args.reference_scans <= 0 else min(args.reference_scans, len(index))
     paths = [index.image_path[s] for s in np.linspace(0, len(index) - 1, n_ref).round().astype(int)]
-    cores = os.cpu_count() or 1
+    from dask.system import CPU_COUNT as cores
+
     t_one_proc = _teacher_alone(tcfg, paths, cores)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(cores), ctx.Queue()

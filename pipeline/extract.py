@@ -66,14 +66,21 @@ class ExtractConfig:
     @property
     def tasks(self) -> int:
         """Tasks each local worker runs at once."""
-        return self.tasks_per_worker or max(1, (os.cpu_count() or 1) // self.workers)
+        return self.tasks_per_worker or max(1, _cores() // self.workers)
 
     @property
     def threads(self) -> int:
         """torch threads per task (one on a cluster given by --scheduler, unless set)."""
         if self.torch_threads or self.scheduler:
             return self.torch_threads or 1
-        return max(1, (os.cpu_count() or 1) // (self.workers * self.tasks))
+        return max(1, _cores() // (self.workers * self.tasks))
+
+
+def _cores() -> int:
+    """CPUs this process may use (affinity and container limits counted, as Dask counts them)."""
+    from dask.system import CPU_COUNT
+
+    return CPU_COUNT
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,7 +272,6 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
     Returns the number of sweeps and the seconds spent per stage (read, teacher, project, occupancy, write).
     """
     import torch
-    import zarr
 
     from pipeline.teacher import sample_features
 
@@ -315,17 +321,29 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         out["num_points"][i], out["num_queries"][i] = m, len(occ)
 
     sl = slice(first_sweep, first_sweep + n)
-    # every chunk written here holds sweeps; zarr's check for all-fill chunks (to skip writing them)
-    # scans each chunk and costs as much as compressing it (float16 compares are slow), so skip the check
-    with zarr.config.set({"array.write_empty_chunks": True}):
-        group = zarr.open_group(cfg.out, mode="r+")
-        for spec in ARRAYS:
-            if spec.name == "done" or spec.name not in group:
-                continue
-            group[spec.name][sl] = out[spec.name]
-        group["done"][sl] = np.ones(n, np.uint8)  # last: the sweeps are complete
+    arrays = _open_for_writing(cfg.out)
+    for spec in ARRAYS:
+        if spec.name != "done" and spec.name in arrays:
+            arrays[spec.name][sl] = out[spec.name]
+    arrays["done"][sl] = np.ones(n, np.uint8)  # last: the sweeps are complete
     clock.lap("write")
     return {"sweeps": n, **clock.seconds}
+
+
+_ZARR_CONFIG_LOCK = threading.Lock()
+
+
+def _open_for_writing(url: str) -> dict:
+    """The store's arrays, opened to write whole chunks. Every chunk a task writes holds sweeps, and
+    zarr's check for all-fill chunks (to skip writing them) scans each chunk at about the cost of
+    compressing it (float16 compares are slow), so the arrays are opened with the check off. zarr
+    reads that setting when an array is opened, from its process-wide config, whose ``set`` restores
+    the old value on exit without a lock: tasks in other threads open theirs one at a time."""
+    import zarr
+
+    with _ZARR_CONFIG_LOCK, zarr.config.set({"array.write_empty_chunks": True}):
+        group = zarr.open_group(url, mode="r+")
+        return {spec.name: group[spec.name] for spec in ARRAYS if spec.name in group}
 
 
 class _StageClock:
@@ -349,25 +367,38 @@ def max_queries_for(max_points: int, grid: OccupancyGrid) -> int:
 
 
 # The workers of our local cluster (measured on the extract, benchmarks/extract_speed.py):
-# - glibc: Dask sets MALLOC_TRIM_THRESHOLD_=65536, which pins the mmap threshold at 128 KiB, so every
-#   large array a task frees goes back to the OS and faults in again (~20% slower teacher forwards).
-#   Fixed thresholds instead: buffers up to 32 MiB (glibc's maximum) come from the heap, and freed heap
-#   memory stays with the process for the next task (system time per sweep 0.083 -> 0.037 s).
-#   A worker holds a few hundred MB more at its peak; the job keeps no long-lived data that trimming
-#   would free.
+# - glibc (``_keep_freed_memory``): Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins
+#   the mmap threshold at 128 KiB, so every large array a task frees goes back to the OS and faults in
+#   again (~20% slower teacher forwards). Fixed thresholds instead, set with mallopt in each worker
+#   (environment variables would lose to any the client process already has, and Dask copies its own
+#   into it): buffers up to 32 MiB (glibc's maximum) come from the heap, and freed heap memory stays
+#   with the process for the next task (system time per sweep 0.083 -> 0.037 s). A worker holds a few
+#   hundred MB more at its peak; the job keeps no long-lived data that trimming would free.
 # - The GIL: Dask's statistical profiler samples every task thread's stack every 10 ms (off), and the
 #   worker's event loop wakes every 20 ms to time itself, every 100 ms to read its memory and every
 #   500 ms for system statistics, each time taking the GIL from the task threads between torch ops
 #   (now 1 s, 1 s, 2 s; the memory limit is still enforced, a second later at worst). Teacher-only tasks
 #   on 1 worker x 2 threads: 1.455 -> 1.497 scans/s (two runs each), the rate of plain threads.
 _LOCAL_WORKER_CONFIG = {
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(1 << 32),
-    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(32 << 20),
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
     "distributed.worker.memory.monitor-interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
+    "distributed.admin.system-monitor.gil.enabled": False,  # polls the GIL every 1 ms when gilknocker is installed
 }
+
+
+def _keep_freed_memory() -> bool:
+    """In a worker of our local cluster: glibc serves buffers up to 32 MiB from the heap and keeps freed
+    heap memory (see above). False where the C library is not glibc."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") -> dict:
@@ -391,6 +422,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
             cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.tasks, processes=True,
                                    dashboard_address=":0", silence_logs=logging.CRITICAL)
         client = Client(cluster)
+        client.run(_keep_freed_memory)
     try:
         # every worker imports torch and timm and builds the teacher while the client reads the tables;
         # the first to finish describes the teacher (name, weights sha256, feature size) for the store
