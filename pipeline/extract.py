@@ -44,9 +44,9 @@ class ExtractConfig:
     # The local cluster: ``workers`` processes, each holding one teacher and running ``tasks_per_worker``
     # tasks at once in threads (0: cores // workers), each task's torch ops on ``torch_threads`` threads
     # (0: cores // (workers x tasks_per_worker), at least 1). On the CPU, threads sharing one teacher run
-    # it as fast as a process per core or faster (one copy of the weights in the shared cache; 2 cores:
-    # 1.50 vs 1.52 scans/s in one benchmark run, 1.47-1.49 vs 1.34-1.37 in another script), and torch,
-    # timm and the model load once: start-up 4.8 s instead of 8.1 s, one model in memory.
+    # it as fast as a process per core or faster (teacher alone on 2 cores: 2 threads 1.47-1.51 scans/s;
+    # 2 processes 1.34-1.37 with glibc's defaults, 1.52 with the malloc settings below), and torch, timm
+    # and the model load once: start-up 4.5-4.8 s instead of 8.1 s, one model in memory.
     workers: int = 1
     tasks_per_worker: int = 0
     torch_threads: int = 0
