@@ -1,8 +1,10 @@
-"""LiDAR points -> camera pixels. Pure numpy; the transforms are composed once per sweep and camera.
+"""LiDAR points -> camera pixels. Pure numpy; all cameras of a sweep in one matrix product.
 
 For nuScenes the chain is lidar -> ego (at LiDAR time) -> global -> ego (at the camera's time) ->
 camera, i.e. ``cam_from_lidar = inv(global_from_ego_cam @ ego_from_cam) @ global_from_ego_lidar @
-ego_from_lidar`` (``frames.py`` builds it from the tables).
+ego_from_lidar`` (``frames.py`` builds it from the tables). Each camera's chain and intrinsics are
+folded into one 4x4 matrix whose rows give (u w, v w, w, depth) from homogeneous LiDAR points, so a
+sweep's points meet all cameras in one product instead of two per camera.
 """
 
 from __future__ import annotations
@@ -10,23 +12,45 @@ from __future__ import annotations
 import numpy as np
 
 
+def project_all(points: np.ndarray, cam_from_lidar: np.ndarray, ks: np.ndarray, hws: np.ndarray,
+                min_depth: float = 1.0):
+    """Project ``points`` [N,3+] (LiDAR frame) into ``C`` cameras at once.
+
+    Args: ``cam_from_lidar`` [C,4,4], ``ks`` [C,3,3] intrinsics, ``hws`` [C,2] (height, width) of the images.
+    Returns ``u``, ``v`` [C,N] float64 continuous pixel coordinates (u right, v down; pixel (i, j) spans
+    [i, i+1) x [j, j+1); meaningless where not seen), ``seen`` [C,N] bool and ``depth`` [C,N] camera z (m).
+    A camera sees a point when depth > ``min_depth`` and 0 <= u < W, 0 <= v < H.
+    """
+    n, c_ = len(points), len(ks)
+    rows = np.empty((c_, 4, 4))
+    t = np.asarray(cam_from_lidar, dtype=np.float64)[:, :3]
+    rows[:, :3] = np.asarray(ks, dtype=np.float64) @ t  # (u w, v w, w) = K [R | t] p
+    rows[:, 3] = t[:, 2]  # depth: camera z
+    ph = np.empty((4, n))
+    ph[:3] = points[:, :3].T
+    ph[3] = 1.0
+    q = (rows.reshape(4 * c_, 4) @ ph).reshape(c_, 4, n)
+    depth = q[:, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):  # points on a camera's plane: never seen
+        u = q[:, 0] / q[:, 2]
+        v = q[:, 1] / q[:, 2]
+    hw = np.asarray(hws, dtype=np.float64)
+    seen = (depth > min_depth) & (u >= 0) & (u < hw[:, 1:]) & (v >= 0) & (v < hw[:, :1])
+    return u, v, seen, depth
+
+
 def project(points: np.ndarray, cam_from_lidar: np.ndarray, k: np.ndarray, hw: tuple[int, int],
             min_depth: float = 1.0):
-    """Project ``points`` [N,3] (LiDAR frame) into one camera.
+    """Project ``points`` [N,3+] (LiDAR frame) into one camera (``project_all`` with C = 1).
 
     Args: ``cam_from_lidar`` [4,4], ``k`` [3,3] intrinsics, ``hw`` = (height, width) of the image.
-    Returns ``uv`` [M,2] float64 continuous pixel coordinates (u right, v down; pixel (i, j) spans
-    [i, i+1) x [j, j+1)), ``index`` [M] int64 rows of ``points`` kept, ``depth`` [M] camera z (m).
-    A point is kept when depth > ``min_depth`` and 0 <= u < W, 0 <= v < H.
+    Returns ``uv`` [M,2] float64 continuous pixel coordinates, ``index`` [M] int64 rows of ``points``
+    kept and ``depth`` [M] camera z (m), for the points the camera sees.
     """
-    p = np.asarray(points[:, :3], dtype=np.float64) @ cam_from_lidar[:3, :3].T + cam_from_lidar[:3, 3]
-    depth = p[:, 2]
-    front = np.nonzero(depth > min_depth)[0]
-    q = p[front] @ np.asarray(k, dtype=np.float64).T
-    uv = q[:, :2] / q[:, 2:3]
-    h, w = hw
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
-    return uv[inside], front[inside], depth[front[inside]]
+    u, v, seen, depth = project_all(points, np.asarray(cam_from_lidar)[None], np.asarray(k)[None],
+                                    np.asarray(hw)[None], min_depth)
+    index = np.nonzero(seen[0])[0]
+    return np.stack([u[0, index], v[0, index]], 1), index, depth[0, index]
 
 
 def assign_views(points: np.ndarray, cam_from_lidar: np.ndarray, ks: np.ndarray, hws: np.ndarray,
@@ -38,18 +62,18 @@ def assign_views(points: np.ndarray, cam_from_lidar: np.ndarray, ks: np.ndarray,
     Rule: among the cameras that see a point, take the one where its pixel lies farthest from the image
     border (min(u, W - u, v, H - v)); ties go to the lower camera index.
     """
-    n = len(points)
-    points = np.asarray(points[:, :3], dtype=np.float64)  # once, not per camera
-    camera = np.full(n, -1, dtype=np.int8)
-    uv_out = np.full((n, 2), -1.0)
-    best_margin = np.full(n, -np.inf)
-    for c in range(len(ks)):
-        uv, idx, _ = project(points, cam_from_lidar[c], ks[c], tuple(hws[c]), min_depth)
-        h, w = hws[c]
-        margin = np.minimum.reduce([uv[:, 0], w - uv[:, 0], uv[:, 1], h - uv[:, 1]])
-        better = margin > best_margin[idx]
-        sel = idx[better]
-        camera[sel] = c
-        uv_out[sel] = uv[better]
-        best_margin[sel] = margin[better]
-    return camera, uv_out
+    u, v, seen, _ = project_all(points, cam_from_lidar, ks, hws, min_depth)
+    hw = np.asarray(hws, dtype=np.float64)
+    margin = np.minimum(np.minimum(u, hw[:, 1:] - u), np.minimum(v, hw[:, :1] - v))
+    margin[~seen] = -np.inf
+    camera = np.where(seen[0], 0, -1).astype(np.int8)
+    best = margin[0].copy()
+    for c in range(1, len(margin)):  # strictly larger: ties keep the lower index
+        better = margin[c] > best
+        camera[better] = c
+        np.maximum(best, margin[c], out=best)
+    hit = np.nonzero(camera >= 0)[0]
+    uv = np.full((len(camera), 2), -1.0)
+    uv[hit, 0] = u[camera[hit], hit]
+    uv[hit, 1] = v[camera[hit], hit]
+    return camera, uv

@@ -5,7 +5,9 @@ A store is one Zarr v3 group. Sweeps (LiDAR keyframes) lie along axis 0 of every
 are padded to ``P`` (the largest sweep) and per-query arrays to ``Q``, with ``num_points`` and
 ``num_queries`` saying how many rows of sweep s are real. Along axis 0, chunks hold one sweep, so any
 sweep reads without touching the others; shards hold ``sweeps_per_shard`` sweeps, and one extract task
-writes one whole shard of every array (concurrent writers never share a shard). ``done[s]`` is written
+writes one whole shard (or, for unsharded arrays, the whole chunks) of every array: concurrent writers
+never share a file. ``features`` is not sharded: a sweep's chunk is already a file of ~10-20 MB, and
+zarr's sharding codec costs an extra fill and copy of every chunk it writes. ``done[s]`` is written
 after everything else of sweep s: a sweep whose ``done`` is 0 is absent, whatever its other arrays read.
 
 Light module (zarr and numpy only): the trainer imports it.
@@ -29,6 +31,7 @@ class ArraySpec:
     fill: float | int | str
     description: str
     per_point: bool = False  # padded to P (or Q) rows, compressed with the heavy codec
+    sharded: bool = True  # per-point arrays: shards of sweeps_per_shard one-sweep chunks; False: no shards
 
     def shape(self, n_sweeps: int, dims: dict[str, int]) -> tuple[int, ...]:
         return (n_sweeps, *(dims[d] if isinstance(d, str) else d for d in self.trailing))
@@ -39,7 +42,8 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "x, y, z (m, LiDAR frame of the sweep), intensity, ring; as in the dataset's files", True),
     ArraySpec("labels", "uint8", ("P",), 0, "lidarseg class per point (dataset's fine classes; 0 = noise)", True),
     ArraySpec("features", "float16", ("P", "D"), 0.0,
-              "teacher feature at the point's pixel (bilinear on the patch map); 0 where valid is false", True),
+              "teacher feature at the point's pixel (bilinear on the patch map); 0 where valid is false", True,
+              sharded=False),
     ArraySpec("valid", "bool", ("P",), False, "the point has a teacher feature (seen by a camera)", True),
     ArraySpec("camera", "int8", ("P",), -1, "index into attrs cameras of the view used; -1 if none", True),
     ArraySpec("pixel", "float32", ("P", 2), -1.0,

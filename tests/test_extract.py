@@ -17,7 +17,7 @@ from PIL import Image
 from pipeline.dataroot import load_nuscenes
 from pipeline.extract import ExtractError, run_extract, summarise_store
 from pipeline.frames import CAMERAS, build_nuscenes_index
-from pipeline.projection import project
+from pipeline.projection import assign_views, project
 from pipeline.schema import ARRAYS, StoreError, open_store
 from tests.conftest import store_config
 
@@ -59,6 +59,32 @@ def test_projection_equals_devkit(small_dataroot, monkeypatch):
             np.testing.assert_allclose(uv[keep], dk_points[:2].T, rtol=0, atol=1e-3)
             compared += int(keep.sum())
     assert compared > 50_000
+
+
+def test_view_choice_follows_the_rule_camera_by_camera(small_dataroot):
+    """assign_views (all cameras in one product) equals projecting camera by camera with ``project``
+    (the function compared with the devkit above) and keeping the farthest-from-border view, ties to
+    the lower camera index."""
+    cfg, _ = small_dataroot
+    index = build_nuscenes_index(cfg.out, cfg.version)
+    shared = 0
+    for i in range(len(index)):
+        points = np.fromfile(index.lidar_path[i], dtype=np.float32).reshape(-1, 5)
+        best = np.full(len(points), -np.inf)
+        camera, uv = np.full(len(points), -1), np.full((len(points), 2), -1.0)
+        n_views = np.zeros(len(points), int)
+        for c in range(len(index.cameras)):
+            h, w = index.image_hw[i, c]
+            pix, idx, _ = project(points, index.cam_from_lidar[i, c], index.intrinsics[i, c], (h, w))
+            n_views[idx] += 1
+            margin = np.minimum(np.minimum(pix[:, 0], w - pix[:, 0]), np.minimum(pix[:, 1], h - pix[:, 1]))
+            better = margin > best[idx]
+            camera[idx[better]], uv[idx[better]], best[idx[better]] = c, pix[better], margin[better]
+        got_camera, got_uv = assign_views(points, index.cam_from_lidar[i], index.intrinsics[i], index.image_hw[i])
+        np.testing.assert_array_equal(got_camera, camera)
+        np.testing.assert_array_equal(got_uv, uv)
+        shared += int((n_views > 1).sum())
+    assert shared > 100  # the rule was exercised on points that two cameras see
 
 
 def test_store_features_equal_independent_reference(small_store):
