@@ -13,7 +13,9 @@ the teacher, reading the tables: about 5 s on 2 cores) weighs little against the
    times only the teacher forward over them, one scan (6 images) per batch, in three ways: one process
    whose torch uses every core; one process per core, one torch thread each; one process running one
    thread per core (one torch thread each) over one shared teacher. The fastest is the reference
-   (every scan costs the teacher the same, so a subset gives its rate);
+   (every scan costs the teacher the same, so a subset gives its rate). The threads mode (the fastest
+   so far) is also timed just before the extract: this shared machine's speed drifts by up to 30%
+   over minutes, and the reference is the fastest rate seen either side of the extract;
 3. prints scans/s of each and their ratio (goal >= 0.85), and the store's bytes per point against raw
    float16 features.
 """
@@ -103,16 +105,17 @@ def main() -> None:
                         workers=args.workers, tasks_per_worker=args.tasks_per_worker,
                         sweeps_per_shard=args.sweeps_per_shard)
     env = dict(os.environ)
+    index = build_nuscenes_index(dataroot, args.version)
+    n_ref = len(index) if args.reference_scans <= 0 else min(args.reference_scans, len(index))
+    paths = [index.image_path[s] for s in np.linspace(0, len(index) - 1, n_ref).round().astype(int)]
+    from dask.system import CPU_COUNT as cores
+
+    t_threads_before = _teacher_threads(tcfg, paths, cores)
     t0 = time.perf_counter()
     summary = run_extract(cfg, progress=False)
     t_whole = time.perf_counter() - t0
     n_scans = summary["sweeps"]
     t_tasks = summary["task_seconds"]
-
-    index = build_nuscenes_index(dataroot, args.version)
-    n_ref = len(index) if args.reference_scans <= 0 else min(args.reference_scans, len(index))
-    paths = [index.image_path[s] for s in np.linspace(0, len(index) - 1, n_ref).round().astype(int)]
-    from dask.system import CPU_COUNT as cores
 
     # Dask's nanny copies its worker environment into ours (MALLOC_TRIM_THRESHOLD_=65536, which makes
     # forwards ~20% slower); the reference processes start from the environment we were given
@@ -129,9 +132,11 @@ def main() -> None:
     for p in procs:
         p.join()
     t_threads = _teacher_threads(tcfg, paths, cores)
-    rates = {"one process, torch on every core": n_ref / t_one_proc,
+    threads = f"one process, {cores} threads x 1 torch thread, one teacher"
+    rates = {f"{threads} (before the extract)": n_ref / t_threads_before,
+             "one process, torch on every core": n_ref / t_one_proc,
              f"{cores} processes x 1 torch thread": n_ref / t_procs,
-             f"one process, {cores} threads x 1 torch thread, one teacher": n_ref / t_threads}
+             threads: n_ref / t_threads}
     rate_teacher = max(rates.values())
     rate_whole, rate_tasks = n_scans / t_whole, n_scans / t_tasks
     slots = cfg.workers * cfg.tasks  # tasks running at once
@@ -140,7 +145,7 @@ def main() -> None:
     print(f"{n_scans} scans x 6 cameras, teacher {args.teacher} at {h}x{w}, {cores} cores, extract with "
           f"{cfg.workers} worker process(es) x {cfg.tasks} task thread(s) x {cfg.threads} torch thread(s), "
           f"{cfg.sweeps_per_shard} sweeps per task")
-    print(f"teacher forward alone ({n_ref} scans; the fastest is the reference):")
+    print(f"teacher forward alone ({n_ref} scans; the fastest is the reference; all but the first after the extract):")
     for mode, rate in rates.items():
         print(f"  {rate:6.3f} scans/s  {mode}")
     print(f"whole extract         : {rate_whole:6.3f} scans/s  ratio {rate_whole / rate_teacher:.2f}")

@@ -5,7 +5,8 @@ also gives the store its teacher record), meanwhile build the frame index from t
 store (or reopen it to resume), and hand groups of ``sweeps_per_shard`` consecutive sweeps to the
 workers. Worker task (``extract_group``): read the LiDAR sweeps and all their camera images, run the
 teacher on the whole batch of images, project every point into every camera, sample features, build
-occupancy targets, and write one whole shard of every array; ``done`` last. A rerun skips groups whose ``done`` flags are all set, so a killed
+occupancy targets, and write whole shards (whole chunks where an array has no shards) of every array;
+``done`` last. A rerun skips groups whose ``done`` flags are all set, so a killed
 job loses at most the groups in flight.
 """
 
