@@ -59,9 +59,9 @@ def main() -> None:
     ap.add_argument("--codecs", default="", help="only the feature codecs whose name contains this")
     ap.add_argument("--rounds", type=int, default=1, help="measure every case this many times (medians)")
     args = ap.parse_args()
-    from pipeline.extract import _keep_freed_memory
+    from pipeline.worker_setup import keep_freed_memory
 
-    _keep_freed_memory()  # as in an extract worker: large buffers from the heap up to 32 MiB
+    keep_freed_memory()  # as in an extract worker: large buffers from the heap up to 32 MiB
     src = zarr.open_group(args.store, mode="r")
     n = min(args.sweeps, src["features"].shape[0])
     feats = src["features"][:n]

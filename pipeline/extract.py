@@ -368,8 +368,8 @@ def max_queries_for(max_points: int, grid: OccupancyGrid) -> int:
 
 
 # The workers of our local cluster (measured on the extract, benchmarks/extract_speed.py):
-# - glibc (``_keep_freed_memory``): Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins
-#   the mmap threshold at 128 KiB, so every large array a task frees goes back to the OS and faults in
+# - glibc (``worker_setup.keep_freed_memory``): Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536,
+#   which pins the mmap threshold at 128 KiB, so every large array a task frees goes back to the OS and faults in
 #   again (~20% slower teacher forwards). Fixed thresholds instead, set with mallopt in each worker
 #   (environment variables would lose to any the client process already has, and Dask copies its own
 #   into it): buffers up to 32 MiB (glibc's maximum) come from the heap, and freed heap memory stays
@@ -389,49 +389,10 @@ _LOCAL_WORKER_CONFIG = {
 }
 
 
-def _keep_freed_memory() -> bool:
-    """In a worker of our local cluster: glibc serves buffers up to 32 MiB from the heap and keeps freed
-    heap memory (see above). False where the C library is not glibc."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
-def _skip_teardown_at_exit() -> None:
-    """In a worker of our local cluster: end the process as soon as it starts to exit (logging and the
-    standard streams flushed), skipping the interpreter's teardown of torch and timm: ~1.1 s for which
-    the client waited in ``cluster.close()``, 0.1 s now. By then the worker has closed:
-    every task has returned, so everything it wrote is in the store."""
-    import atexit
-    import logging
-    import sys
-
-    def exit_now():
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        os._exit(0)
-
-    atexit.register(exit_now)  # exit handlers run last-registered first: later ones still run, earlier ones
-    # (such as logging's, which exit_now does itself) are skipped
-
-
-def _setup_local_worker() -> bool:
-    _skip_teardown_at_exit()
-    return _keep_freed_memory()
-
-
 def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") -> dict:
     """Extract the whole dataset (or resume); returns the store summary."""
     import logging
+    from concurrent.futures import ThreadPoolExecutor
 
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
@@ -439,8 +400,13 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
     from tqdm import tqdm
 
     from pipeline import frames as _frames
+    from pipeline.worker_setup import LocalWorkerSetup
 
     started = time.perf_counter()
+    # the tables are read in a thread while the cluster starts and its workers build the teacher
+    reader = ThreadPoolExecutor(1, thread_name_prefix="cdpipe-index")
+    index_future = reader.submit(_frames.build_nuscenes_index, cfg.dataroot, cfg.version, cfg.split)
+    reader.shutdown(wait=False)  # its one thread ends with the index
     if cfg.scheduler:
         client, cluster = Client(cfg.scheduler), None
     else:
@@ -450,13 +416,13 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
             cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.tasks, processes=True,
                                    dashboard_address=":0", silence_logs=logging.CRITICAL)
         client = Client(cluster)
-        client.run(_setup_local_worker)
+        client.register_plugin(LocalWorkerSetup())
     try:
         # every worker imports torch and timm and builds the teacher while the client reads the tables;
         # the first to finish describes the teacher (name, weights sha256, feature size) for the store
         warm = [client.submit(warm_worker, cfg.teacher, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]] or [client.submit(warm_worker, cfg.teacher, pure=False)]
-        index = _frames.build_nuscenes_index(cfg.dataroot, cfg.version, cfg.split)
+        index = index_future.result()
         try:
             teacher_desc, feature_dim = next(as_completed(warm)).result()
         except KilledWorker:

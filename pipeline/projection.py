@@ -62,6 +62,8 @@ def assign_views(points: np.ndarray, cam_from_lidar: np.ndarray, ks: np.ndarray,
     Rule: among the cameras that see a point, take the one where its pixel lies farthest from the image
     border (min(u, W - u, v, H - v)); ties go to the lower camera index.
     """
+    if len(ks) == 0:
+        return np.full(len(points), -1, np.int8), np.full((len(points), 2), -1.0)
     u, v, seen, _ = project_all(points, cam_from_lidar, ks, hws, min_depth)
     hw = np.asarray(hws, dtype=np.float64)
     margin = np.minimum(np.minimum(u, hw[:, 1:] - u), np.minimum(v, hw[:, :1] - v))
