@@ -6,7 +6,7 @@
 
 Without --dataroot it first writes a demo-like world of --scenes x --samples keyframes (800x450; default
 4 x 60 = 240 scans), long enough that the fixed start-up (cluster, importing torch and timm, building
-the teacher, reading the tables: about 5 s on 2 cores) weighs little against the task phase. Then:
+the teacher, reading the tables: about 4 s on 2 cores) weighs little against the task phase. Then:
 1. runs the whole ``cdpipe extract`` (random teacher, its default local cluster unless --workers /
    --tasks-per-worker say otherwise) and times it end to end, and its task phase alone;
 2. decodes and resizes the images of --reference-scans scans spread evenly over the dataset once, then

@@ -369,8 +369,8 @@ def max_queries_for(max_points: int, grid: OccupancyGrid) -> int:
 
 # The workers of our local cluster (measured on the extract, benchmarks/extract_speed.py):
 # - glibc (``worker_setup.keep_freed_memory``): Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536,
-#   which pins the mmap threshold at 128 KiB, so every large array a task frees goes back to the OS and faults in
-#   again (~20% slower teacher forwards). Fixed thresholds instead, set with mallopt in each worker
+#   which pins the mmap threshold at 128 KiB, so every large array a task frees goes back to the OS and
+#   faults in again (~20% slower teacher forwards). Fixed thresholds instead, set with mallopt in each worker
 #   (environment variables would lose to any the client process already has, and Dask copies its own
 #   into it): buffers up to 32 MiB (glibc's maximum) come from the heap, and freed heap memory stays
 #   with the process for the next task (system time per sweep 0.083 -> 0.037 s). A worker holds a few
@@ -399,13 +399,13 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
     from distributed import KilledWorker
     from tqdm import tqdm
 
-    from pipeline import frames as _frames
+    from pipeline.frames import build_nuscenes_index
     from pipeline.worker_setup import LocalWorkerSetup
 
     started = time.perf_counter()
     # the tables are read in a thread while the cluster starts and its workers build the teacher
     reader = ThreadPoolExecutor(1, thread_name_prefix="cdpipe-index")
-    index_future = reader.submit(_frames.build_nuscenes_index, cfg.dataroot, cfg.version, cfg.split)
+    index_future = reader.submit(build_nuscenes_index, cfg.dataroot, cfg.version, cfg.split)
     reader.shutdown(wait=False)  # its one thread ends with the index
     if cfg.scheduler:
         client, cluster = Client(cfg.scheduler), None
