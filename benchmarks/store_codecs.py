@@ -25,7 +25,7 @@ def directory_bytes(path):
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
 
-def _measure(feats, n_points, codec, chunks, shards, k):
+def _measure(feats, codec, chunks, shards, k):
     """Write ``feats`` k sweeps at a time into a fresh array; returns (bytes, write s, read-all s,
     read-one-sweep s)."""
     n = len(feats)
@@ -90,7 +90,7 @@ def main() -> None:
     results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {case: [] for case in cases}
     for r in range(args.rounds):  # rounds alternate the order: this machine's speed drifts within a run
         for cname, lname in (cases if r % 2 == 0 else cases[::-1]):
-            results[cname, lname].append(_measure(feats, n_points, candidates[cname], *layouts[lname], k))
+            results[cname, lname].append(_measure(feats, candidates[cname], *layouts[lname], k))
     print(f"{'features codec':<26}{'layout':<28}{'B/point':>9}{'write MB/s':>12}{'read MB/s':>11}{'1 sweep ms':>12}"
           + ("  (medians of %d rounds)" % args.rounds if args.rounds > 1 else ""))
     for (cname, lname), runs in results.items():
