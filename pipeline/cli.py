@@ -30,6 +30,9 @@ def synth(
     version: str = typer.Option("v1.0-mini", help="nuScenes version folder name."),
     workers: int = typer.Option(0, help="Processes (0: one per core)."),
     preview: bool = typer.Option(True, help="Also write preview.png: six cameras and a bird's-eye view."),
+    camera_labels: bool = typer.Option(False, "--camera-labels",
+                                       help="Also write camseg/CAM_*/*.png: the class of every camera pixel "
+                                            "(255 = sky), for training and gating stand-in teachers."),
 ):
     """Write a synthetic street in nuScenes format (tables, LiDAR, six cameras, lidarseg labels)."""
     from pipeline.synth.write import SynthConfig, write_dataroot
@@ -37,7 +40,7 @@ def synth(
     w, h = parse_size(image_size)
     try:
         cfg = SynthConfig(out=str(out), scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
-                          width=w, height=h, version=version, workers=workers)
+                          width=w, height=h, version=version, workers=workers, camera_labels=camera_labels)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     summary = write_dataroot(cfg)

@@ -389,6 +389,26 @@ _LOCAL_WORKER_CONFIG = {
 }
 
 
+def check_teacher_never_saw(teacher: TeacherConfig, dataroot: str) -> None:
+    """Refuse a stand-in teacher trained on frames of the very synthetic world it would be extracted on
+    (its weights file records the world's ``synth.json``; evaluation worlds must be disjoint from it)."""
+    import json
+
+    from pipeline.teacher import weights_description
+
+    if teacher.weights is None:
+        return
+    seen = (weights_description(teacher.weights).get("stand_in") or {}).get("world") or {}
+    synth = os.path.join(dataroot, "synth.json")
+    if "seed" not in seen or not os.path.isfile(synth):
+        return
+    with open(synth) as f:
+        seed = json.load(f).get("seed")
+    if seed == seen["seed"]:
+        raise ExtractError(f"teacher weights {teacher.weights} were trained on frames of synthetic world seed {seed}, "
+                           f"the world in {dataroot}: extract a world written with another --seed")
+
+
 def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") -> dict:
     """Extract the whole dataset (or resume); returns the store summary."""
     import logging
@@ -402,6 +422,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
     from pipeline.frames import build_nuscenes_index
     from pipeline.worker_setup import LocalWorkerSetup
 
+    check_teacher_never_saw(cfg.teacher, cfg.dataroot)
     started = time.perf_counter()
     # the tables are read in a thread while the cluster starts and its workers build the teacher
     reader = ThreadPoolExecutor(1, thread_name_prefix="cdpipe-index")
@@ -499,13 +520,27 @@ def summarise_store(url: str) -> dict:
         "bytes": size, "bytes_per_point": size / total_points if size and total_points else None,
         "raw_float16_bytes_per_point": 2 * a["feature_dim"],
         "teacher": t["name"], "teacher_weights": t["weights"], "random_teacher": t["weights"] == "random",
+        "teacher_architecture": t.get("architecture") or {}, "teacher_stand_in": t.get("stand_in"),
         "layer": t["layer"], "image_size": t["image_size"],
         "dataset": a["dataset"], "scenes": len(a["scenes"]), "schema_version": a["schema_version"],
     }
 
 
 def teacher_label(summary: dict) -> str:
+    """The teacher in one line: its name, architecture overrides, and what kind of stand-in it is, if any."""
+    name = summary["teacher"]
+    arch = summary.get("teacher_architecture") or {}
+    if arch:
+        name += " [" + ", ".join(f"{k}={v}" for k, v in sorted(arch.items())) + "]"
     if summary["random_teacher"]:
-        return f"{summary['teacher']} (RANDOM INITIALISATION, not pretrained: a stand-in teacher)"
-    return f"{summary['teacher']} (weights sha256 {summary['teacher_weights'][:12]}...)"
+        return f"{name} (RANDOM INITIALISATION, not pretrained: a stand-in teacher)"
+    stand_in = summary.get("teacher_stand_in")
+    if stand_in:
+        world = stand_in.get("world") or {}
+        made = (f"STAND-IN TEACHER, recipe {stand_in.get('recipe')}, "
+                + ("trained WITH per-pixel labels" if stand_in.get("labels_used") else "trained without labels")
+                + (f" on synthetic world seed {world['seed']}" if "seed" in world else "") + "; ")
+    else:
+        made = ""
+    return f"{name} ({made}weights sha256 {summary['teacher_weights']})"
 

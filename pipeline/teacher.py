@@ -7,11 +7,19 @@ dropped, reshaped to the patch grid. Input: uint8 RGB images resized to the teac
 
 Frozen by construction: parameters never require grad, the module stays in eval mode (``train(True)``
 raises), and the forward runs under ``torch.inference_mode``.
+
+A ``.safetensors`` weights file may describe itself in one metadata entry, ``META_KEY``, a JSON object
+(the stand-in teachers of ``tools/stand_in_teacher.py`` write it): ``timm_name`` the timm model it was
+made for, ``timm_kwargs`` architecture arguments for ``timm.create_model`` beyond the name (a narrower
+or shallower ViT), ``stand_in`` how a stand-in teacher was made. One entry, because safetensors writes
+several in no fixed order, and the file's bytes (its sha256) must not depend on that. A DINOv2 file from
+Meta or timm has none and loads as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -19,6 +27,7 @@ import numpy as np
 import torch
 
 LAYERS = ("last_prenorm", "last_norm")
+META_KEY = "cleverdistiller_teacher"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,20 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def weights_description(path: str) -> dict:
+    """The ``META_KEY`` record of a ``.safetensors`` weights file ({} for other formats or none)."""
+    if not path.endswith(".safetensors"):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        text = (f.metadata() or {}).get(META_KEY)
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        raise ValueError(f"teacher weights {path}: its {META_KEY} metadata is not valid JSON") from None
+
+
 class FrozenTeacher(torch.nn.Module):
     def __init__(self, cfg: TeacherConfig):
         super().__init__()
@@ -60,15 +83,24 @@ class FrozenTeacher(torch.nn.Module):
 
         self.cfg = cfg
         kwargs = {"img_size": tuple(cfg.image_size)}
+        self.arch, self.stand_in = {}, None
         if cfg.random:
             # timm's DINOv2 LayerScale starts at 1e-5, which makes a random model's blocks do nothing;
             # init_values=1.0 makes every block count (METHOD.md).
-            kwargs["init_values"] = 1.0
+            self.arch = {"init_values": 1.0}
+            kwargs.update(self.arch)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
                 model = timm.create_model(cfg.name, pretrained=False, **kwargs)
             self.weights_id = "random"
         else:
+            meta = weights_description(cfg.weights)
+            made_for = meta.get("timm_name")
+            if made_for and made_for != cfg.name:
+                raise ValueError(f"teacher weights {cfg.weights} were made for the timm model {made_for!r}, "
+                                 f"not {cfg.name!r}: pass --teacher {made_for}")
+            self.arch, self.stand_in = dict(meta.get("timm_kwargs") or {}), meta.get("stand_in")
+            kwargs.update(self.arch)
             # timm's own loading path: its checkpoint filter maps Meta's original DINOv2 key names and
             # resamples the position embeddings to img_size.
             model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay={"file": cfg.weights},
@@ -95,7 +127,8 @@ class FrozenTeacher(torch.nn.Module):
     def describe(self) -> dict:
         import timm
 
-        return {"name": self.cfg.name, "weights": self.weights_id,
+        return {"name": self.cfg.name, "weights": self.weights_id, "architecture": self.arch,
+                "stand_in": self.stand_in,
                 "random_init_seed": self.cfg.seed if self.cfg.random else None, "layer": self.cfg.layer,
                 "image_size": list(self.cfg.image_size), "patch_size": self.patch_size,
                 "mean": self.data_mean, "std": self.data_std,

@@ -7,6 +7,8 @@ Layout (as nuScenes'):
     DATAROOT/samples/CAM_*/*.jpg                  six cameras
     DATAROOT/lidarseg/VERSION/<sd_token>_lidarseg.bin   uint8 [N] fine class per point
     DATAROOT/maps/<token>.png                     semantic prior (road and sidewalk) at 0.1 m/pixel
+    DATAROOT/camseg/CAM_*/*.png                   only with camera_labels: uint8 fine class per pixel of
+                                                  the JPEG of the same name (255 = sky); not nuScenes
     DATAROOT/synth.json                           the generator's arguments (to rebuild the world)
 
 Only keyframes are written (2 Hz, one LiDAR sweep and six images each); there are no intermediate
@@ -56,6 +58,7 @@ class SynthConfig:
     height: int = 450
     version: str = "v1.0-mini"
     workers: int = 0  # 0: one per core
+    camera_labels: bool = False  # also write camseg/: per-pixel classes of every camera image
 
     def __post_init__(self):
         if self.scenes < 1 or self.samples_per_scene < 1:
@@ -139,6 +142,8 @@ def _render_sample(cfg: SynthConfig, scene: int, sample: int) -> dict:
                                      np.random.default_rng([cfg.seed, scene, sample, 2 + c]))
         name = f"samples/{cam.channel}/{_logfile(cfg, scene)}__{cam.channel}__{cts}.jpg"
         Image.fromarray(view.rgb).save(root / name, quality=92)
+        if cfg.camera_labels:
+            Image.fromarray(view.label).save(root / camera_label_path(name))
         cams.append((cam.channel, cts, name))
 
     position, _ = world.ego_pose(t)
@@ -156,6 +161,15 @@ def _render_sample(cfg: SynthConfig, scene: int, sample: int) -> dict:
         "n_points": len(sweep.points), "label_counts": np.bincount(sweep.label, minlength=256)[:32].tolist(),
         "annotations": annotations,
     }
+
+
+def camera_label_path(image_name: str) -> str:
+    """Dataroot-relative path of the per-pixel class image of camera image ``image_name``
+    (``samples/CAM_X/NAME.jpg`` -> ``camseg/CAM_X/NAME.png``)."""
+    parts = Path(image_name).with_suffix(".png").parts
+    if len(parts) < 3 or parts[0] != "samples":
+        raise ValueError(f"not a camera image path of a dataroot: {image_name}")
+    return str(Path("camseg", *parts[1:]))
 
 
 def _ego_pose_record(world: World, tok: str, ts: int, scene_start: int) -> dict:
@@ -187,7 +201,8 @@ def write_dataroot(cfg: SynthConfig, progress: bool = True) -> dict:
     root = Path(cfg.out)
     names = scene_names(cfg.version, cfg.scenes)
     for sub in ["samples/LIDAR_TOP", *(f"samples/{c.channel}" for c in sensors.CAMERAS), "maps",
-                f"lidarseg/{cfg.version}", cfg.version]:
+                f"lidarseg/{cfg.version}", cfg.version,
+                *((f"camseg/{c.channel}" for c in sensors.CAMERAS) if cfg.camera_labels else ())]:
         (root / sub).mkdir(parents=True, exist_ok=True)
 
     jobs = [(s, k) for s in range(cfg.scenes) for k in range(cfg.samples_per_scene)]
@@ -212,6 +227,8 @@ def write_dataroot(cfg: SynthConfig, progress: bool = True) -> dict:
             json.dump(table, f, indent=1)
     with open(root / "synth.json", "w") as f:
         world_args = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")}  # not the content
+        if not cfg.camera_labels:  # unchanged from before the option existed
+            world_args.pop("camera_labels")
         json.dump({"generator": f"cdpipe synth {__version__}", **world_args}, f, indent=1)
     summary = summarise(cfg, names, results)
     summary["seconds"] = time.perf_counter() - started
