@@ -106,7 +106,9 @@ def extract(
     normed: bool = typer.Option(False, "--normed", help="Take the last block after the final norm (default: before)."),
     min_depth: float = typer.Option(1.0, help="Keep projections deeper than this (m)."),
     occ_voxel: float = typer.Option(0.5, help="Occupancy voxel size (m)."),
-    occ_free_ratio: float = typer.Option(1.0, help="Free voxels sampled per occupied voxel."),
+    occ_free_ratio: float = typer.Option(1.0, help="Near-surface free voxels sampled per occupied voxel."),
+    occ_near: float = typer.Option(1.5, help="Free voxels are drawn among those a ray enters at most this many "
+                                              "metres before its return (storage_schema.md, Occupancy)."),
     sweeps_per_shard: int = typer.Option(2, help="Sweeps per shard = per task (small tasks keep the last workers busy at the end of a job)."),
     workers: int = typer.Option(1, help="Dask worker processes of the local cluster (one teacher each)."),
     tasks_per_worker: int = typer.Option(0, help="Tasks a local worker runs at once in threads sharing its teacher (0: cores / workers)."),
@@ -125,7 +127,7 @@ def extract(
 
     h, w = parse_size(image_size)  # HEIGHTxWIDTH here
     try:
-        grid = OccupancyGrid(voxel_size=occ_voxel, free_per_occupied=occ_free_ratio,
+        grid = OccupancyGrid(voxel_size=occ_voxel, free_per_occupied=occ_free_ratio, near_surface_m=occ_near,
                              shape=tuple(int(round(e / occ_voxel)) for e in (100.0, 100.0, 8.0)))
         cfg = ExtractConfig(
             dataroot=str(dataroot), version=version, out=out, dataset=dataset, split=split,

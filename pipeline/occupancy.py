@@ -5,13 +5,21 @@ sensor at the origin). Voxel (i, j, k) spans lower + ([i, i+1), [j, j+1), [k, k+
 - occupied: a voxel that holds at least one point;
 - free: a voxel, not occupied, that the segment from the sensor origin to some point passes through
   (with positive length) before it reaches the point;
+- near-surface free: a free voxel that some segment enters (or starts in) at most ``near_surface_m``
+  before its point: entered at parameter t in [0, 1) of the segment o -> p, (1 - t) |p| <= near_surface_m.
+  With 0.5 m voxels and 1.5 m these are the last ~3 free voxels before a return along each ray;
 - unknown: every other voxel (no target).
-The targets are all occupied voxels plus ``round(free_per_occupied * n_occupied)`` free voxels drawn
-uniformly without replacement (all of them if there are fewer), in increasing linear-index order.
+The targets are all occupied voxels plus ``round(free_per_occupied * n_occupied)`` near-surface free
+voxels drawn uniformly without replacement (all of them if there are fewer), in increasing linear-index
+order. Why near the surface: free voxels drawn anywhere along the rays lie mostly far from every point,
+so the distance from a query to its nearest point alone told occupied from free (99% of the targets
+by one threshold, METHOD.md); near the surface, occupied and free queries sit at similar distances from
+the points, and the trainer hides the points of the queried regions (trainer/masking.py).
 
 Fast path: a segment enters a new voxel exactly where it crosses a grid plane, so the voxels it
-passes through are the voxel it starts in (below a plane it starts on, if it heads down) plus, for each plane x = lower_x + i v (and y, z) crossed at
-parameter t in (0, 1), the voxel it enters there. No ray marching, no sorting.
+passes through are the voxel it starts in (below a plane it starts on, if it heads down) plus, for each
+plane x = lower_x + i v (and y, z) crossed at parameter t in (0, 1), the voxel it enters there. No ray
+marching, no sorting.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ class OccupancyGrid:
     lower: tuple[float, float, float] = (-50.0, -50.0, -5.0)
     shape: tuple[int, int, int] = (200, 200, 16)
     free_per_occupied: float = 1.0
+    near_surface_m: float = 1.5  # free targets: voxels entered at most this far before a return
 
     def __post_init__(self):
-        if self.voxel_size <= 0 or min(self.shape) < 1 or self.free_per_occupied < 0:
+        if self.voxel_size <= 0 or min(self.shape) < 1 or self.free_per_occupied < 0 or self.near_surface_m <= 0:
             raise ValueError(f"bad occupancy grid {self}")
         if max(self.shape) > np.iinfo(np.int16).max:
             raise ValueError("occupancy grid too large for int16 voxel indices")
@@ -37,7 +46,7 @@ class OccupancyGrid:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {"voxel_size_m": d["voxel_size"], "lower": list(d["lower"]), "shape": list(d["shape"]),
-                "free_per_occupied": d["free_per_occupied"]}
+                "free_per_occupied": d["free_per_occupied"], "near_surface_m": d["near_surface_m"]}
 
     def voxel_of(self, xyz: np.ndarray) -> np.ndarray:
         return np.floor((xyz - np.asarray(self.lower)) / self.voxel_size).astype(np.int64)
@@ -58,13 +67,16 @@ class OccupancyGrid:
         return np.asarray(self.lower) + (ijk + 0.5) * self.voxel_size
 
 
-def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean grids (occupied, free), each [nx*ny*nz] by linear index, for points ``xyz`` [N,3]."""
+def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid,
+                      chunk: int = 16384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean grids (occupied, free, near-surface free), each [nx*ny*nz] by linear index, for points
+    ``xyz`` [N,3]."""
     n_vox = int(np.prod(grid.shape))
     occupied = np.zeros(n_vox, dtype=bool)
     ijk = grid.voxel_of(xyz)
     occupied[grid.linear(ijk[grid.inside(ijk)])] = True
     crossed = np.zeros(n_vox, dtype=bool)
+    near = np.zeros(n_vox, dtype=bool)
     lower = np.asarray(grid.lower, dtype=np.float64)
     v = grid.voxel_size
     shape = np.asarray(grid.shape)
@@ -73,9 +85,12 @@ def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 16384) 
     on_plane = origin_cell == np.floor(origin_cell)  # the sensor sits on grid planes (the default grid)
     for start in range(0, len(xyz), chunk):
         p = xyz[start:start + chunk].astype(np.float64)
+        length = np.sqrt((p * p).sum(1))
         # the voxel each segment starts in: on a plane, going down means the voxel below it
         first_cell = np.floor(origin_cell).astype(np.int64) - (on_plane & (p < 0))
-        crossed[grid.linear(first_cell[grid.inside(first_cell)])] = True
+        first_in = grid.inside(first_cell)
+        crossed[grid.linear(first_cell[first_in])] = True
+        near[grid.linear(first_cell[first_in & (length <= grid.near_surface_m)])] = True
         cols = [np.ascontiguousarray(p[:, b]) for b in range(3)]
         for axis in range(3):
             pa = cols[axis]
@@ -106,14 +121,15 @@ def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid, chunk: int = 16384) 
                 ok &= (c >= 0) & (c < shape[b])
                 lin += c.astype(np.int64) * stride[b]
             crossed[lin[ok]] = True
-    return occupied, crossed & ~occupied
+            near[lin[ok & ((1.0 - t) * length[ray] <= grid.near_surface_m)]] = True
+    return occupied, crossed & ~occupied, near & ~occupied
 
 
 def occupancy_targets(xyz: np.ndarray, grid: OccupancyGrid, rng: np.random.Generator):
-    """Query voxels [Q,3] int16 and labels [Q] uint8 (1 occupied, 0 free) for one sweep."""
-    occupied, free = occupied_and_free(xyz, grid)
+    """Query voxels [Q,3] int16 and labels [Q] uint8 (1 occupied, 0 near-surface free) for one sweep."""
+    occupied, _, near_free = occupied_and_free(xyz, grid)
     occ_lin = np.nonzero(occupied)[0]
-    free_lin = np.nonzero(free)[0]
+    free_lin = np.nonzero(near_free)[0]
     n_free = min(len(free_lin), int(round(grid.free_per_occupied * len(occ_lin))))
     free_pick = np.sort(rng.choice(free_lin, size=n_free, replace=False)) if n_free else free_lin[:0]
     lin = np.concatenate([occ_lin, free_pick])

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: free occupancy voxels near the surface (1: anywhere along the rays)
 N_CAMERAS_MAX = 6
 
 
@@ -73,10 +73,10 @@ ATTRIBUTES: dict[str, str] = {
     "scenes": "list of {name, token, split, first_sweep, num_sweeps}",
     "has_labels": "bool, whether labels holds dataset labels",
     "dataset": "{name, version, split, dataroot}",
-    "teacher": "{name, weights (sha256 of the file, or 'random'), random_init_seed, layer, image_size [H, W], "
-               "patch_size, mean, std, timm_version}",
+    "teacher": "{name, weights (sha256 of the file, or 'random'), architecture, stand_in, random_init_seed, layer, "
+               "image_size [H, W], patch_size, mean, std, timm_version}",
     "projection": "{min_depth_m, multi_view_rule, pixel_convention, sampling}",
-    "occupancy": "{voxel_size_m, lower [x, y, z], shape [nx, ny, nz], free_per_occupied, frame, seed}",
+    "occupancy": "{voxel_size_m, lower [x, y, z], shape [nx, ny, nz], free_per_occupied, near_surface_m, frame, seed}",
     "provenance": "{code_version, created_utc, command, torch_version, zarr_version}",
 }
 

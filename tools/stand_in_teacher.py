@@ -121,17 +121,19 @@ def vit_tokens(vit, x: torch.Tensor, mask: torch.Tensor | None = None,
 
 
 class ProtoHead(torch.nn.Module):
-    """DINO head: MLP D -> 512 -> 512 -> 128, L2-normalised, weight-normed linear to K prototype logits."""
+    """DINO head: MLP D -> 512 -> 512 -> 128, L2-normalised, then cosine similarity to K unit prototypes
+    (logits in [-1, 1]: DINO's weight norm with its gain fixed at 1). A trainable gain shrank under
+    weight decay in our first run, the sharpened targets went uniform (entropy ~ln K) and nothing was learnt."""
 
     def __init__(self, dim: int, k: int):
         super().__init__()
         self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, HEAD_HIDDEN), torch.nn.GELU(),
                                        torch.nn.Linear(HEAD_HIDDEN, HEAD_HIDDEN), torch.nn.GELU(),
                                        torch.nn.Linear(HEAD_HIDDEN, HEAD_BOTTLENECK))
-        self.last = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(HEAD_BOTTLENECK, k, bias=False))
+        self.prototypes = torch.nn.Parameter(torch.nn.init.trunc_normal_(torch.empty(k, HEAD_BOTTLENECK), std=0.02))
 
     def forward(self, x):
-        return self.last(F.normalize(self.mlp(x), dim=-1))
+        return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(self.prototypes, dim=-1))
 
 
 # ---- crops: one sampled box per frame, applied with grid_sample so patch correspondences are exact ----

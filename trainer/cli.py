@@ -41,6 +41,11 @@ def pretrain(
     head_hidden: int = typer.Option(512, help="Hidden width of the MLP head."),
     loss: str = typer.Option("cosine", help="Distillation loss: cosine or l2."),
     occ_weight: float = typer.Option(1.0, help="Weight of the occupancy loss (0 disables the task)."),
+    mask_ratio: tuple[float, float] = typer.Option((0.3, 0.5), help="Occupancy task: each step hides this "
+                                                   "fraction (uniform between the two) of the sweep's cubes from "
+                                                   "the student and asks about them; 0 0 hides nothing."),
+    mask_cell: float = typer.Option(2.0, help="Occupancy task: edge of the hidden cubes (m), a multiple of the "
+                                              "store's occupancy voxel."),
     steps: int = typer.Option(200, help="Optimisation steps."),
     batch_size: int = typer.Option(2, help="Sweeps per batch."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
@@ -64,7 +69,8 @@ def pretrain(
 
         feature_dim = int(open_store(store).attrs["feature_dim"])
         mcfg = ModelConfig(arch=model, feature_dim=feature_dim, head_layers=head_layers, head_hidden=head_hidden)
-        dcfg = DataConfig(store=store, split=split, voxel_size=voxel_size, seed=seed)
+        dcfg = DataConfig(store=store, split=split, voxel_size=voxel_size, seed=seed, mask_ratio=mask_ratio,
+                          mask_cell=mask_cell)
         tcfg = TrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, loss=loss,
                            occ_weight=occ_weight, workers=workers, checkpoint_every=checkpoint_every, seed=seed)
         result = run(mcfg, dcfg, tcfg, resume=resume)

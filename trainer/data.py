@@ -3,6 +3,10 @@ and a collate that concatenates clouds with offsets (no padding to the largest c
 
 Per sweep the dataset returns its points and, riding along, their teacher features and valid mask,
 and the occupancy queries (voxel centres) with labels and the index of each query's nearest point.
+With masking on (``mask_ratio``, pretraining), the points of randomly hidden cubes are dropped before
+anything else and only the queries in hidden cubes are kept, balanced by their offset to the nearest
+visible point (``trainer/occupancy.py``); the mask is drawn from
+``default_rng([seed, epoch, sweep, MASK_STREAM])``.
 Augmentation is one similarity transform per sweep applied to points and queries alike:
 ``x <- s R_z(theta) F x`` with F a random flip of x and/or y, theta uniform in [0, 2 pi), s uniform in
 [1 - scale, 1 + scale]; it is drawn from ``default_rng([seed, epoch, sweep])``, so it does not depend
@@ -18,6 +22,9 @@ import torch
 
 from pipeline.classes import FINE_TO_EVAL
 from pipeline.schema import open_store
+from trainer.occupancy import MaskConfig, balance_by_offset, hide
+
+MASK_STREAM = 1  # the mask's random stream, apart from the augmentation's
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,15 @@ class DataConfig:
     seed: int = 0
     scenes: tuple[str, ...] | None = None  # restrict to these scene names (labelled subsets)
     corruption: str | None = None  # e.g. "fog:0.02" (trainer/corruptions.py), applied before everything else
+    mask_ratio: tuple[float, float] = (0.0, 0.0)  # occupancy task: fraction of cubes hidden (0, 0: no mask)
+    mask_cell: float = 2.0  # occupancy task: edge of the hidden cubes (m)
+
+    def __post_init__(self):
+        self.mask  # validates
+
+    @property
+    def mask(self) -> MaskConfig:
+        return MaskConfig(ratio=tuple(self.mask_ratio), cell_m=self.mask_cell)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,20 +110,32 @@ class StoreDataset(torch.utils.data.Dataset):
             keep, points = self.corruption(points, np.random.default_rng([self.cfg.seed, 99, s]))
             feats, valid = feats[keep], valid[keep]
             point_labels = point_labels[keep] if point_labels is not None else None
-        rng = np.random.default_rng([self.cfg.seed, self.epoch, s])
-        if q > self.cfg.max_queries:  # keep the occupied/free balance
-            pick = np.concatenate([rng.permutation(np.nonzero(labels == v)[0])[: self.cfg.max_queries // 2]
-                                   for v in (1, 0)])
-            voxels, labels = voxels[pick], labels[pick]
         queries = self.occ_lower + (voxels + 0.5) * self.occ_voxel
+        hidden = None
+        if self.cfg.mask.active:
+            hidden, asked = hide(points[:, :3], queries, self.occ_lower, self.occ_voxel, self.cfg.mask,
+                                 np.random.default_rng([self.cfg.seed, self.epoch, s, MASK_STREAM]))
+            points, feats, valid = points[~hidden], feats[~hidden], valid[~hidden]
+            point_labels = point_labels[~hidden] if point_labels is not None else None
+            queries, labels = queries[asked], labels[asked]
+        rng = np.random.default_rng([self.cfg.seed, self.epoch, s])
         xyz = points[:, :3].astype(np.float32)
-        nearest = cKDTree(xyz).query(queries, k=1)[1].astype(np.int64)
+        if self.cfg.mask.active:  # nearest visible points, then queries balanced by offset
+            nearest = cKDTree(xyz).query(queries, k=1)[1].astype(np.int64)
+            pick = balance_by_offset(queries - xyz[nearest], labels, self.cfg.mask.bin_m, self.cfg.max_queries, rng)
+            queries, labels, nearest = queries[pick], labels[pick], nearest[pick]
+        else:
+            if len(labels) > self.cfg.max_queries:  # keep the occupied/free balance
+                pick = np.concatenate([rng.permutation(np.nonzero(labels == v)[0])[: self.cfg.max_queries // 2]
+                                       for v in (1, 0)])
+                queries, labels = queries[pick], labels[pick]
+            nearest = cKDTree(xyz).query(queries, k=1)[1].astype(np.int64)
         if self.cfg.augment:
             m = augmentation_matrix(rng, self.cfg.scale)
             xyz, queries = xyz @ m.T, queries @ m.T
         out = {"xyz": xyz, "intensity": points[:, 3].astype(np.float32), "teacher": feats, "valid": valid,
                "queries": queries.astype(np.float32), "occ": labels.astype(np.float32), "nearest": nearest,
-               "sweep": s}
+               "sweep": s, "hidden": hidden}
         if point_labels is not None:
             out["labels"] = point_labels  # 16 evaluation classes, 0 = ignore
         return out

@@ -6,8 +6,9 @@ features gathered back from voxels. BasicBlock: ``x <- ReLU(x + BN(conv3(ReLU(BN
 projection on the skip when widths differ).
 
 Projection head: 1 layer = linear; L > 1 layers = (Linear -> BatchNorm -> ReLU) x (L - 1) -> Linear;
-its output is L2-normalised. Occupancy head (ALSO-style): a query voxel centre q takes the backbone
-feature f of its nearest input point p and the offset q - p; ``logit = MLP([f, (q - p) / r])``.
+its output is L2-normalised. Occupancy head (ALSO-style, ``trainer/occupancy.py``): a query voxel centre
+q takes the backbone feature f of its nearest visible input point p and the offset q - p;
+``logit = MLP([f, (q - p) / r])``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from trainer.occupancy import OccupancyHead
 from trainer.sparse import SparseConv3d, SparseTensor
 
 ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -128,20 +130,6 @@ class ProjectionHead(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.net(f), dim=1)
-
-
-class OccupancyHead(nn.Module):
-    """logit(q) = MLP([f_p, (q - p) / radius]) with p the nearest input point of query q."""
-
-    def __init__(self, c_in: int, hidden: int, radius: float):
-        super().__init__()
-        self.radius = radius
-        self.net = nn.Sequential(nn.Linear(c_in + 3, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
-                                 nn.ReLU(inplace=True), nn.Linear(hidden, 1))
-
-    def forward(self, point_feats, points_xyz, queries_xyz, nearest) -> torch.Tensor:
-        offset = (queries_xyz - points_xyz[nearest]) / self.radius
-        return self.net(torch.cat([point_feats[nearest], offset], dim=1)).squeeze(1)
 
 
 class Student(nn.Module):

@@ -4,7 +4,8 @@ Loss of a batch (``loss_step``), over the points that have a teacher feature, wi
 head output and q the L2-normalised teacher feature:
     cosine: mean(1 - k.q)        l2: mean ||k - q||_2 = mean sqrt(2 - 2 k.q)
 plus ``occ_weight`` times the balanced binary cross-entropy of the occupancy logits:
-    (mean BCE over occupied queries + mean BCE over free queries) / 2.
+    (mean BCE over occupied queries + mean BCE over free queries) / 2
+(the task, its hidden input and its queries: ``trainer/occupancy.py``).
 Learning rate (``lr_at``): linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``.
 A checkpoint holds the model, data and train configs, the store's fingerprint, the optimiser and
 gradient-scaler state, the step and the RNG state; it is plain tensors and Python values, loaded with
@@ -26,6 +27,7 @@ import torch
 
 from trainer.data import DataConfig, StoreDataset, collate
 from trainer.model import ModelConfig, Student
+from trainer.occupancy import balanced_accuracy, balanced_bce
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,6 @@ def distillation_loss(k: torch.Tensor, teacher: torch.Tensor, kind: str) -> torc
     return (k - q).norm(dim=1).mean()
 
 
-def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    parts = [bce[labels == v].mean() for v in (1.0, 0.0) if (labels == v).any()]
-    return torch.stack(parts).mean()
-
-
 def loss_step(model: torch.nn.Module, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
     """Loss of one batch and its parts (floats) for logging. ``model`` is a Student, or one wrapped in DDP."""
     out = model(batch, occupancy=cfg.occ_weight > 0)
@@ -81,7 +77,7 @@ def loss_step(model: torch.nn.Module, batch: dict, cfg: TrainConfig) -> tuple[to
         occ = balanced_bce(logits, batch["occ"])
         loss = loss + cfg.occ_weight * occ
         metrics["occ"] = occ.item()
-        metrics["occ_acc"] = float(((logits > 0).float() == batch["occ"]).float().mean())
+        metrics["occ_bal_acc"] = balanced_accuracy(logits.detach(), batch["occ"])
     metrics["loss"] = loss.item()
     return loss, metrics
 

@@ -1,0 +1,144 @@
+"""Does the occupancy task have a shortcut? What the head sees besides the backbone features, alone.
+
+    .venv/bin/python benchmarks/occupancy_shortcut.py --store STORE --checkpoint RUN/checkpoint.pt \
+        [--out benchmarks/results/occupancy_shortcut.json]
+
+The occupancy head sees, for a query voxel centre q, the backbone feature at its nearest visible point
+p and the offset q - p (trainer/occupancy.py). If the offset alone tells occupied from free, the task
+teaches the backbone nothing. On the store's queries, exactly as pretraining draws them and the head
+sees them (the checkpoint's data config: hidden cubes, mask ratio, offset balance, augmentation; masks
+and augmentations drawn here from --seed), this fits classifiers that see only the offset
+((dx, dy, dz, |d|), after augmentation): a logistic regression and a small decision tree
+(depth 6, at least 50 queries a leaf), trained on the train-split sweeps, scored on the val-split sweeps
+by balanced accuracy. Beside them, the trained student's own occupancy balanced accuracy on the same
+val queries (logit > 0). For reference, the same classifiers on the targets as schema version 1 drew
+them (free voxels anywhere along the rays, nothing hidden, nearest point among all points).
+
+Writes {"offset_only_balanced_acc": best classifier, "student_balanced_acc": ..., ...details}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+
+
+def offsets_of(ds) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Offset features [Q,4] and labels [Q] of every sweep of ``ds`` (and the items)."""
+    feats, labels, items = [], [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        d = item["queries"] - item["xyz"][item["nearest"]]
+        feats.append(np.c_[d, np.linalg.norm(d, axis=1)])
+        labels.append(item["occ"])
+        items.append(item)
+    return np.concatenate(feats), np.concatenate(labels).astype(int), items
+
+
+def legacy_offsets(ds) -> tuple[np.ndarray, np.ndarray]:
+    """Schema-1 targets rebuilt from the points: all occupied + as many free voxels drawn uniformly
+    among all free voxels; nearest point among all points (nothing hidden)."""
+    from scipy.spatial import cKDTree
+
+    from pipeline.occupancy import OccupancyGrid, occupied_and_free
+
+    a = ds.attrs["occupancy"]
+    grid = OccupancyGrid(voxel_size=a["voxel_size_m"], lower=tuple(a["lower"]), shape=tuple(a["shape"]))
+    feats, labels = [], []
+    g = ds.group
+    for s in ds.sweeps:
+        n = int(g["num_points"][s])
+        xyz = g["points"][s, :n, :3].astype(np.float64)
+        occupied, free, _ = occupied_and_free(xyz, grid)
+        occ_lin, free_lin = np.nonzero(occupied)[0], np.nonzero(free)[0]
+        rng = np.random.default_rng([0, int(s)])
+        free_pick = rng.choice(free_lin, size=min(len(free_lin), len(occ_lin)), replace=False)
+        lin = np.concatenate([occ_lin, free_pick])
+        q = grid.centres(grid.unlinear(lin))
+        d = q - xyz[cKDTree(xyz).query(q)[1]]
+        feats.append(np.c_[d, np.linalg.norm(d, axis=1)])
+        labels.append(np.r_[np.ones(len(occ_lin)), np.zeros(len(free_pick))])
+    return np.concatenate(feats), np.concatenate(labels).astype(int)
+
+
+def classifiers(x_tr, y_tr, x_te, y_te) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    scaler = StandardScaler().fit(x_tr)
+    logreg = LogisticRegression(max_iter=2000, class_weight="balanced").fit(scaler.transform(x_tr), y_tr)
+    tree = DecisionTreeClassifier(max_depth=6, min_samples_leaf=50, class_weight="balanced",
+                                  random_state=0).fit(x_tr, y_tr)
+    return {"logistic_regression": round(float(balanced_accuracy_score(y_te, logreg.predict(scaler.transform(x_te)))), 4),
+            "decision_tree": round(float(balanced_accuracy_score(y_te, tree.predict(x_te))), 4)}
+
+
+@torch.no_grad()
+def student_accuracy(checkpoint: dict, items: list[dict], voxel_size: float) -> float:
+    from trainer.data import collate
+    from trainer.model import ModelConfig, Student
+    from trainer.occupancy import balanced_accuracy
+
+    model = Student(ModelConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    logits, labels = [], []
+    for item in items:
+        batch = collate([item], voxel_size)
+        logits.append(model(batch)["occ_logits"])
+        labels.append(batch["occ"])
+    return round(balanced_accuracy(torch.cat(logits), torch.cat(labels)), 4)
+
+
+def main() -> None:
+    from trainer.data import DataConfig, StoreDataset
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (cdtrain pretrain)")
+    ap.add_argument("--out", default="benchmarks/results/occupancy_shortcut.json")
+    ap.add_argument("--seed", type=int, default=12345, help="seed of the masks drawn here (not the training seed)")
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    trained = ck["data_config"]
+    common = dict(store=args.store, voxel_size=trained["voxel_size"], augment=trained["augment"], scale=trained["scale"],
+                  max_queries=trained["max_queries"], seed=args.seed, mask_ratio=tuple(trained["mask_ratio"]),
+                  mask_cell=trained["mask_cell"])
+    train_ds = StoreDataset(DataConfig(split="train", **common))
+    val_ds = StoreDataset(DataConfig(split="val", **common))
+    x_tr, y_tr, _ = offsets_of(train_ds)
+    x_te, y_te, val_items = offsets_of(val_ds)
+    offset_only = classifiers(x_tr, y_tr, x_te, y_te)
+    student = student_accuracy(ck, val_items, trained["voxel_size"])
+    lx_tr, ly_tr = legacy_offsets(train_ds)
+    lx_te, ly_te = legacy_offsets(val_ds)
+    legacy = classifiers(lx_tr, ly_tr, lx_te, ly_te)
+    result = {
+        "offset_only_balanced_acc": max(offset_only.values()),
+        "student_balanced_acc": student,
+        "offset_only_by_classifier": offset_only,
+        "schema1_targets_offset_only_by_classifier": legacy,
+        "queries": {"train": int(len(y_tr)), "val": int(len(y_te)), "val_occupied_fraction": round(float(y_te.mean()), 4)},
+        "median_offset_m": {"occupied": round(float(np.median(x_te[y_te == 1, 3])), 3),
+                            "free": round(float(np.median(x_te[y_te == 0, 3])), 3)},
+        "settings": {"store": args.store, "checkpoint": args.checkpoint, "mask_ratio": trained["mask_ratio"],
+                     "mask_cell_m": trained["mask_cell"], "near_surface_m": train_ds.attrs["occupancy"].get("near_surface_m"),
+                     "train_sweeps": int(len(train_ds)), "val_sweeps": int(len(val_ds)),
+                     "pretrain_steps": int(ck["step"])},
+    }
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
