@@ -57,7 +57,9 @@ def run_job(args: dict, row: str, seed: int) -> dict:
     if pre:
         mcfg = ModelConfig(arch=arch, feature_dim=args["feature_dim"], head_layers=head_layers,
                            head_hidden=args["head_hidden"])
-        dcfg = DataConfig(store=store, split="train", voxel_size=voxel, seed=seed)
+        # the occupancy row hides part of each sweep and asks about it (trainer/occupancy.py)
+        dcfg = DataConfig(store=store, split="train", voxel_size=voxel, seed=seed,
+                          mask_ratio=(0.3, 0.5) if occ > 0 else (0.0, 0.0))
         tcfg = TrainConfig(out=os.path.join(run, "pretrain"), steps=args["pretrain_steps"],
                            batch_size=args["batch_size"], warmup=max(1, args["pretrain_steps"] // 10),
                            occ_weight=occ, seed=seed, checkpoint_every=args["pretrain_steps"])

@@ -14,7 +14,7 @@ voxels drawn uniformly without replacement (all of them if there are fewer), in 
 order. Why near the surface: free voxels drawn anywhere along the rays lie mostly far from every point,
 so the distance from a query to its nearest point alone told occupied from free (99% of the targets
 by one threshold, METHOD.md); near the surface, occupied and free queries sit at similar distances from
-the points, and the trainer hides the points of the queried regions (trainer/masking.py).
+the points, and the trainer hides the points of the queried regions (trainer/occupancy.py).
 
 Fast path: a segment enters a new voxel exactly where it crosses a grid plane, so the voxels it
 passes through are the voxel it starts in (below a plane it starts on, if it heads down) plus, for each

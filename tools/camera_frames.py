@@ -30,10 +30,10 @@ _FINE_TO_PIXEL[_SKY_FINE] = SKY_CLASS
 def camera_images(dataroot: str) -> list[str]:
     """Dataroot-relative paths of every camera image, sorted (scene, then time, then camera name)."""
     root = Path(dataroot)
-    paths = sorted(str(p.relative_to(root)) for p in root.glob("samples/CAM_*/*.jpg"))
+    paths = [str(p.relative_to(root)) for p in root.glob("samples/CAM_*/*.jpg")]
     if not paths:
         raise FileNotFoundError(f"no camera images under {root}/samples/CAM_*/ : is this a nuScenes-format dataroot?")
-    return sorted(paths, key=lambda p: (Path(p).name.split("__")[0], Path(p).name.split("__")[-1], p))
+    return sorted(paths, key=lambda p: (scene_of(p), Path(p).name.split("__")[-1], p))
 
 
 def scene_of(path: str) -> str:

@@ -121,19 +121,21 @@ def vit_tokens(vit, x: torch.Tensor, mask: torch.Tensor | None = None,
 
 
 class ProtoHead(torch.nn.Module):
-    """DINO head: MLP D -> 512 -> 512 -> 128, L2-normalised, then cosine similarity to K unit prototypes
-    (logits in [-1, 1]: DINO's weight norm with its gain fixed at 1). A trainable gain shrank under
-    weight decay in our first run, the sharpened targets went uniform (entropy ~ln K) and nothing was learnt."""
+    """DINO head: MLP D -> 512 -> 512 -> 128, L2-normalised, weight-normed linear to K prototype logits.
+
+    Measured (docs/stand_in_teachers.md): with this head the teacher's patch targets drift towards
+    uniform (entropy 6.8 -> 7.4 of ln 2048 = 7.6 over 900 steps); fixing the prototypes' norm at 1
+    (DINO's norm_last_layer) did not stop the drift (7.2 by step 200) and was not kept."""
 
     def __init__(self, dim: int, k: int):
         super().__init__()
         self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, HEAD_HIDDEN), torch.nn.GELU(),
                                        torch.nn.Linear(HEAD_HIDDEN, HEAD_HIDDEN), torch.nn.GELU(),
                                        torch.nn.Linear(HEAD_HIDDEN, HEAD_BOTTLENECK))
-        self.prototypes = torch.nn.Parameter(torch.nn.init.trunc_normal_(torch.empty(k, HEAD_BOTTLENECK), std=0.02))
+        self.last = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(HEAD_BOTTLENECK, k, bias=False))
 
     def forward(self, x):
-        return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(self.prototypes, dim=-1))
+        return self.last(F.normalize(self.mlp(x), dim=-1))
 
 
 # ---- crops: one sampled box per frame, applied with grid_sample so patch correspondences are exact ----
@@ -327,9 +329,9 @@ def train(cfg: RecipeConfig, progress: bool = True, until: int | None = None) ->
     Path(ckpt).parent.mkdir(parents=True, exist_ok=True)
     if os.path.exists(ckpt):
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        if saved != json.loads(json.dumps(cfg.recipe_args())):
-            diff = sorted(k for k in saved if saved.get(k) != json.loads(json.dumps(cfg.recipe_args())).get(k))
+        saved, now = json.loads(state["config"]), json.loads(json.dumps(cfg.recipe_args()))  # tuples as lists
+        if saved != now:
+            diff = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
             raise ValueError(f"{ckpt} was written with other settings ({', '.join(diff)}): rerun with those, "
                              "or delete the checkpoint to start again")
         model.load_state_dict(state["model"])
