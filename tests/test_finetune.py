@@ -49,3 +49,42 @@ def test_finetune_from_random_init_is_the_baseline(small_store, tmp_path):
                               "--model", "minkunet-tiny", "--steps", "2", "--voxel-size", "0.3"])
     assert res.exit_code == 0, res.output
     assert "random initialisation" in res.output
+
+
+def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, tmp_path):
+    """A random backbone's features are tiny; after calibration the probe sees each live channel with
+    variance ~1 (not flattened by BatchNorm's eps), and probing changes neither backbone nor norm."""
+    import torch
+
+    from trainer.data import DataConfig, StoreDataset, collate
+    from trainer.finetune import Segmenter, calibrate_norm
+    from trainer.model import ModelConfig
+
+    store = small_store[0].out
+    torch.manual_seed(0)
+    model = Segmenter(ModelConfig(arch="minkunet-tiny"))
+    ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=0.3, augment=False))
+    calibrate_norm(model, ds, 0.3)
+    model.eval()
+    with torch.no_grad():
+        f = torch.cat([model.point_features(collate([ds[i]], 0.3)) for i in range(len(ds))])
+        out = model.norm(f)
+    raw_var, out_var = f.var(0), out.var(0)
+    live = raw_var > 1e-20
+    assert live.sum() >= 8
+    assert raw_var[live].median() < 1e-2  # the raw features are small ...
+    assert ((out_var[live] > 0.8) & (out_var[live] < 1.25)).all()  # ... the probe's input is standardised
+    # the probe trains the linear layer only
+    from trainer.finetune import FinetuneConfig, finetune
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save({"model": {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
+                "model_config": {"arch": "minkunet-tiny"}}, tmp_path / "random.pt")
+    finetune(store, str(tmp_path / "random.pt"), "minkunet-tiny",
+             FinetuneConfig(out=str(tmp_path / "probe"), linear_probe=True, steps=3, lr=0.1), voxel_size=0.3,
+             progress=False)
+    after = torch.load(tmp_path / "probe" / "segmenter.pt", weights_only=True)["model"]
+    for k, v in before.items():
+        if k.startswith("backbone."):
+            assert torch.equal(after[k], v), k
+    assert after["classifier.weight"].abs().sum() > 0

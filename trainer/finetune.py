@@ -4,7 +4,11 @@ Head (as in ScaLR): ``logits = Linear(BN(f))`` over the 16 evaluation classes, t
 zero-initialised; labels are the store's fine classes mapped to the 16 (0 = ignore, never a target).
 Loss: cross-entropy over labelled points, plus the Lovasz-softmax loss with ``--lovasz`` (Berman et al.,
 2018: for each class, the Lovasz extension of the Jaccard loss applied to the sorted errors
-|1{y = c} - p_c|). Linear probe: the backbone is frozen (eval mode, no grad), only the head trains.
+|1{y = c} - p_c|). Linear probe: the backbone is frozen (eval mode, no grad) and the head's BatchNorm is
+fixed to standardise its features, ``(f - mean) / std`` per channel with mean and std measured on up to
+``CALIBRATION_SWEEPS`` train sweeps before training (``calibrate_norm``); only the linear layer trains.
+Why: a random backbone's features can have variance ~1e-6, below BatchNorm's eps (1e-5), and running
+statistics that start at 1 flatten them (the audit measured 2.7 mIoU against 8.3 recalibrated).
 Fine-tuning trains both, on the scenes ``splits.label_subset`` picks for ``--labels-percent``.
 """
 
@@ -26,6 +30,7 @@ from trainer.model import MinkUNet, ModelConfig, point_features
 from trainer.splits import label_subset
 
 NUM_CLASSES = len(EVAL_CLASSES) - 1  # 16
+CALIBRATION_SWEEPS = 16
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,25 @@ def load_backbone(model: Segmenter, checkpoint: str) -> dict:
     state = {k[len("backbone."):]: v for k, v in ck["model"].items() if k.startswith("backbone.")}
     model.backbone.load_state_dict(state)
     return ck["model_config"]
+
+
+@torch.no_grad()
+def calibrate_norm(model: Segmenter, ds: StoreDataset, voxel_size: float, sweeps: int = CALIBRATION_SWEEPS) -> None:
+    """Make the head's BatchNorm (in eval mode) standardise the backbone's point features: running mean
+    and variance from up to ``sweeps`` evenly spaced sweeps of ``ds``, weight sqrt((var + eps) / var) so
+    that each live channel leaves with variance 1 whatever eps is, bias 0."""
+    was_training = model.training
+    model.eval()
+    picks = np.linspace(0, len(ds) - 1, min(sweeps, len(ds))).astype(int)
+    f = torch.cat([model.point_features(collate([ds[int(i)]], voxel_size)) for i in picks]).double()
+    mean, var = f.mean(0), f.var(0, unbiased=False)
+    norm = model.norm
+    norm.running_mean.copy_(mean)
+    norm.running_var.copy_(var)
+    live = var > 1e-30  # a dead channel is constant: (f - mean) is 0 whatever the weight
+    norm.weight.copy_(torch.where(live, torch.sqrt((var + norm.eps) / var.clamp_min(1e-30)), torch.ones_like(var)))
+    norm.bias.zero_()
+    model.train(was_training)
 
 
 def lovasz_softmax(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -115,12 +139,13 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
         source = checkpoint
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes))
-    params = list(model.norm.parameters()) + list(model.classifier.parameters())
+    params = list(model.classifier.parameters())
     if cfg.linear_probe:
-        for p in model.backbone.parameters():
+        for p in [*model.backbone.parameters(), *model.norm.parameters()]:
             p.requires_grad_(False)
+        calibrate_norm(model, ds, voxel_size)
     else:
-        params += list(model.backbone.parameters())
+        params += list(model.norm.parameters()) + list(model.backbone.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 7])
     os.makedirs(cfg.out, exist_ok=True)
@@ -133,6 +158,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
         model.train()
         if cfg.linear_probe:
             model.backbone.eval()  # frozen: its batch norms keep their statistics
+            model.norm.eval()  # fixed standardisation (calibrate_norm)
         ds.epoch = step
         batch = collate([ds[int(i)] for i in rng.choice(len(ds), min(cfg.batch_size, len(ds)), replace=False)],
                         voxel_size)
