@@ -88,3 +88,29 @@ def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, t
         if k.startswith("backbone."):
             assert torch.equal(after[k], v), k
     assert after["classifier.weight"].abs().sum() > 0
+
+
+def test_lovasz_softmax_equals_the_integral_form_of_the_lovasz_extension():
+    """Lovasz extension of the Jaccard loss, computed independently: for errors m_i = |1{y_i = c} - p_ic|,
+    f(m) = integral over t >= 0 of Delta({i : m_i > t}) dt, Delta(S) = 1 - |fg - S| / |fg + (S - fg)|
+    (S: the points counted wrong); averaged over the classes present."""
+    import numpy as np
+    import torch
+
+    from trainer.finetune import lovasz_softmax
+
+    rng = np.random.default_rng(3)
+    probs = torch.from_numpy(rng.dirichlet(np.ones(3), 7))
+    target = torch.tensor([0, 0, 2, 2, 2, 0, 2])  # class 1 absent: not averaged
+
+    def delta(wrong: np.ndarray, fg: np.ndarray) -> float:
+        return 1.0 - (fg & ~wrong).sum() / (fg.sum() + (wrong & ~fg).sum())
+
+    losses = []
+    for c in (0, 2):
+        fg = (target == c).numpy()
+        m = np.abs(fg - probs[:, c].numpy())
+        levels = np.concatenate([[0.0], np.sort(m)])
+        # on (levels[j], levels[j+1]] the set {m_i > t} is fixed: {m_i >= levels[j+1]}
+        losses.append(sum((levels[j + 1] - levels[j]) * delta(m >= levels[j + 1], fg) for j in range(len(m))))
+    torch.testing.assert_close(lovasz_softmax(probs, target), torch.tensor(np.mean(losses), dtype=probs.dtype))

@@ -96,7 +96,7 @@ def lovasz_softmax(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the classes present of the Lovasz extension of the Jaccard loss (probs [N,K], target [N])."""
     losses = []
     for c in range(probs.shape[1]):
-        fg = (target == c).float()
+        fg = (target == c).to(probs.dtype)
         if fg.sum() == 0:
             continue
         errors = (fg - probs[:, c]).abs()
