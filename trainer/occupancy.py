@@ -83,11 +83,10 @@ def balance_by_offset(offsets: np.ndarray, labels: np.ndarray, bin_m: float, max
     n_height = int(np.ceil(2 * BIN_MAX_HEIGHT_M / bin_m)) + 1
     key = np.floor(dist / bin_m).astype(np.int64) * n_height + np.floor(height / bin_m).astype(np.int64)
     order = np.lexsort((rng.random(len(key)), key))  # by bin, random within a bin
-    key_sorted, lab_sorted = key[order], labels[order]
+    starts = np.unique(key[order], return_index=True)[1][1:]
     occ_pairs, free_pairs = [], []
-    for k in np.unique(key_sorted):
-        in_bin = order[key_sorted == k]
-        lab = lab_sorted[key_sorted == k]
+    for in_bin in np.split(order, starts):
+        lab = labels[in_bin]
         occ, free = in_bin[lab == 1], in_bin[lab == 0]
         m = min(len(occ), len(free))
         occ_pairs.append(occ[:m])
