@@ -92,14 +92,13 @@ def probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, n_
 
 
 def scores(pred: np.ndarray, truth: np.ndarray, names: list[str]) -> dict:
-    """Accuracy, mIoU and per-class IoU; class k of ``pred``/``truth`` is ``names[k]``."""
-    iou = {}
-    for k, name in enumerate(names):
-        inter = np.sum((pred == k) & (truth == k))
-        union = np.sum((pred == k) | (truth == k))
-        iou[name] = round(float(inter / union), 4) if union else 0.0
-    return {"acc": round(float(np.mean(pred == truth)), 4), "miou": round(float(np.mean(list(iou.values()))), 4),
-            "iou": iou}
+    """Accuracy, mIoU and per-class IoU (trainer/metrics.py); class k of ``pred``/``truth`` is ``names[k]``."""
+    from trainer.metrics import confusion_matrix, iou_per_class
+
+    iou = iou_per_class(confusion_matrix(truth + 1, pred + 1, len(names)))  # metrics count classes from 1
+    iou = np.nan_to_num(iou)  # every class of the set is in the test patches, so none is NaN
+    return {"acc": round(float(np.mean(pred == truth)), 4), "miou": round(float(np.mean(iou)), 4),
+            "iou": {name: round(float(v), 4) for name, v in zip(names, iou)}}
 
 
 def main() -> None:

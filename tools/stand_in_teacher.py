@@ -296,6 +296,8 @@ class Recipe(torch.nn.Module):
 
 
 def lr_at(cfg: RecipeConfig, step: int) -> float:
+    """Linear warm-up, then cosine to 0. The same schedule as ``trainer.train.lr_at``, kept as written
+    here because the committed weights were made with this exact float arithmetic (bit-for-bit reruns)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
