@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from typer.testing import CliRunner
 
 from trainer.cli import app
@@ -12,82 +13,188 @@ from trainer.cli import app
 runner = CliRunner()
 
 
-def test_probe_evaluate_and_rankme_from_a_pretraining_checkpoint(small_store, tmp_path):
+def _pretrain(store, out):
     from trainer.data import DataConfig
     from trainer.model import ModelConfig
     from trainer.train import TrainConfig, pretrain
 
+    return pretrain(ModelConfig(arch="minkunet-tiny", feature_dim=384, head_hidden=32, occ_hidden=8),
+                    DataConfig(store=store, voxel_size=0.3, max_queries=256),
+                    TrainConfig(out=str(out), steps=2, warmup=1), progress=False)
+
+
+def test_probe_evaluate_and_rankme_from_a_pretraining_checkpoint(small_store, tmp_path):
     store = small_store[0].out
-    pre = pretrain(ModelConfig(arch="minkunet-tiny", feature_dim=384, head_hidden=32, occ_hidden=8),
-                   DataConfig(store=store, voxel_size=0.3, max_queries=256),
-                   TrainConfig(out=str(tmp_path / "pre"), steps=2, warmup=1), progress=False)
+    pre = _pretrain(store, tmp_path / "pre")
     res = runner.invoke(app, ["finetune", "--store", store, "--out", str(tmp_path / "probe"), "--checkpoint",
-                              pre["checkpoint"], "--linear-probe", "--steps", "3", "--voxel-size", "0.3",
-                              "--labels-percent", "50"])
+                              pre["checkpoint"], "--linear-probe", "--voxel-size", "0.3", "--labels-percent", "50",
+                              "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "linear probe" in res.output and "mIoU" in res.output
+    assert "linear probe" in res.output and "mIoU" in res.output and "L-BFGS" in res.output
     result = json.loads((tmp_path / "probe" / "result.json").read_text())
     assert result["split"] == "val" and result["sweeps"] == 3 and math.isfinite(result["miou"])
-    assert len(result["label_scenes"]) == 1 and len(result["confusion"]) == 17
+    assert result["probe_fit"]["converged"] and len(result["label_scenes"]) == 1 and len(result["confusion"]) == 17
+    assert result["classes"] and set(result["classes"]) <= set(result["iou"])
+    # the segmenter file describes itself: evaluate needs neither --voxel-size nor --model
     ev = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "probe" / "segmenter.pt"),
-                             "--voxel-size", "0.3", "--out", str(tmp_path / "eval.json"),
+                             "--out", str(tmp_path / "eval.json"), "--device", "cpu",
                              "--corruption", "sparser_sensor:2", "--corruption", "fog:0.05"])
     assert ev.exit_code == 0, ev.output
     evaluated = json.loads((tmp_path / "eval.json").read_text())
-    assert evaluated["miou"] == result["miou"]
+    assert evaluated["miou"] == result["miou"] and evaluated["voxel_size"] == 0.3
     assert set(evaluated["robustness"]) == {"sparser_sensor:2", "fog:0.05"}
     assert "resilience" in ev.output
     bad = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "probe" / "segmenter.pt"),
                               "--corruption", "snow:1"])
     assert bad.exit_code != 0 and "snow" in bad.output
     rk = runner.invoke(app, ["rankme", "--store", store, "--checkpoint", pre["checkpoint"], "--sweeps", "2"])
-    assert rk.exit_code == 0 and "RankMe" in rk.output
+    assert rk.exit_code == 0 and "RankMe" in rk.output and "train sweeps" in rk.output
+
+
+def test_evaluate_refuses_a_pretraining_checkpoint_in_one_line(small_store, tmp_path):
+    store = small_store[0].out
+    pre = _pretrain(store, tmp_path / "pre")
+    res = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", pre["checkpoint"]])
+    assert res.exit_code == 2
+    assert res.output.strip().count("\n") == 0 and "pretraining checkpoint" in res.output
+    assert "cdtrain finetune --checkpoint" in res.output and "Traceback" not in res.output
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    res = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "junk.pt")])
+    assert res.exit_code == 2 and "junk.pt" in res.output and "Traceback" not in res.output
 
 
 def test_finetune_from_random_init_is_the_baseline(small_store, tmp_path):
     res = runner.invoke(app, ["finetune", "--store", small_store[0].out, "--out", str(tmp_path / "ft"),
-                              "--model", "minkunet-tiny", "--steps", "2", "--voxel-size", "0.3"])
+                              "--model", "minkunet-tiny", "--steps", "2", "--voxel-size", "0.3", "--device", "cpu",
+                              "--warmup", "0", "--lovasz", "--eval-every", "1"])
     assert res.exit_code == 0, res.output
     assert "random initialisation" in res.output
+    curve = [json.loads(line) for line in (tmp_path / "ft" / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [1, 2] and all(math.isfinite(c["train_loss"]) for c in curve)
+
+
+def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
+    """A run killed after its step-2 checkpoint and resumed ends with the weights of a straight run."""
+    import torch
+
+    import trainer.finetune as ft
+
+    store = small_store[0].out
+
+    def cfg(out):
+        return ft.FinetuneConfig(out=str(out), steps=4, checkpoint_every=2, warmup=0, batch_size=1, max_points=3000)
+
+    ft.finetune(store, None, "minkunet-tiny", cfg(tmp_path / "straight"), voxel_size=0.3, progress=False)
+    real, calls = ft.collate, []
+
+    def dying_collate(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(ft, "collate", dying_collate)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(store, None, "minkunet-tiny", cfg(tmp_path / "resumed"), voxel_size=0.3, progress=False)
+    monkeypatch.setattr(ft, "collate", real)
+    assert torch.load(tmp_path / "resumed" / "segmenter.pt", weights_only=True)["step"] == 2
+    with pytest.raises(ValueError, match="finetune_config"):
+        ft.finetune(store, None, "minkunet-tiny", ft.FinetuneConfig(out=str(tmp_path / "resumed"), steps=5,
+                                                                    checkpoint_every=2, warmup=0, batch_size=1,
+                                                                    max_points=3000),
+                    voxel_size=0.3, progress=False, resume=True)
+    ft.finetune(store, None, "minkunet-tiny", cfg(tmp_path / "resumed"), voxel_size=0.3, progress=False, resume=True)
+    a = torch.load(tmp_path / "straight" / "segmenter.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "segmenter.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4 and a["arch"] == "minkunet-tiny" and a["voxel_size"] == 0.3
+    assert len(a["classes"]) == 16 and a["head"].startswith("Linear(BatchNorm1d")
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, msg=k)
 
 
 def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, tmp_path):
-    """A random backbone's features are tiny; after calibration the probe sees each live channel with
-    variance ~1 (not flattened by BatchNorm's eps), and probing changes neither backbone nor norm."""
+    """A random backbone's features are tiny; the probe fits on them standardised, and its head passes
+    each live channel on with variance ~1 (not flattened by BatchNorm's eps); probing changes no
+    backbone weight."""
     import torch
 
     from trainer.data import DataConfig, StoreDataset, collate
-    from trainer.finetune import Segmenter, calibrate_norm
-    from trainer.model import ModelConfig
+    from trainer.model import Segmenter
+    from trainer.probe import ProbeConfig, linear_probe
 
     store = small_store[0].out
     torch.manual_seed(0)
-    model = Segmenter(ModelConfig(arch="minkunet-tiny"))
-    ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=0.3, augment=False))
-    calibrate_norm(model, ds, 0.3)
+    model = Segmenter("minkunet-tiny", 16)
+    torch.save({"model": {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
+                "model_config": {"arch": "minkunet-tiny"}}, tmp_path / "random.pt")
+    result = linear_probe(store, str(tmp_path / "random.pt"), "minkunet-tiny",
+                          ProbeConfig(out=str(tmp_path / "probe"), points_per_sweep=0), voxel_size=0.3)
+    assert result["probe_fit"]["converged"]
+    after = torch.load(tmp_path / "probe" / "segmenter.pt", weights_only=True)
+    for k, v in model.state_dict().items():
+        if k.startswith("backbone."):
+            assert torch.equal(after["model"][k], v), k
+    model.load_state_dict(after["model"])
     model.eval()
+    ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=0.3, augment=False))
     with torch.no_grad():
-        f = torch.cat([model.point_features(collate([ds[i]], 0.3)) for i in range(len(ds))])
+        batches = [collate([ds[i]], 0.3) for i in range(len(ds))]
+        f = torch.cat([model.point_features(b)[b["labels"] > 0] for b in batches])  # the fit's population
         out = model.norm(f)
     raw_var, out_var = f.var(0), out.var(0)
     live = raw_var > 1e-20
     assert live.sum() >= 8
     assert raw_var[live].median() < 1e-2  # the raw features are small ...
     assert ((out_var[live] > 0.8) & (out_var[live] < 1.25)).all()  # ... the probe's input is standardised
-    # the probe trains the linear layer only
-    from trainer.finetune import FinetuneConfig, finetune
+    assert after["model"]["classifier.weight"].abs().sum() > 0
 
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    torch.save({"model": {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
-                "model_config": {"arch": "minkunet-tiny"}}, tmp_path / "random.pt")
-    finetune(store, str(tmp_path / "random.pt"), "minkunet-tiny",
-             FinetuneConfig(out=str(tmp_path / "probe"), linear_probe=True, steps=3, lr=0.1), voxel_size=0.3,
-             progress=False)
-    after = torch.load(tmp_path / "probe" / "segmenter.pt", weights_only=True)["model"]
-    for k, v in before.items():
-        if k.startswith("backbone."):
-            assert torch.equal(after[k], v), k
-    assert after["classifier.weight"].abs().sum() > 0
+
+def test_softmax_fit_matches_scikit_learn():
+    """Equivalence: the L-BFGS probe and sklearn's multinomial logistic regression minimise the same
+    objective (C = 1 / (l2 N) on standardised inputs), so their probabilities agree."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from trainer.probe import fit_softmax
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 5)) * np.array([1e-4, 1.0, 10.0, 1.0, 3.0]) + 2.0
+    y = 1 + (x[:, 1] + 0.1 * x[:, 2] + rng.normal(scale=0.5, size=600) > 2).astype(int) + 2 * (x[:, 4] > 8)
+    probe = fit_softmax(x, y, num_classes=4, l2=1e-2, max_iter=2000, tol=1e-12)
+    assert probe.converged
+    z = StandardScaler().fit_transform(x)
+    sk = LogisticRegression(C=1 / (1e-2 * len(x)), tol=1e-10, max_iter=10000).fit(z, y)
+    ours = np.exp(probe.logits(x))
+    ours /= ours.sum(1, keepdims=True)
+    np.testing.assert_allclose(ours[:, np.unique(y) - 1], sk.predict_proba(z), atol=2e-4)
+
+
+def test_distillation_gain_is_measured_against_the_mean_teacher_direction(small_store, tmp_path):
+    """loss_mean is the cosine loss of the normalised mean of the train sweeps' normalised teacher
+    features, recomputed here from the store with numpy."""
+    import numpy as np
+    import zarr
+
+    from trainer.evaluate import distillation_gain
+
+    store = small_store[0].out
+    pre = _pretrain(store, tmp_path / "pre")
+    got = distillation_gain(store, pre["checkpoint"])
+    g = zarr.open_group(store, mode="r")
+    split_of = np.array([s["split"] for s in g.attrs["scenes"]])[g["scene_index"][:]]
+
+    def unit_feats(s):
+        n = int(g["num_points"][s])
+        q = g["features"][s, :n].astype(np.float64)[g["valid"][s, :n]]
+        return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+    m = sum(unit_feats(s).sum(0) for s in np.nonzero(split_of == "train")[0])
+    m /= np.linalg.norm(m)
+    val = np.concatenate([unit_feats(s) for s in np.nonzero(split_of == "val")[0]])
+    assert got["points"] == len(val)
+    assert abs(got["loss_mean_direction"] - (1 - val @ m).mean()) < 1e-6
+    assert got["gain"] == pytest.approx(1 - got["loss"] / got["loss_mean_direction"])
 
 
 def test_lovasz_softmax_equals_the_integral_form_of_the_lovasz_extension():

@@ -46,6 +46,8 @@ def pretrain(
                                                    "the student and asks about them; 0 0 hides nothing."),
     mask_cell: float = typer.Option(2.0, help="Occupancy task: edge of the hidden cubes (m), a multiple of the "
                                               "store's occupancy voxel."),
+    max_points: int = typer.Option(0, help="Keep a random subset of this many points of each sweep (0: all); "
+                                           "cheaper steps on a CPU."),
     steps: int = typer.Option(200, help="Optimisation steps."),
     batch_size: int = typer.Option(2, help="Sweeps per batch."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
@@ -70,7 +72,7 @@ def pretrain(
         feature_dim = int(open_store(store).attrs["feature_dim"])
         mcfg = ModelConfig(arch=model, feature_dim=feature_dim, head_layers=head_layers, head_hidden=head_hidden)
         dcfg = DataConfig(store=store, split=split, voxel_size=voxel_size, seed=seed, mask_ratio=mask_ratio,
-                          mask_cell=mask_cell)
+                          mask_cell=mask_cell, max_points=max_points)
         tcfg = TrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, loss=loss,
                            occ_weight=occ_weight, workers=workers, checkpoint_every=checkpoint_every, seed=seed)
         result = run(mcfg, dcfg, tcfg, resume=resume)
@@ -101,50 +103,74 @@ def _first_metrics(out: str) -> dict:
 @app.command()
 def finetune(
     store: str = typer.Option(..., "--store", help="Store with lidarseg labels."),
-    out: str = typer.Option(..., "--out", help="Run directory: segmenter.pt, result.json."),
+    out: str = typer.Option(..., "--out", help="Run directory: segmenter.pt, result.json, curve.jsonl."),
     checkpoint: str = typer.Option(None, help="Pretraining checkpoint (omit: random initialisation, the baseline)."),
     model: str = typer.Option(None, help="Backbone (default: the checkpoint's, else minkunet34)."),
     labels_percent: float = typer.Option(100.0, help="Percent of the train sweeps labelled (whole scenes)."),
-    linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the backbone; train the head only."),
+    linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the backbone and fit a softmax "
+                                      "regression on its features to convergence (L-BFGS) instead of training."),
+    probe_points: int = typer.Option(2000, help="Linear probe: labelled points per train sweep in the fit."),
     lovasz: bool = typer.Option(False, "--lovasz", help="Add the Lovasz-softmax loss to cross-entropy."),
     steps: int = typer.Option(200, help="Optimisation steps."),
     batch_size: int = typer.Option(2, help="Sweeps per batch."),
-    lr: float = typer.Option(None, help="Peak learning rate (default: 0.05 for a linear probe, 1e-3 otherwise)."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(10, help="Warm-up steps (0: none)."),
+    max_points: int = typer.Option(0, help="Keep a random subset of this many points of each training sweep "
+                                           "(0: all); evaluation sees every point."),
+    eval_every: int = typer.Option(0, help="Also measure val mIoU every this many steps into OUT/curve.jsonl."),
+    checkpoint_every: int = typer.Option(100, help="Steps between rewrites of OUT/segmenter.pt."),
     voxel_size: float = typer.Option(0.1, help="Voxel size (m)."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when there is one)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/segmenter.pt."),
     seed: int = typer.Option(0, help="Seed of the label subset, initialisation and data order."),
 ):
     """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
     from pipeline.schema import StoreError
-    from trainer.finetune import FinetuneConfig
-    from trainer.finetune import finetune as run
+    from trainer.model import read_checkpoint
 
     arch = model
+    device = device or _default_device()
     try:
         if arch is None:
-            arch = (torch_load_config(checkpoint)["arch"] if checkpoint else "minkunet34")
-        cfg = FinetuneConfig(out=out, labels_percent=labels_percent, linear_probe=linear_probe, steps=steps,
-                             batch_size=batch_size, lr=lr if lr is not None else (0.05 if linear_probe else 1e-3),
-                             lovasz=lovasz, seed=seed)
-        result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size)
-    except (StoreError, ValueError, FileNotFoundError) as e:
+            arch = read_checkpoint(checkpoint)["model_config"]["arch"] if checkpoint else "minkunet34"
+        if linear_probe:
+            from trainer.probe import ProbeConfig, linear_probe as fit
+
+            result = fit(store, checkpoint, arch, ProbeConfig(out=out, labels_percent=labels_percent,
+                                                              points_per_sweep=probe_points, seed=seed),
+                         voxel_size=voxel_size, device=device)
+        else:
+            from trainer.finetune import FinetuneConfig
+            from trainer.finetune import finetune as run
+
+            cfg = FinetuneConfig(out=out, labels_percent=labels_percent, steps=steps, batch_size=batch_size, lr=lr,
+                                 warmup=warmup, lovasz=lovasz, max_points=max_points, eval_every=eval_every,
+                                 checkpoint_every=checkpoint_every, seed=seed)
+            result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size, device=device, resume=resume)
+    except (StoreError, ValueError, FileNotFoundError, KeyError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     print_result(result)
 
 
-def torch_load_config(checkpoint: str) -> dict:
+def _default_device() -> str:
     import torch
 
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["model_config"]
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def print_result(result: dict) -> None:
     kind = "linear probe" if result.get("linear_probe") else "fine-tuning"
     typer.echo(f"\n{kind} from {result.get('init', '?')}, {result.get('labels_percent', '?')}% labels "
                f"({len(result.get('label_scenes', []))} scenes); {result['split']}: {result['sweeps']} sweeps")
+    if result.get("probe_fit"):
+        fit = result["probe_fit"]
+        typer.echo(f"  probe fit: {fit['iterations']} L-BFGS rounds, final loss {fit['final_loss']:.4f}"
+                   + ("" if fit["converged"] else " (NOT converged: raise max_iter)"))
     for name, iou in result["iou"].items():
         typer.echo(f"  {name:<20} {'   -' if iou is None else f'{100 * iou:5.1f}'}")
-    typer.echo(f"  {'mIoU':<20} {100 * result['miou']:5.1f}")
+    typer.echo(f"  {'mIoU':<20} {100 * result['miou']:5.1f}  (over the {len(result['classes'])} classes present in "
+               f"{result['split']})")
 
 
 @app.command()
@@ -152,41 +178,46 @@ def evaluate(
     store: str = typer.Option(..., "--store", help="Store with lidarseg labels."),
     checkpoint: str = typer.Option(..., "--checkpoint", help="segmenter.pt written by cdtrain finetune."),
     split: str = typer.Option("val", help="Scenes to evaluate: val, train or all."),
-    voxel_size: float = typer.Option(0.1, help="Voxel size (m)."),
     out: str = typer.Option(None, help="Write the result (IoUs, mIoU, confusion matrix) as JSON here."),
     corruption: list[str] = typer.Option(None, help="Also evaluate under KIND:SEVERITY (repeatable): "
                                                     "beams_missing:0.25, sparser_sensor:2, jitter:0.05, fog:0.02."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when there is one)."),
 ):
-    """Per-class IoU, mIoU and confusion matrix of a fine-tuned segmenter; with --corruption, the mIoU
-    under each corruption and its resilience (mIoU corrupted / mIoU clean)."""
+    """Per-class IoU, mIoU and confusion matrix of a fine-tuned segmenter (its voxel size and classes come
+    from the file); with --corruption, the mIoU under each corruption and its resilience (mIoU corrupted /
+    mIoU clean)."""
     import json
 
-    import torch
-
-    from trainer.finetune import Segmenter, evaluate_model
-    from trainer.model import ModelConfig
-
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = Segmenter(ModelConfig(arch=ck["arch"]))
-    model.load_state_dict(ck["model"])
+    from pipeline.schema import StoreError
     from trainer.corruptions import parse
+    from trainer.evaluate import evaluate_model
+    from trainer.model import load_segmenter
 
     try:
         for text in corruption or []:
             parse(text)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    result = evaluate_model(model, store, split, voxel_size)
-    result.update(init=checkpoint, linear_probe=ck["result"].get("linear_probe"),
-                  labels_percent=ck["result"].get("labels_percent"), label_scenes=ck["result"].get("label_scenes"))
-    print_result(result)
-    robustness = {}
-    for text in corruption or []:
-        r = evaluate_model(model, store, split, voxel_size, corruption=text)
-        robustness[text] = {"miou": r["miou"], "resilience": r["miou"] / result["miou"] if result["miou"] else None,
-                            "iou": r["iou"]}
-        typer.echo(f"  under {text:<22} mIoU {100 * r['miou']:5.1f}  resilience "
-                   + (f"{robustness[text]['resilience']:.2f}" if robustness[text]["resilience"] is not None else "-"))
+    device = device or _default_device()
+    try:
+        model, record = load_segmenter(checkpoint)
+        model.to(device)
+        voxel = record["voxel_size"]
+        result = evaluate_model(model, store, split, voxel, device=device)
+        result.update(init=record.get("init"), linear_probe=record.get("linear_probe"),
+                      labels_percent=record.get("labels_percent"), label_scenes=record.get("label_scenes"),
+                      segmenter=checkpoint, arch=record["arch"], voxel_size=voxel)
+        print_result(result)
+        robustness = {}
+        for text in corruption or []:
+            r = evaluate_model(model, store, split, voxel, corruption=text, device=device)
+            resilience = r["miou"] / result["miou"] if result["miou"] else None
+            robustness[text] = {"miou": r["miou"], "resilience": resilience, "iou": r["iou"]}
+            typer.echo(f"  under {text:<22} mIoU {100 * r['miou']:5.1f}  resilience "
+                       + (f"{resilience:.2f}" if resilience is not None else "-"))
+    except (StoreError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     result["robustness"] = robustness
     if out:
         with open(out, "w") as f:
@@ -198,11 +229,17 @@ def rankme(
     store: str = typer.Option(..., "--store", help="Store to sample sweeps from."),
     checkpoint: str = typer.Option(..., "--checkpoint", help="Pretraining checkpoint."),
     sweeps: int = typer.Option(8, help="Sweeps sampled."),
+    split: str = typer.Option("train", help="Scenes to sample: train (as the table reports), val or all."),
 ):
     """RankMe of the backbone's point features (higher = less collapsed)."""
-    from trainer.finetune import store_rankme
+    from trainer.evaluate import store_rankme
 
-    typer.echo(f"RankMe {store_rankme(store, checkpoint, sweeps):.1f} ({checkpoint}, {sweeps} sweeps of {store})")
+    try:
+        value = store_rankme(store, checkpoint, sweeps, split=split)
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"RankMe {value:.1f} ({checkpoint}, {sweeps} {split} sweeps of {store})")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ and a collate that concatenates clouds with offsets (no padding to the largest c
 
 Per sweep the dataset returns its points and, riding along, their teacher features and valid mask,
 and the occupancy queries (voxel centres) with labels and the index of each query's nearest point.
-With masking on (``mask_ratio``, pretraining), the points of randomly hidden cubes are dropped before
+With ``max_points`` set, a random subset of that many points is kept first (drawn from
+``default_rng([seed, epoch, sweep, CAP_STREAM])``; evaluation keeps every point). With masking on
+(``mask_ratio``, pretraining), the points of randomly hidden cubes are dropped before
 anything else and only the queries in hidden cubes are kept, balanced by their offset to the nearest
 visible point (``trainer/occupancy.py``); the mask is drawn from
 ``default_rng([seed, epoch, sweep, MASK_STREAM])``.
@@ -25,6 +27,7 @@ from pipeline.schema import open_store
 from trainer.occupancy import MaskConfig, balance_by_offset, hide
 
 MASK_STREAM = 1  # the mask's random stream, apart from the augmentation's
+CAP_STREAM = 2  # the point cap's random stream
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,11 @@ class DataConfig:
     corruption: str | None = None  # e.g. "fog:0.02" (trainer/corruptions.py), applied before everything else
     mask_ratio: tuple[float, float] = (0.0, 0.0)  # occupancy task: fraction of cubes hidden (0, 0: no mask)
     mask_cell: float = 2.0  # occupancy task: edge of the hidden cubes (m)
+    max_points: int = 0  # keep a random subset of this many points per sweep (0: all), as loaders cap clouds
 
     def __post_init__(self):
+        if self.max_points < 0:
+            raise ValueError(f"--max-points {self.max_points}: must be 0 (all points) or positive")
         self.mask  # validates
 
     @property
@@ -109,6 +115,11 @@ class StoreDataset(torch.utils.data.Dataset):
         if self.corruption is not None:
             keep, points = self.corruption(points, np.random.default_rng([self.cfg.seed, 99, s]))
             feats, valid = feats[keep], valid[keep]
+            point_labels = point_labels[keep] if point_labels is not None else None
+        if 0 < self.cfg.max_points < len(points):
+            keep = np.sort(np.random.default_rng([self.cfg.seed, self.epoch, s, CAP_STREAM])
+                           .choice(len(points), self.cfg.max_points, replace=False))
+            points, feats, valid = points[keep], feats[keep], valid[keep]
             point_labels = point_labels[keep] if point_labels is not None else None
         queries = self.occ_lower + (voxels + 0.5) * self.occ_voxel
         hidden = None

@@ -3,7 +3,8 @@
 - confusion[t, p] counts points of true class t predicted as p, over classes 1..K (0 = ignore: points
   whose true label is 0 are not counted; a prediction of 0 counts as wrong).
 - IoU_c = TP_c / (TP_c + FP_c + FN_c); a class absent from both truth and prediction has no IoU (NaN)
-  and is left out of the mean; mIoU = mean of the defined IoUs.
+  and is left out of the mean; mIoU = mean of the defined IoUs, or of those of a given class set
+  (evaluation uses the classes present in the evaluated truth: ``trainer/evaluate.py``).
 - RankMe (Garrido et al., 2023) of features Z [N, D]: with singular values s_k,
   p_k = s_k / sum(s) + 1e-7, RankMe = exp(-sum_k p_k log p_k).
 """
@@ -34,8 +35,12 @@ def iou_per_class(confusion: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, tp / denom, np.nan)
 
 
-def mean_iou(confusion: np.ndarray) -> float:
+def mean_iou(confusion: np.ndarray, classes: np.ndarray | None = None) -> float:
+    """Mean of the defined IoUs; with ``classes`` (a boolean mask [K] over classes 1..K), the mean over
+    those classes exactly (a class in the set that is never predicted nor true counts as NaN -> skipped)."""
     iou = iou_per_class(confusion)
+    if classes is not None:
+        iou = iou[np.asarray(classes, dtype=bool)]
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 

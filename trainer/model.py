@@ -153,3 +153,89 @@ class Student(nn.Module):
         if occupancy:
             out["occ_logits"] = self.occ_head(feats, batch["xyz"], batch["queries"], batch["nearest"])
         return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The segmenter: a backbone with a per-point classifier, and its self-describing checkpoint file
+
+SEGMENTER_KIND = "cleverdistiller-segmenter"
+SEGMENTER_FORMAT = 1
+
+
+class Segmenter(nn.Module):
+    """``logits = Linear(BN(f))`` over the 16 evaluation classes on the backbone's point features f (as in
+    ScaLR); the linear layer starts at zero."""
+
+    def __init__(self, arch: str, num_classes: int):
+        super().__init__()
+        self.backbone = MinkUNet(arch)
+        c = self.backbone.out_channels
+        self.norm = nn.BatchNorm1d(c)
+        self.classifier = nn.Linear(c, num_classes)
+        nn.init.zeros_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+
+    def point_features(self, batch: dict) -> torch.Tensor:
+        return point_features(self.backbone, batch)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Logits [N_points, num_classes] for evaluation classes 1..num_classes."""
+        return self.classifier(self.norm(self.point_features(batch)))
+
+
+def read_checkpoint(path: str) -> dict:
+    """A checkpoint file as plain tensors and values; a missing or unreadable file is one clear error."""
+    import os
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file, or not a torch file at all
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def is_pretraining_checkpoint(ck: dict) -> bool:
+    return "train_config" in ck and "model_config" in ck and any(k.startswith("head.") for k in ck.get("model", {}))
+
+
+def load_backbone(model: Segmenter, checkpoint: str) -> dict:
+    """Copy the backbone of a pretraining checkpoint (``cdtrain pretrain``) into ``model``; returns the
+    checkpoint's model config."""
+    ck = read_checkpoint(checkpoint)
+    if ck.get("kind") == SEGMENTER_KIND:
+        raise ValueError(f"{checkpoint} is a segmenter (cdtrain finetune), not a pretraining checkpoint; "
+                         f"give the pretraining run's checkpoint.pt")
+    if "model_config" not in ck or "model" not in ck:
+        raise ValueError(f"{checkpoint} is not a pretraining checkpoint (no model_config)")
+    state = {k[len("backbone."):]: v for k, v in ck["model"].items() if k.startswith("backbone.")}
+    model.backbone.load_state_dict(state)
+    return ck["model_config"]
+
+
+def segmenter_record(model: Segmenter, arch: str, voxel_size: float, classes: list[str], **about) -> dict:
+    """What a segmenter file holds: weights plus everything needed to use them without the run's
+    command line (architecture, voxel size, class of each output, head), plus ``about`` (how it was
+    made, training state for resuming)."""
+    return {"kind": SEGMENTER_KIND, "format": SEGMENTER_FORMAT, "model": model.state_dict(), "arch": arch,
+            "voxel_size": voxel_size, "classes": list(classes),
+            "head": f"Linear(BatchNorm1d({model.classifier.in_features}), {model.classifier.out_features})",
+            **about}
+
+
+def load_segmenter(path: str) -> tuple[Segmenter, dict]:
+    """A segmenter file (``cdtrain finetune``) -> (model in eval mode, its record without the weights).
+    A pretraining checkpoint or an unknown file is refused in one line that says what to do."""
+    ck = read_checkpoint(path)
+    if ck.get("kind") != SEGMENTER_KIND:
+        if is_pretraining_checkpoint(ck):
+            raise ValueError(f"{path} is a pretraining checkpoint (cdtrain pretrain): it has no segmentation head; "
+                             f"train one first with cdtrain finetune --checkpoint {path} (add --linear-probe to "
+                             f"keep the backbone frozen)")
+        raise ValueError(f"{path} is not a segmenter file written by cdtrain finetune")
+    if ck.get("format") != SEGMENTER_FORMAT:
+        raise ValueError(f"{path} is segmenter format {ck.get('format')}; this version reads format {SEGMENTER_FORMAT}")
+    model = Segmenter(ck["arch"], len(ck["classes"]))
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model, {k: v for k, v in ck.items() if k not in ("model", "optimizer")}

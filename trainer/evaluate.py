@@ -1,0 +1,159 @@
+"""Scoring: a segmenter's per-class IoU and mIoU, a pretrained backbone's RankMe, its projection head's
+distillation gain over a constant, and its occupancy head's balanced accuracy, all on held-out sweeps.
+
+- mIoU (``evaluate_model``) is over a fixed class set: the evaluation classes present in the truth of the
+  evaluated sweeps (``classes`` in the result), so a class the split lacks neither helps nor hurts.
+  Every point of every sweep counts, with no augmentation and no point cap.
+- Distillation gain (``distillation_gain``): with q the L2-normalised teacher features of the held-out
+  points that have one and k the student's projected features, loss = mean(1 - k.q); the constant
+  predictor k = m, the normalised mean of the train sweeps' normalised teacher features, has loss_mean;
+  gain = 1 - loss / loss_mean (0: no better than the mean direction; 1: perfect).
+- RankMe (``store_rankme``): ``trainer/metrics.rankme`` of the backbone's point features on evenly spaced
+  sweeps of one split (the train sweeps, for the table).
+- Occupancy (``occupancy_accuracy``): balanced accuracy (``trainer/occupancy``) of the occupancy logits on
+  queries drawn as pretraining draws them (the checkpoint's mask settings), from a fixed seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.classes import EVAL_CLASSES
+from trainer.data import DataConfig, StoreDataset, collate
+from trainer.metrics import confusion_matrix, iou_per_class, mean_iou, rankme
+
+NUM_CLASSES = len(EVAL_CLASSES) - 1
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_model(model, store: str, split: str, voxel_size: float, corruption: str | None = None,
+                   device: str = "cpu") -> dict:
+    """Confusion matrix, per-class IoU and mIoU over the sweeps of ``split`` (no augmentation), on the
+    clean clouds or under ``corruption`` (e.g. "fog:0.02"; metrics over the points that remain)."""
+    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False,
+                                 corruption=corruption))
+    was_training = model.training
+    model.eval()
+    conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)
+    for i in range(len(ds)):
+        batch = _to(collate([ds[i]], voxel_size), device)
+        pred = model(batch).argmax(1).cpu().numpy() + 1
+        conf += confusion_matrix(batch["labels"].cpu().numpy(), pred, NUM_CLASSES)
+    model.train(was_training)
+    return scores(conf) | {"split": split, "sweeps": len(ds), "corruption": corruption}
+
+
+def scores(conf: np.ndarray) -> dict:
+    """Per-class IoU and the mIoU over the classes present in the truth of ``conf``."""
+    present = conf[1:, :].sum(1) > 0
+    iou = iou_per_class(conf)
+    return {"miou": mean_iou(conf, present),
+            "classes": [EVAL_CLASSES[c + 1] for c in np.nonzero(present)[0]],
+            "iou": {EVAL_CLASSES[c + 1]: (None if np.isnan(v) else float(v)) for c, v in enumerate(iou)},
+            "confusion": conf.tolist()}
+
+
+def random_or_pretrained(checkpoint: str | None, arch: str | None, seed: int):
+    """A Segmenter whose backbone is a pretraining checkpoint's, or random (seeded) without one."""
+    from trainer.model import Segmenter, load_backbone, read_checkpoint
+
+    if checkpoint is None:
+        if arch is None:
+            raise ValueError("give a pretraining checkpoint, or an arch for a random backbone")
+        torch.manual_seed(seed)
+        return Segmenter(arch, NUM_CLASSES)
+    model = Segmenter(read_checkpoint(checkpoint)["model_config"]["arch"], NUM_CLASSES)
+    load_backbone(model, checkpoint)
+    return model
+
+
+@torch.no_grad()
+def store_rankme(store: str, checkpoint: str | None, sweeps: int = 8, points_per_sweep: int = 2048,
+                 voxel_size: float = 0.1, arch: str | None = None, seed: int = 0, split: str = "train") -> float:
+    """RankMe of a pretrained backbone's point features over evenly spaced sweeps of ``split``; without
+    a checkpoint, of a randomly initialised ``arch`` backbone (seeded), the baseline."""
+    model = random_or_pretrained(checkpoint, arch, seed).eval()
+    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False))
+    feats = []
+    for i in np.linspace(0, len(ds) - 1, min(sweeps, len(ds))).astype(int):
+        f = model.point_features(collate([ds[int(i)]], voxel_size))
+        feats.append(f[torch.linspace(0, len(f) - 1, min(points_per_sweep, len(f))).long()])
+    return rankme(torch.cat(feats))
+
+
+@torch.no_grad()
+def mean_teacher_direction(store: str, split: str = "train", sweeps: int = 32) -> torch.Tensor:
+    """m = normalise(mean of the normalised teacher features) over evenly spaced sweeps of ``split``."""
+    ds = StoreDataset(DataConfig(store=store, split=split, augment=False))
+    total = None
+    for i in np.linspace(0, len(ds) - 1, min(sweeps, len(ds))).astype(int):
+        item = ds[int(i)]
+        q = torch.nn.functional.normalize(torch.from_numpy(item["teacher"][item["valid"]]).double(), dim=1)
+        total = q.sum(0) if total is None else total + q.sum(0)
+    return torch.nn.functional.normalize(total, dim=0)
+
+
+@torch.no_grad()
+def distillation_gain(store: str, checkpoint: str, split: str = "val", reference_split: str = "train") -> dict:
+    """Held-out cosine distillation loss of a pretraining checkpoint, the mean-direction predictor's, and
+    the gain 1 - loss / loss_mean (module docstring)."""
+    from trainer.model import ModelConfig, Student, read_checkpoint
+
+    ck = read_checkpoint(checkpoint)
+    model = Student(ModelConfig(**ck["model_config"]))
+    model.load_state_dict(ck["model"])
+    model.eval()
+    voxel = ck["data_config"]["voxel_size"]
+    m = mean_teacher_direction(store, reference_split)
+    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel, augment=False))
+    loss_sum = mean_sum = 0.0
+    count = 0
+    for i in range(len(ds)):
+        batch = collate([ds[i]], voxel)
+        k = model(batch, occupancy=False)["proj"].double()
+        q = torch.nn.functional.normalize(batch["teacher"][batch["valid"]].double(), dim=1)
+        loss_sum += float((1 - (k * q).sum(1)).sum())
+        mean_sum += float((1 - q @ m).sum())
+        count += len(q)
+    loss, loss_mean = loss_sum / count, mean_sum / count
+    return {"loss": loss, "loss_mean_direction": loss_mean, "gain": 1.0 - loss / loss_mean, "points": count,
+            "split": split}
+
+
+@torch.no_grad()
+def occupancy_accuracy(checkpoint: str | dict, items: list[dict]) -> float:
+    """Balanced accuracy of a pretraining checkpoint's occupancy head on the queries of ``items``."""
+    from trainer.model import ModelConfig, Student, read_checkpoint
+    from trainer.occupancy import balanced_accuracy
+
+    ck = read_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    model = Student(ModelConfig(**ck["model_config"]))
+    model.load_state_dict(ck["model"])
+    model.eval()
+    logits, labels = [], []
+    for item in items:
+        batch = collate([item], ck["data_config"]["voxel_size"])
+        logits.append(model(batch)["occ_logits"])
+        labels.append(batch["occ"])
+    return balanced_accuracy(torch.cat(logits), torch.cat(labels))
+
+
+def occupancy_items(store: str, checkpoint: str | dict, split: str = "val", seed: int = 12345) -> list[dict]:
+    """The sweeps of ``split`` with queries drawn as the checkpoint's pretraining drew them (its mask,
+    augmentation and query settings), from ``seed``; a checkpoint trained without a mask gets the default
+    mask, so that the queries ask about hidden cubes."""
+    from trainer.model import read_checkpoint
+    from trainer.occupancy import MaskConfig
+
+    ck = read_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    d = ck["data_config"]
+    ratio = tuple(d["mask_ratio"]) if d["mask_ratio"][1] > 0 else MaskConfig().ratio
+    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=d["voxel_size"], augment=d["augment"],
+                                 scale=d["scale"], max_queries=d["max_queries"], seed=seed, mask_ratio=ratio,
+                                 mask_cell=d["mask_cell"]))
+    return [ds[i] for i in range(len(ds))]
