@@ -44,10 +44,10 @@ case "$cmd" in
         rm -rf "$out/run"
         "$VENV/bin/cdtrain" pretrain --store "$out/store.zarr" --out "$out/run" --model minkunet-tiny \
             --head-hidden 256 --steps 20 --warmup 4
-        # how good are its features for segmentation? a linear probe on the labelled train scene,
-        # mIoU on the val scene
+        # how good are its features for segmentation? a linear probe (fitted to convergence) on the
+        # labelled train scene, mIoU on the val scene
         "$VENV/bin/cdtrain" finetune --store "$out/store.zarr" --checkpoint "$out/run/checkpoint.pt" \
-            --linear-probe --steps 40 --out "$out/probe"
+            --linear-probe --out "$out/probe"
         ;;
     test)
         ensure_venv

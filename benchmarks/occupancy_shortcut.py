@@ -79,25 +79,9 @@ def classifiers(x_tr, y_tr, x_te, y_te) -> dict:
             "decision_tree": round(float(balanced_accuracy_score(y_te, tree.predict(x_te))), 4)}
 
 
-@torch.no_grad()
-def student_accuracy(checkpoint: dict, items: list[dict], voxel_size: float) -> float:
-    from trainer.data import collate
-    from trainer.model import ModelConfig, Student
-    from trainer.occupancy import balanced_accuracy
-
-    model = Student(ModelConfig(**checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    logits, labels = [], []
-    for item in items:
-        batch = collate([item], voxel_size)
-        logits.append(model(batch)["occ_logits"])
-        labels.append(batch["occ"])
-    return round(balanced_accuracy(torch.cat(logits), torch.cat(labels)), 4)
-
-
 def main() -> None:
     from trainer.data import DataConfig, StoreDataset
+    from trainer.evaluate import occupancy_accuracy
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", required=True)
@@ -117,7 +101,7 @@ def main() -> None:
     x_tr, y_tr, _ = offsets_of(train_ds)
     x_te, y_te, val_items = offsets_of(val_ds)
     offset_only = classifiers(x_tr, y_tr, x_te, y_te)
-    student = student_accuracy(ck, val_items, trained["voxel_size"])
+    student = round(occupancy_accuracy(ck, val_items), 4)
     lx_tr, ly_tr = legacy_offsets(train_ds)
     lx_te, ly_te = legacy_offsets(val_ds)
     legacy = classifiers(lx_tr, ly_tr, lx_te, ly_te)

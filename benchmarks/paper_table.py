@@ -1,28 +1,37 @@
-"""The paper's ablation table in miniature: does distillation help, does the MLP head beat the linear
-one, does occupancy help?
+"""The paper's ablation table on synthetic worlds, version 2: does distillation help, does the MLP head
+beat the linear one, does occupancy help, measured against floors, at convergence, over paired seeds.
 
-    .venv/bin/python benchmarks/paper_table.py [--out DIR] [--results benchmarks/results/paper_table.md]
-                                               [--seeds 0 1 2] [--jobs 2] [--teacher-weights FILE] ...
+    .venv/bin/python benchmarks/paper_table.py sweep-occ [--seed 900]   # once: pick the occupancy weight
+    .venv/bin/python benchmarks/paper_table.py run --seed K             # one seed (resumable), K = 0, 1, ...
+    .venv/bin/python benchmarks/paper_table.py table                    # paper_table.md from the seed files
 
-1. writes a synthetic nuScenes-format world (``--scenes`` x ``--samples-per-scene`` keyframes, every
-   6th scene held out for validation, as ``cdpipe synth --version v1.0-trainval`` splits them);
-2. extracts its store once (random teacher unless ``--teacher-weights`` is given);
-3. for every row and seed, in ``--jobs`` processes: pretrains the student (rows: random init = no
-   pretraining; linear head; 3-layer MLP head; MLP head + occupancy), then from its backbone a linear
-   probe and fine-tuning at 1% and 10% of the train labels (whole scenes, picked by the seed), each
-   scored by mIoU on the val scenes, and RankMe of the backbone's point features;
-4. prints one markdown table (mean +- sample standard deviation over seeds) with the settings and wall
-   times, and writes it to ``--results``.
+A seed K sets everything that varies: the synthetic world (``cdpipe synth --seed K``), every
+initialisation, the data order and which scenes are labelled; every row sees the same K, so rows are
+compared seed by seed (paired). Per seed, in WORK/seed_K (each finished part is kept, so a killed run
+continues where it stopped):
 
-Defaults are sized to finish in under an hour on a 2-core CPU machine; the output says what they are.
+1. a world of ``--scenes`` x ``--samples-per-scene`` keyframes, every 6th scene in val (nuScenes
+   trainval naming), extracted with the teacher the teacher gate names as trained (the semantic
+   stand-in, ``tools/teachers/semantic.safetensors``) at 224x448;
+2. floor and ceiling rows: the linear probe (``trainer/probe.py``: softmax regression solved by
+   L-BFGS to tolerance) on the raw point inputs, on the stored teacher features, and on both;
+3. rows random init (no pretraining), linear head, 3-layer MLP head, MLP head + occupancy (weight
+   picked by ``sweep-occ`` on world seed 900, never reported): pretraining, then from the backbone
+   the linear probe on all train labels, fine-tuning at 1 scene and at 25% of the train sweeps
+   (cross-entropy + Lovasz, whole scenes), the held-out distillation gain 1 - loss / loss_mean
+   (``trainer/evaluate.py``), RankMe on train sweeps and the occupancy balanced accuracy on held-out
+   sweeps.
+mIoU is over the classes present in the val truth of that world (listed in the seed file).
+The seed's results land in ``benchmarks/results/paper_table/seed_K.json``:
+``{"seed": K, "rows": {row: {column: value}}, ...details}``. ``table`` writes
+``benchmarks/results/paper_table.md``: means over seeds, and the paired differences (linear - random,
+MLP - linear, MLP+occ - MLP) with 95% bootstrap confidence intervals over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -30,180 +39,393 @@ import time
 
 import numpy as np
 
-ROWS = {  # name -> (pretrain?, head layers, occupancy weight)
-    "random init (no pretraining)": (False, 0, 0.0),
-    "linear head": (True, 1, 0.0),
-    "3-layer MLP head": (True, 3, 0.0),
-    "MLP head + occupancy": (True, 3, 1.0),
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "paper_table")
+TEACHER = os.path.join(ROOT, "tools", "teachers", "semantic.safetensors")
+ROWS = {  # name -> (pretrain?, projection head layers, occupancy on?)
+    "random init": (False, 0, False),
+    "linear head": (True, 1, False),
+    "3-layer MLP head": (True, 3, False),
+    "MLP head + occupancy": (True, 3, True),
 }
+FLOORS = {"logreg: raw point inputs": "raw", "logreg: teacher features": "teacher",
+          "logreg: raw + teacher": "raw+teacher"}
+COLUMNS = {  # key -> (title, digits, scale)
+    "probe": ("linear probe mIoU", 1, 100.0),
+    "ft_1scene": ("fine-tune 1 scene mIoU", 1, 100.0),
+    "ft_25pct": ("fine-tune 25% mIoU", 1, 100.0),
+    "distill_gain": ("held-out distill gain", 3, 1.0),
+    "rankme": ("RankMe (train)", 1, 1.0),
+    "occ_bal_acc": ("occupancy bal. acc", 3, 1.0),
+}
+DIFFS = (("linear head", "random init"), ("3-layer MLP head", "linear head"),
+         ("MLP head + occupancy", "3-layer MLP head"))
+OCC_WEIGHTS = (0.1, 0.3, 1.0)
+SWEEP_SEED = 900
 
 
-def run_job(args: dict, row: str, seed: int) -> dict:
-    """Pretrain (unless the row is random init), then probe, fine-tune at 1% and 10%, and RankMe."""
-    import torch
+def settings(args) -> dict:
+    return {"scenes": args.scenes, "samples_per_scene": args.samples_per_scene, "image_size": args.image_size,
+            "teacher_size": "224x448", "teacher": os.path.relpath(TEACHER, ROOT), "arch": args.arch,
+            "head_hidden": args.head_hidden, "voxel_size": 0.1, "max_points": args.max_points,
+            "pretrain_steps": args.pretrain_steps, "pretrain_batch": 2, "pretrain_lr": 2e-3,
+            "pretrain_warmup": args.pretrain_steps // 10, "mask_ratio": [0.3, 0.5],
+            "finetune_steps": {"ft_1scene": args.ft_steps_1scene, "ft_25pct": args.ft_steps_25},
+            "finetune_batch": 2, "finetune_lr": args.ft_lr, "finetune_warmup": 10, "lovasz": True,
+            "probe_points_per_sweep": 2000, "label_percent": {"ft_1scene": 1.0, "ft_25pct": 25.0}}
 
-    torch.set_num_threads(args["threads"])
+
+def _cli(name: str) -> str:
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def _run(cmd: list[str], log: str) -> None:
+    with open(log, "w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}); see {log}")
+
+
+def build_world(work: str, seed: int, cfg: dict) -> str:
+    """Synthetic world + store for ``seed`` (kept once finished; extraction resumes by itself)."""
+    os.makedirs(work, exist_ok=True)
+    dataroot, store = os.path.join(work, "world"), os.path.join(work, "store.zarr")
+    if not os.path.exists(dataroot + ".done"):
+        _run([_cli("cdpipe"), "synth", "--out", dataroot, "--scenes", str(cfg["scenes"]), "--samples-per-scene",
+              str(cfg["samples_per_scene"]), "--seed", str(seed), "--image-size", cfg["image_size"], "--version",
+              "v1.0-trainval", "--no-preview", "--workers", "1"], os.path.join(work, "synth.log"))
+        open(dataroot + ".done", "w").close()
+    if not os.path.exists(store + ".done"):
+        _run([_cli("cdpipe"), "extract", "--dataroot", dataroot, "--version", "v1.0-trainval", "--out", store,
+              "--teacher", "vit_small_patch14_dinov2", "--teacher-weights", TEACHER, "--image-size",
+              cfg["teacher_size"], "--workers", "1", "--torch-threads", "1"], os.path.join(work, "extract.log"))
+        open(store + ".done", "w").close()
+    return store
+
+
+def part(path: str, compute) -> dict:
+    """The JSON at ``path``, computed and written first if missing (each finished part survives a kill)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    t0 = time.perf_counter()
+    value = compute()
+    value["seconds"] = time.perf_counter() - t0
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return value
+
+
+def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: float, cfg: dict) -> str:
+    """Pretraining checkpoint of one row (continued if a previous run stopped part-way)."""
     from trainer.data import DataConfig
-    from trainer.finetune import FinetuneConfig, finetune, store_rankme
     from trainer.model import ModelConfig
     from trainer.train import TrainConfig, pretrain
+    from pipeline.schema import open_store
 
-    pre, head_layers, occ = ROWS[row]
-    run = os.path.join(args["out"], "runs", f"{row.split()[0].lower()}-{head_layers}-{occ:g}-seed{seed}")
-    store, arch, voxel = args["store"], args["arch"], args["voxel_size"]
-    t0 = time.perf_counter()
-    checkpoint = None
-    out = {"row": row, "seed": seed}
-    if pre:
-        mcfg = ModelConfig(arch=arch, feature_dim=args["feature_dim"], head_layers=head_layers,
-                           head_hidden=args["head_hidden"])
-        # the occupancy row hides part of each sweep and asks about it (trainer/occupancy.py)
-        dcfg = DataConfig(store=store, split="train", voxel_size=voxel, seed=seed,
-                          mask_ratio=(0.3, 0.5) if occ > 0 else (0.0, 0.0))
-        tcfg = TrainConfig(out=os.path.join(run, "pretrain"), steps=args["pretrain_steps"],
-                           batch_size=args["batch_size"], warmup=max(1, args["pretrain_steps"] // 10),
-                           occ_weight=occ, seed=seed, checkpoint_every=args["pretrain_steps"])
-        res = pretrain(mcfg, dcfg, tcfg, progress=False)
-        checkpoint = res["checkpoint"]
-        out["distill_final"] = res["metrics"]["distill"]
-    out["pretrain_s"] = time.perf_counter() - t0
-    out["rankme"] = store_rankme(store, checkpoint, arch=arch, seed=seed, voxel_size=voxel)
-    scenes = args["scenes"]
-    train_sweeps = sum(s["num_sweeps"] for s in scenes if s["split"] == "train")
-    for key, percent, probe, steps in (("probe", 100.0, True, args["probe_steps"]),
-                                       ("ft1", 1.0, False, args["finetune_steps"]),
-                                       ("ft10", 10.0, False, args["finetune_steps"])):
-        cfg = FinetuneConfig(out=os.path.join(run, key), labels_percent=percent, linear_probe=probe, steps=steps,
-                             batch_size=args["batch_size"], lr=0.05 if probe else 1e-3, seed=seed)
-        result = finetune(store, checkpoint, arch, cfg, voxel_size=voxel, progress=False)
-        out[key] = 100.0 * result["miou"]
-        chosen = set(result["label_scenes"])
-        out[f"{key}_label_percent"] = 100.0 * sum(s["num_sweeps"] for s in scenes if s["name"] in chosen) / train_sweeps
-    out["seconds"] = time.perf_counter() - t0
-    with open(os.path.join(run, "summary.json"), "w") as f:
-        json.dump(out, f, indent=1)
-    return out
+    ckpt = os.path.join(out, "checkpoint.pt")
+    mcfg = ModelConfig(arch=cfg["arch"], feature_dim=int(open_store(store).attrs["feature_dim"]),
+                       head_layers=head_layers, head_hidden=cfg["head_hidden"])
+    dcfg = DataConfig(store=store, split="train", voxel_size=cfg["voxel_size"], seed=seed,
+                      mask_ratio=tuple(cfg["mask_ratio"]) if occ_weight > 0 else (0.0, 0.0),
+                      max_points=cfg["max_points"])
+    tcfg = TrainConfig(out=out, steps=cfg["pretrain_steps"], batch_size=cfg["pretrain_batch"], lr=cfg["pretrain_lr"],
+                       warmup=cfg["pretrain_warmup"], occ_weight=occ_weight, seed=seed, checkpoint_every=50)
+    if os.path.exists(ckpt):
+        import torch
+
+        if int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"]) >= tcfg.steps:
+            return ckpt
+    pretrain(mcfg, dcfg, tcfg, resume=os.path.exists(ckpt), progress=False)
+    return ckpt
 
 
-def _fmt(values: list[float], digits: int = 1) -> str:
-    v = np.asarray(values, dtype=float)
-    spread = v.std(ddof=1) if len(v) > 1 else 0.0
-    return f"{v.mean():.{digits}f} ± {spread:.{digits}f}"
+def probe_part(store: str, checkpoint: str | None, out: str, seed: int, cfg: dict) -> dict:
+    from trainer.probe import ProbeConfig, linear_probe
+
+    r = linear_probe(store, checkpoint, cfg["arch"], ProbeConfig(out=out, points_per_sweep=cfg["probe_points_per_sweep"],
+                                                                   seed=seed), voxel_size=cfg["voxel_size"])
+    return {"miou": r["miou"], "fit": r["probe_fit"], "fit_points": r["fit_points"], "classes": r["classes"]}
 
 
-def table(results: list[dict]) -> str:
-    lines = ["| row | linear probe mIoU | fine-tune 1% mIoU | fine-tune 10% mIoU | RankMe | final distill loss |",
-             "|---|---|---|---|---|---|"]
-    for row in ROWS:
-        rs = [r for r in results if r["row"] == row]
-        distill = _fmt([r["distill_final"] for r in rs], 3) if "distill_final" in rs[0] else "-"
-        lines.append(f"| {row} | {_fmt([r['probe'] for r in rs])} | {_fmt([r['ft1'] for r in rs])} | "
-                     f"{_fmt([r['ft10'] for r in rs])} | {_fmt([r['rankme'] for r in rs])} | {distill} |")
-    return "\n".join(lines)
+def finetune_part(store: str, checkpoint: str | None, out: str, seed: int, key: str, cfg: dict) -> dict:
+    from trainer.finetune import FinetuneConfig, finetune
+
+    steps = cfg["finetune_steps"][key]
+    fc = FinetuneConfig(out=out, labels_percent=cfg["label_percent"][key], steps=steps,
+                        batch_size=cfg["finetune_batch"], lr=cfg["finetune_lr"], warmup=cfg["finetune_warmup"],
+                        lovasz=cfg["lovasz"], max_points=cfg["max_points"], checkpoint_every=50,
+                        eval_every=steps // 4, seed=seed)
+    resume = os.path.exists(os.path.join(out, "segmenter.pt"))
+    r = finetune(store, checkpoint, cfg["arch"], fc, voxel_size=cfg["voxel_size"], progress=False, resume=resume)
+    with open(os.path.join(out, "curve.jsonl")) as f:
+        curve = [json.loads(line) for line in f]
+    return {"miou": r["miou"], "label_scenes": r["label_scenes"], "curve": curve}
 
 
-def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+def floor_part(store: str, kind: str, seed: int, cfg: dict) -> dict:
+    from trainer.data import DataConfig, StoreDataset
+    from trainer.evaluate import scores
+    from trainer.metrics import confusion_matrix
+    from trainer.probe import NUM_CLASSES, feature_table, fit_softmax
+
+    train = StoreDataset(DataConfig(store=store, split="train", voxel_size=cfg["voxel_size"], augment=False))
+    val = StoreDataset(DataConfig(store=store, split="val", voxel_size=cfg["voxel_size"], augment=False))
+    x, y = feature_table(train, kind, points_per_sweep=cfg["probe_points_per_sweep"], seed=seed)
+    probe = fit_softmax(x, y)
+    xv, yv = feature_table(val, kind)
+    s = scores(confusion_matrix(yv, probe.predict(xv), NUM_CLASSES))
+    return {"miou": s["miou"], "fit": probe.summary(), "fit_points": int(len(y)), "classes": s["classes"]}
+
+
+def label_share(store: str, names: list[str]) -> dict:
+    from pipeline.schema import open_store
+
+    scenes = open_store(store).attrs["scenes"]
+    train = [s for s in scenes if s["split"] == "train"]
+    chosen = sum(s["num_sweeps"] for s in train if s["name"] in names)
+    return {"scenes": len(names), "of_train_scenes": len(train),
+            "percent_of_train_sweeps": 100.0 * chosen / sum(s["num_sweeps"] for s in train)}
+
+
+def run_seed(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from trainer.evaluate import distillation_gain, occupancy_accuracy, occupancy_items, store_rankme
+
+    cfg = settings(args)
+    started = time.perf_counter()
+    work = os.path.join(args.work, f"seed_{args.seed}")
+    occ = None
+    store = part(os.path.join(work, "parts", "world.json"),
+                 lambda: {"store": build_world(work, args.seed, cfg)})["store"]
+    seed = args.seed
+    rows: dict = {}
+    details: dict = {}
+    for name, kind in FLOORS.items():
+        r = part(os.path.join(work, "parts", f"floor_{kind}.json"), lambda: floor_part(store, kind, seed, cfg))
+        rows[name] = {"probe": r["miou"]}
+        details[name] = r
+    for name, (pre, layers, with_occ) in ROWS.items():
+        tag = name.split()[0].lower() + ("_occ" if with_occ else "")
+        run = os.path.join(work, tag)
+        if with_occ:
+            occ = occupancy_weight()  # read only now: the other rows need not wait for sweep-occ
+        checkpoint = (pretrained(store, os.path.join(run, "pretrain"), seed, layers, occ if with_occ else 0.0, cfg)
+                      if pre else None)
+        probe = part(os.path.join(run, "probe.json"),
+                     lambda: probe_part(store, checkpoint, os.path.join(run, "probe"), seed, cfg))
+        fts = {key: part(os.path.join(run, f"{key}.json"),
+                         lambda key=key: finetune_part(store, checkpoint, os.path.join(run, key), seed, key, cfg))
+               for key in ("ft_1scene", "ft_25pct")}
+        extra = part(os.path.join(run, "scores.json"), lambda: {
+            "rankme": store_rankme(store, checkpoint, sweeps=16, arch=cfg["arch"], seed=seed, split="train"),
+            **({"distill": distillation_gain(store, checkpoint)} if pre else {}),
+            **({"occ_bal_acc": occupancy_accuracy(checkpoint, occupancy_items(store, checkpoint))} if with_occ else {}),
+        })
+        row = {"probe": probe["miou"], "ft_1scene": fts["ft_1scene"]["miou"], "ft_25pct": fts["ft_25pct"]["miou"],
+               "rankme": extra["rankme"]}
+        if pre:
+            row["distill_gain"] = extra["distill"]["gain"]
+        if with_occ:
+            row["occ_bal_acc"] = extra["occ_bal_acc"]
+        rows[name] = row
+        details[name] = {"probe_fit": probe["fit"], "distill": extra.get("distill"),
+                         "curves": {k: v["curve"] for k, v in fts.items()},
+                         "seconds": {"probe": probe["seconds"], **{k: v["seconds"] for k, v in fts.items()},
+                                     "scores": extra["seconds"]}}
+    labels = {key: label_share(store, fts["ft_1scene" if key == "ft_1scene" else "ft_25pct"]["label_scenes"])
+              for key in ("ft_1scene", "ft_25pct")}
+    from pipeline.schema import open_store
+
+    attrs = dict(open_store(store).attrs)
+    val_scenes = sum(1 for s in attrs["scenes"] if s["split"] == "val")
+    result = {"seed": seed, "rows": rows, "classes": details["logreg: raw point inputs"]["classes"],
+              "labels": labels, "occ_weight": occ, "settings": cfg,
+              "world": {"sweeps": attrs["num_sweeps"], "scenes": len(attrs["scenes"]), "val_scenes": val_scenes},
+              "details": details, "seconds_this_sitting": time.perf_counter() - started,
+              "threads": args.threads}
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"seed_{seed}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"seed {seed}: " + "; ".join(f"{r}: probe {100 * v['probe']:.1f}" for r, v in rows.items()))
+
+
+def occupancy_weight() -> float:
+    path = os.path.join(RESULTS, "occ_weight_sweep.json")
+    if not os.path.exists(path):
+        sys.exit(f"no occupancy weight chosen yet: run `{sys.argv[0]} sweep-occ` first (writes {path})")
+    with open(path) as f:
+        return float(json.load(f)["chosen"])
+
+
+def sweep_occ(args) -> None:
+    """Pretrain the MLP + occupancy row with each weight on world SWEEP_SEED (never reported) and keep the
+    weight with the best linear probe mIoU there."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cfg = settings(args)
+    work = os.path.join(args.work, f"sweep_{args.seed}")
+    store = part(os.path.join(work, "parts", "world.json"), lambda: {"store": build_world(work, args.seed, cfg)})["store"]
+    out = {}
+    for w in (0.0, *OCC_WEIGHTS):
+        run = os.path.join(work, f"occ_{w:g}")
+        ck = pretrained(store, os.path.join(run, "pretrain"), args.seed, 3, w, cfg)
+        r = part(os.path.join(run, "probe.json"), lambda: probe_part(store, ck, os.path.join(run, "probe"), args.seed, cfg))
+        out[f"{w:g}"] = r["miou"]
+        print(f"occupancy weight {w:g}: probe mIoU {100 * r['miou']:.1f}", flush=True)
+    chosen = max(OCC_WEIGHTS, key=lambda w: out[f"{w:g}"])
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "occ_weight_sweep.json"), "w") as f:
+        json.dump({"world_seed": args.seed, "probe_miou_by_weight": out, "chosen": chosen,
+                   "note": "weight 0 = the 3-layer MLP row, for reference; chosen among "
+                           f"{list(OCC_WEIGHTS)} by linear probe mIoU on this world's val scenes",
+                   "settings": cfg}, f, indent=1)
+    print(f"chosen occupancy weight: {chosen:g}")
+
+
+def bootstrap_ci(d: np.ndarray, reps: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of paired differences (resampling seeds)."""
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (reps, len(d)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def make_table(args) -> str:
+    files = sorted(f for f in os.listdir(RESULTS) if f.startswith("seed_") and f.endswith(".json"))
+    seeds = [json.load(open(os.path.join(RESULTS, f))) for f in files]
+    if not seeds:
+        sys.exit(f"no seed files in {RESULTS}: run `{sys.argv[0]} run --seed K` first")
+    seeds.sort(key=lambda s: s["seed"])
+    ks = [s["seed"] for s in seeds]
+    names = list(FLOORS) + list(ROWS)
+
+    def values(row, col):
+        v = [s["rows"].get(row, {}).get(col) for s in seeds]
+        return None if any(x is None for x in v) else np.asarray(v, dtype=float)
+
+    def cell(v, col, spread=True):
+        _, digits, scale = COLUMNS[col]
+        if v is None:
+            return "-"
+        text = f"{scale * v.mean():.{digits}f}"
+        return text + (f" ± {scale * v.std(ddof=1):.{digits}f}" if spread and len(v) > 1 else "")
+
+    lines = ["| row | " + " | ".join(t for t, _, _ in COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for row in names:
+        lines.append(f"| {row} | " + " | ".join(cell(values(row, c), c) for c in COLUMNS) + " |")
+    diff_lines = ["| paired difference | " + " | ".join(t for t, _, _ in COLUMNS.values()) + " |",
+                  "|---" * (len(COLUMNS) + 1) + "|"]
+    for a, b in DIFFS:
+        cells = []
+        for col in COLUMNS:
+            va, vb = values(a, col), values(b, col)
+            if va is None or vb is None:
+                cells.append("-")
+                continue
+            _, digits, scale = COLUMNS[col]
+            d = scale * (va - vb)
+            lo, hi = bootstrap_ci(d)
+            cells.append(f"{d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] ({(d > 0).sum()}/{len(d)})")
+        diff_lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+    s0 = seeds[0]
+    cfg = s0["settings"]
+    per_seed = [f"| {s['seed']} | " + " | ".join(f"{100 * s['rows'][r]['probe']:.1f}" for r in names) + " |"
+                for s in seeds]
+    minutes = [s.get("seconds_this_sitting", float("nan")) / 60 for s in seeds]
+    lab = s0["labels"]
+    text = "\n".join([
+        "# CleverDistiller ablation on synthetic worlds (version 2)",
+        "",
+        f"{len(seeds)} paired seeds ({', '.join(map(str, ks))}); mean ± sample standard deviation over seeds. mIoU in % "
+        f"on the val scenes of each seed's world, over the evaluation classes present in its val truth "
+        f"({len(s0['classes'])} for seed {s0['seed']}: {', '.join(s0['classes'])}).",
+        "",
+        *lines,
+        "",
+        "Paired differences (row minus row, same seed): mean, 95% bootstrap confidence interval over seeds, and "
+        "on how many seeds the difference is positive.",
+        "",
+        *diff_lines,
+        "",
+        "Linear probe mIoU per seed:",
+        "",
+        "| seed | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+        *per_seed,
+        "",
+        "What the columns are:",
+        "- *linear probe*: softmax regression on frozen per-point features, fitted by L-BFGS to tolerance "
+        f"(trainer/probe.py) on {cfg['probe_points_per_sweep']} labelled points of every train sweep; the "
+        "`logreg` rows are the same fit on the raw point inputs (x, y, z, intensity), on the stored teacher "
+        "features (+ a valid flag), and on both (floors and a ceiling that need no student).",
+        f"- *fine-tune*: the whole segmenter, cross-entropy + Lovasz, AdamW lr {cfg['finetune_lr']}, batch "
+        f"{cfg['finetune_batch']}, {cfg['finetune_steps']['ft_1scene']} steps at 1 scene "
+        f"({lab['ft_1scene']['percent_of_train_sweeps']:.1f}% of the train sweeps) and "
+        f"{cfg['finetune_steps']['ft_25pct']} steps at 25% ({lab['ft_25pct']['scenes']} of "
+        f"{lab['ft_25pct']['of_train_scenes']} train scenes) for seed {s0['seed']}; the scenes are drawn per seed.",
+        "- *held-out distill gain*: 1 - (cosine distillation loss on the val sweeps) / (loss of the constant "
+        "mean teacher direction); 0 = no better than a constant.",
+        "- *RankMe*: effective rank of the backbone's point features on 16 train sweeps (the backbone has "
+        f"{'16' if cfg['arch'] == 'minkunet-tiny' else '?'} output channels).",
+        "- *occupancy bal. acc*: the occupancy head on hidden cubes of the val sweeps "
+        "(benchmarks/results/occupancy_shortcut.json: the offsets alone reach 0.53).",
+        "",
+        "Settings:",
+        f"- world per seed: {cfg['scenes']} synthetic scenes x {cfg['samples_per_scene']} keyframes "
+        f"({s0['world']['val_scenes']} val scenes, {s0['world']['sweeps']} sweeps), cameras {cfg['image_size']}",
+        f"- teacher: the semantic stand-in ({cfg['teacher']}, the one the teacher gate names as trained), input "
+        f"{cfg['teacher_size']}",
+        f"- student: {cfg['arch']}, voxel {cfg['voxel_size']} m, at most {cfg['max_points']} points per training "
+        f"sweep; pretraining {cfg['pretrain_steps']} steps, batch {cfg['pretrain_batch']}, lr {cfg['pretrain_lr']}, "
+        f"projection head hidden width {cfg['head_hidden']}; occupancy: {cfg['mask_ratio'][0]}-{cfg['mask_ratio'][1]} "
+        f"of 2 m cubes hidden, weight {s0['occ_weight']:g} (chosen on world seed {SWEEP_SEED}: "
+        "benchmarks/results/paper_table/occ_weight_sweep.json)",
+        f"- time per seed (one sitting, {s0.get('threads', '?')} thread(s)): "
+        + ", ".join(f"{m:.0f} min" for m in minutes),
+        "",
+        "Commands: `.venv/bin/python benchmarks/paper_table.py sweep-occ`, then `... run --seed K` per seed, then "
+        "`... table`.",
+    ])
+    return text
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="paper_table_run", help="working directory (dataroot, store, runs)")
-    ap.add_argument("--results", default=None, help="also write the markdown here")
-    ap.add_argument("--scenes", type=int, default=24)
-    ap.add_argument("--samples-per-scene", type=int, default=6)
-    ap.add_argument("--image-size", default="400x225", help="camera images WxH of the synthetic world")
-    ap.add_argument("--teacher-size", default="112x224", help="teacher input HxW")
-    ap.add_argument("--teacher-weights", default=None, help="teacher weights file (default: random teacher)")
+    ap.add_argument("command", choices=("run", "sweep-occ", "table"))
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--work", default=os.path.join(ROOT, "paper_table_work"), help="worlds, stores and runs")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (run two seeds side by side on 2 cores)")
+    ap.add_argument("--scenes", type=int, default=48, help="48 scenes -> 8 val scenes")
+    ap.add_argument("--samples-per-scene", type=int, default=2)
+    ap.add_argument("--image-size", default="400x225")
     ap.add_argument("--arch", default="minkunet-tiny")
     ap.add_argument("--head-hidden", type=int, default=256)
-    ap.add_argument("--voxel-size", type=float, default=0.1)
-    ap.add_argument("--batch-size", type=int, default=1)
-    ap.add_argument("--pretrain-steps", type=int, default=120)
-    ap.add_argument("--probe-steps", type=int, default=40)
-    ap.add_argument("--finetune-steps", type=int, default=40)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, each with cores // jobs threads")
+    ap.add_argument("--max-points", type=int, default=10000)
+    ap.add_argument("--pretrain-steps", type=int, default=300)
+    ap.add_argument("--ft-steps-1scene", type=int, default=300)
+    ap.add_argument("--ft-steps-25", type=int, default=500)
+    ap.add_argument("--ft-lr", type=float, default=2e-3)
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "paper_table.md"))
     args = ap.parse_args()
-    started = time.perf_counter()
-    os.makedirs(args.out, exist_ok=True)
-    dataroot, store = os.path.join(args.out, "nuscenes"), os.path.join(args.out, "store.zarr")
-    cli = os.path.dirname(sys.executable)
-
-    t0 = time.perf_counter()
-    _run([os.path.join(cli, "cdpipe"), "synth", "--out", dataroot, "--scenes", str(args.scenes),
-          "--samples-per-scene", str(args.samples_per_scene), "--image-size", args.image_size,
-          "--version", "v1.0-trainval", "--no-preview"])
-    t_synth = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    teacher = ["--teacher-weights", args.teacher_weights] if args.teacher_weights else ["--random-teacher"]
-    _run([os.path.join(cli, "cdpipe"), "extract", "--dataroot", dataroot, "--version", "v1.0-trainval",
-          "--out", store, "--image-size", args.teacher_size, "--overwrite", *teacher])
-    t_extract = time.perf_counter() - t0
-    import zarr
-
-    attrs = dict(zarr.open_group(store, mode="r").attrs)
-    job_args = {"store": store, "out": args.out, "arch": args.arch, "voxel_size": args.voxel_size,
-                "feature_dim": attrs["feature_dim"], "scenes": attrs["scenes"], "head_hidden": args.head_hidden, "batch_size": args.batch_size,
-                "pretrain_steps": args.pretrain_steps, "probe_steps": args.probe_steps,
-                "finetune_steps": args.finetune_steps, "threads": max(1, (os.cpu_count() or 1) // args.jobs)}
-    t0 = time.perf_counter()
-    jobs = [(row, seed) for seed in args.seeds for row in ROWS]
-    jobs.sort(key=lambda j: not ROWS[j[0]][0])  # the long (pretraining) jobs first
-    results = []
-    with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, job_args, row, seed): (row, seed) for row, seed in jobs}
-        for fut in cf.as_completed(futures):
-            r = fut.result()
-            results.append(r)
-            print(f"[{time.perf_counter() - started:6.0f} s] {r['row']}, seed {r['seed']}: probe {r['probe']:.1f} "
-                  f"ft1 {r['ft1']:.1f} ft10 {r['ft10']:.1f} RankMe {r['rankme']:.1f} ({r['seconds']:.0f} s)",
-                  flush=True)
-    t_runs = time.perf_counter() - t0
-    wall = time.perf_counter() - started
-
-    scenes = attrs["scenes"]
-    n_train = sum(1 for s in scenes if s["split"] == "train")
-    n_val = len(scenes) - n_train
-    r0 = results[0]
-    teacher_name = attrs["teacher"]["name"] + (" (RANDOM INITIALISATION)" if attrs["teacher"]["weights"] == "random"
-                                               else f" (weights sha256 {attrs['teacher']['weights'][:12]})")
-    text = "\n".join([
-        "# CleverDistiller ablation in miniature (synthetic world)",
-        "",
-        table(results),
-        "",
-        f"mIoU in % over the 16 nuScenes evaluation classes on the {n_val} val scenes; mean ± sample standard "
-        f"deviation over seeds {args.seeds} (the seed sets the initialisation, data order and which scenes are "
-        f"labelled).",
-        "",
-        "Settings:",
-        f"- world: {len(scenes)} synthetic scenes x {args.samples_per_scene} keyframes ({n_train} train, {n_val} val), "
-        f"{attrs['num_sweeps']} sweeps, cameras {args.image_size}",
-        f"- teacher: {teacher_name} at {args.teacher_size}, D = {attrs['feature_dim']}",
-        f"- student: {args.arch}, voxel {args.voxel_size} m, batch {args.batch_size}; pretraining "
-        f"{args.pretrain_steps} steps (projection head hidden width {args.head_hidden}; occupancy weight 1 in the "
-        f"last row); linear probe {args.probe_steps} steps on all train labels; fine-tuning {args.finetune_steps} "
-        f"steps",
-        f"- labels: whole scenes; '1%' is {r0['ft1_label_percent']:.1f}% of the train sweeps and '10%' is "
-        f"{r0['ft10_label_percent']:.1f}% for seed {r0['seed']} (at least one scene; scenes are {args.samples_per_scene} "
-        f"sweeps)",
-        f"- wall time {wall / 60:.1f} min on {os.cpu_count()} CPU cores: synth {t_synth:.0f} s, extract "
-        f"{t_extract:.0f} s, {len(jobs)} runs {t_runs:.0f} s in {args.jobs} processes x {job_args['threads']} thread(s)",
-        "",
-        "Command: `.venv/bin/python benchmarks/paper_table.py " + " ".join(sys.argv[1:]) + "`",
-    ])
-    print()
-    print(text)
-    if args.results:
-        os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
-        with open(args.results, "w") as f:
+    if args.command == "table":
+        text = make_table(args)
+        with open(args.out, "w") as f:
             f.write(text + "\n")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        print(text)
+    elif args.command == "sweep-occ":
+        args.seed = SWEEP_SEED if args.seed is None else args.seed
+        sweep_occ(args)
+    else:
+        if args.seed is None or args.seed >= SWEEP_SEED:
+            sys.exit(f"run needs --seed K below {SWEEP_SEED} (seed {SWEEP_SEED} picks the occupancy weight)")
+        run_seed(args)
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
     main()
