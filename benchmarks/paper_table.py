@@ -103,6 +103,25 @@ def build_world(work: str, seed: int, cfg: dict) -> str:
     return store
 
 
+def same_settings(work: str, cfg: dict) -> None:
+    """The settings a work directory was started with are kept in it; continuing it with others would
+    mix two experiments in one seed, so that is refused."""
+    path = os.path.join(work, "settings.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            before = json.load(f)
+        changed = sorted(k for k in set(before) | set(cfg) if before.get(k) != cfg.get(k))
+        if changed:
+            sys.exit(f"{work} was started with other settings ({', '.join(changed)}): rerun with the same "
+                     f"arguments, or delete the directory to start this seed again")
+        return
+    if os.path.isdir(os.path.join(work, "parts")):
+        sys.exit(f"{work} holds results but no settings.json saying how they were made: delete it to start again")
+    os.makedirs(work, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=1)
+
+
 def part(path: str, compute) -> dict:
     """The JSON at ``path``, computed and written first if missing (each finished part survives a kill)."""
     if os.path.exists(path):
@@ -136,7 +155,12 @@ def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: fl
     if os.path.exists(ckpt):
         import torch
 
-        if int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"]) >= tcfg.steps:
+        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if ck["model_config"] != mcfg.to_dict() or ck["train_config"]["occ_weight"] != occ_weight:
+            sys.exit(f"{ckpt} was pretrained with other settings (model {ck['model_config']}, occupancy weight "
+                     f"{ck['train_config']['occ_weight']}): delete {os.path.dirname(out)} (the row's pretraining "
+                     f"and everything scored from it) to run this row again")
+        if int(ck["step"]) >= tcfg.steps:
             return ckpt
     pretrain(mcfg, dcfg, tcfg, resume=os.path.exists(ckpt), progress=False)
     return ckpt
@@ -199,6 +223,7 @@ def run_seed(args) -> None:
     cfg = settings(args)
     started = time.perf_counter()
     work = os.path.join(args.work, f"seed_{args.seed}")
+    same_settings(work, cfg)
     occ = None
     store = part(os.path.join(work, "parts", "world.json"),
                  lambda: {"store": build_world(work, args.seed, cfg)})["store"]
@@ -213,7 +238,7 @@ def run_seed(args) -> None:
         tag = name.split()[0].lower() + ("_occ" if with_occ else "")
         run = os.path.join(work, tag)
         if with_occ:
-            occ = occupancy_weight()  # read only now: the other rows need not wait for sweep-occ
+            occ = occupancy_weight(cfg)  # read only now: the other rows need not wait for sweep-occ
         checkpoint = (pretrained(store, os.path.join(run, "pretrain"), seed, layers, occ if with_occ else 0.0, cfg)
                       if pre else None)
         probe = part(os.path.join(run, "probe.json"),
@@ -222,7 +247,8 @@ def run_seed(args) -> None:
                          lambda key=key: finetune_part(store, checkpoint, os.path.join(run, key), seed, key, cfg))
                for key in ("ft_1scene", "ft_25pct")}
         extra = part(os.path.join(run, "scores.json"), lambda: {
-            "rankme": store_rankme(store, checkpoint, sweeps=16, arch=cfg["arch"], seed=seed, split="train"),
+            "rankme": store_rankme(store, checkpoint, sweeps=16, voxel_size=cfg["voxel_size"], arch=cfg["arch"],
+                                   seed=seed, split="train")[0],
             **({"distill": distillation_gain(store, checkpoint)} if pre else {}),
             **({"occ_bal_acc": occupancy_accuracy(checkpoint, occupancy_items(store, checkpoint))} if with_occ else {}),
         })
@@ -254,12 +280,23 @@ def run_seed(args) -> None:
     print(f"seed {seed}: " + "; ".join(f"{r}: probe {100 * v['probe']:.1f}" for r, v in rows.items()))
 
 
-def occupancy_weight() -> float:
+PRETRAIN_KEYS = ("scenes", "samples_per_scene", "image_size", "teacher_size", "teacher", "arch", "head_hidden",
+                 "voxel_size", "max_points", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_warmup",
+                 "mask_ratio", "probe_points_per_sweep")
+
+
+def occupancy_weight(cfg: dict) -> float:
+    """The weight sweep-occ chose, provided it swept under this run's world and pretraining settings."""
     path = os.path.join(RESULTS, "occ_weight_sweep.json")
     if not os.path.exists(path):
         sys.exit(f"no occupancy weight chosen yet: run `{sys.argv[0]} sweep-occ` first (writes {path})")
     with open(path) as f:
-        return float(json.load(f)["chosen"])
+        sweep = json.load(f)
+    changed = [k for k in PRETRAIN_KEYS if sweep["settings"].get(k) != cfg.get(k)]
+    if changed:
+        sys.exit(f"{path} swept the occupancy weight under other settings ({', '.join(changed)}): rerun sweep-occ "
+                 f"with this run's arguments")
+    return float(sweep["chosen"])
 
 
 def sweep_occ(args) -> None:
@@ -270,6 +307,7 @@ def sweep_occ(args) -> None:
     torch.set_num_threads(args.threads)
     cfg = settings(args)
     work = os.path.join(args.work, f"sweep_{args.seed}")
+    same_settings(work, cfg)
     store = part(os.path.join(work, "parts", "world.json"), lambda: {"store": build_world(work, args.seed, cfg)})["store"]
     out = {}
     for w in (0.0, *OCC_WEIGHTS):
@@ -302,6 +340,10 @@ def make_table(args) -> str:
         sys.exit(f"no seed files in {RESULTS}: run `{sys.argv[0]} run --seed K` first")
     seeds.sort(key=lambda s: s["seed"])
     ks = [s["seed"] for s in seeds]
+    odd = [s["seed"] for s in seeds if (s["settings"], s["occ_weight"]) != (seeds[0]["settings"], seeds[0]["occ_weight"])]
+    if odd:
+        sys.exit(f"seed files {odd} were made with other settings than seed {seeds[0]['seed']}: one table, one "
+                 f"experiment; move them aside or rerun them")
     names = list(FLOORS) + list(ROWS)
 
     def values(row, col):

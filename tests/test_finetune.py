@@ -61,6 +61,12 @@ def test_evaluate_refuses_a_pretraining_checkpoint_in_one_line(small_store, tmp_
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     res = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "junk.pt")])
     assert res.exit_code == 2 and "junk.pt" in res.output and "Traceback" not in res.output
+    # a backbone of another size than --model: one line before any training
+    res = runner.invoke(app, ["finetune", "--store", store, "--out", str(tmp_path / "ft"), "--checkpoint",
+                              pre["checkpoint"], "--model", "minkunet-small", "--steps", "1"])
+    assert res.exit_code == 2 and "holds a minkunet-tiny backbone, not minkunet-small" in res.output
+    res = runner.invoke(app, ["rankme", "--store", store, "--checkpoint", str(tmp_path / "junk.pt")])
+    assert res.exit_code == 2 and "junk.pt" in res.output and "Traceback" not in res.output
 
 
 def test_finetune_from_random_init_is_the_baseline(small_store, tmp_path):
@@ -82,14 +88,15 @@ def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
     store = small_store[0].out
 
     def cfg(out):
-        return ft.FinetuneConfig(out=str(out), steps=4, checkpoint_every=2, warmup=0, batch_size=1, max_points=3000)
+        return ft.FinetuneConfig(out=str(out), steps=4, checkpoint_every=2, eval_every=3, warmup=0, batch_size=1,
+                                 max_points=3000)
 
     ft.finetune(store, None, "minkunet-tiny", cfg(tmp_path / "straight"), voxel_size=0.3, progress=False)
     real, calls = ft.collate, []
 
     def dying_collate(*a, **k):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 4:  # step 4, after the step-2 checkpoint and the step-3 curve row
             raise KeyboardInterrupt("killed")
         return real(*a, **k)
 
@@ -100,8 +107,8 @@ def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
     assert torch.load(tmp_path / "resumed" / "segmenter.pt", weights_only=True)["step"] == 2
     with pytest.raises(ValueError, match="finetune_config"):
         ft.finetune(store, None, "minkunet-tiny", ft.FinetuneConfig(out=str(tmp_path / "resumed"), steps=5,
-                                                                    checkpoint_every=2, warmup=0, batch_size=1,
-                                                                    max_points=3000),
+                                                                    checkpoint_every=2, eval_every=3, warmup=0,
+                                                                    batch_size=1, max_points=3000),
                     voxel_size=0.3, progress=False, resume=True)
     ft.finetune(store, None, "minkunet-tiny", cfg(tmp_path / "resumed"), voxel_size=0.3, progress=False, resume=True)
     a = torch.load(tmp_path / "straight" / "segmenter.pt", weights_only=True)
@@ -110,6 +117,12 @@ def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
     assert len(a["classes"]) == 16 and a["head"].startswith("Linear(BatchNorm1d")
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, msg=k)
+    # the curve is the straight run's: the step-3 row written before the kill is not repeated
+    curves = [[json.loads(line) for line in (tmp_path / d / "curve.jsonl").read_text().splitlines()]
+              for d in ("straight", "resumed")]
+    assert [r["step"] for r in curves[1]] == [r["step"] for r in curves[0]] == [3, 4]
+    for ra, rb in zip(*curves):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"]) and rb["val_miou"] == pytest.approx(ra["val_miou"])
 
 
 def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, tmp_path):

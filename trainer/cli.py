@@ -108,7 +108,8 @@ def finetune(
     model: str = typer.Option(None, help="Backbone (default: the checkpoint's, else minkunet34)."),
     labels_percent: float = typer.Option(100.0, help="Percent of the train sweeps labelled (whole scenes)."),
     linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the backbone and fit a softmax "
-                                      "regression on its features to convergence (L-BFGS) instead of training."),
+                                      "regression on its features to convergence (L-BFGS) instead of training; "
+                                      "the step, rate and point-cap options do not apply."),
     probe_points: int = typer.Option(2000, help="Linear probe: labelled points per train sweep in the fit."),
     lovasz: bool = typer.Option(False, "--lovasz", help="Add the Lovasz-softmax loss to cross-entropy."),
     steps: int = typer.Option(200, help="Optimisation steps."),
@@ -126,13 +127,15 @@ def finetune(
 ):
     """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
     from pipeline.schema import StoreError
-    from trainer.model import read_checkpoint
+    from trainer.model import pretraining_arch
 
     arch = model
     device = device or _default_device()
+    if linear_probe and resume:
+        raise typer.BadParameter("--resume is for fine-tuning; a linear probe is refitted from scratch in seconds")
     try:
         if arch is None:
-            arch = read_checkpoint(checkpoint)["model_config"]["arch"] if checkpoint else "minkunet34"
+            arch = pretraining_arch(checkpoint) if checkpoint else "minkunet34"
         if linear_probe:
             from trainer.probe import ProbeConfig, linear_probe as fit
 
@@ -147,7 +150,7 @@ def finetune(
                                  warmup=warmup, lovasz=lovasz, max_points=max_points, eval_every=eval_every,
                                  checkpoint_every=checkpoint_every, seed=seed)
             result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size, device=device, resume=resume)
-    except (StoreError, ValueError, FileNotFoundError, KeyError) as e:
+    except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     print_result(result)
@@ -165,8 +168,8 @@ def print_result(result: dict) -> None:
                f"({len(result.get('label_scenes', []))} scenes); {result['split']}: {result['sweeps']} sweeps")
     if result.get("probe_fit"):
         fit = result["probe_fit"]
-        typer.echo(f"  probe fit: {fit['iterations']} L-BFGS rounds, final loss {fit['final_loss']:.4f}"
-                   + ("" if fit["converged"] else " (NOT converged: raise max_iter)"))
+        typer.echo(f"  probe fit: {fit['rounds']} rounds of L-BFGS, final loss {fit['final_loss']:.4f}"
+                   + ("" if fit["converged"] else " (NOT converged: see probe_fit in result.json)"))
     for name, iou in result["iou"].items():
         typer.echo(f"  {name:<20} {'   -' if iou is None else f'{100 * iou:5.1f}'}")
     typer.echo(f"  {'mIoU':<20} {100 * result['miou']:5.1f}  (over the {len(result['classes'])} classes present in "
@@ -210,7 +213,7 @@ def evaluate(
         print_result(result)
         robustness = {}
         for text in corruption or []:
-            r = evaluate_model(model, store, split, voxel, corruption=text, device=device)
+            r = evaluate_model(model, store, split, voxel, corruption=text, device=device, classes=result["classes"])
             resilience = r["miou"] / result["miou"] if result["miou"] else None
             robustness[text] = {"miou": r["miou"], "resilience": resilience, "iou": r["iou"]}
             typer.echo(f"  under {text:<22} mIoU {100 * r['miou']:5.1f}  resilience "
@@ -232,14 +235,15 @@ def rankme(
     split: str = typer.Option("train", help="Scenes to sample: train (as the table reports), val or all."),
 ):
     """RankMe of the backbone's point features (higher = less collapsed)."""
+    from pipeline.schema import StoreError
     from trainer.evaluate import store_rankme
 
     try:
-        value = store_rankme(store, checkpoint, sweeps, split=split)
-    except (ValueError, FileNotFoundError) as e:
+        value, used = store_rankme(store, checkpoint, sweeps, split=split)
+    except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"RankMe {value:.1f} ({checkpoint}, {sweeps} {split} sweeps of {store})")
+    typer.echo(f"RankMe {value:.1f} ({checkpoint}, {used} {split} sweeps of {store})")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Scoring: a segmenter's per-class IoU and mIoU, a pretrained backbone's RankMe, its projection head's
 distillation gain over a constant, and its occupancy head's balanced accuracy, all on held-out sweeps.
 
-- mIoU (``evaluate_model``) is over a fixed class set: the evaluation classes present in the truth of the
-  evaluated sweeps (``classes`` in the result), so a class the split lacks neither helps nor hurts.
+- mIoU (``evaluate_model``) is over a fixed class set: by default the evaluation classes present in the
+  truth of the evaluated sweeps (``classes`` in the result), so a class the split lacks neither helps
+  nor hurts; scores under a corruption use the clean run's set.
   Every point of every sweep counts, with no augmentation and no point cap.
 - Distillation gain (``distillation_gain``): with q the L2-normalised teacher features of the held-out
   points that have one and k the student's projected features, loss = mean(1 - k.q); the constant
@@ -32,11 +33,15 @@ def _to(batch: dict, device) -> dict:
 
 @torch.no_grad()
 def evaluate_model(model, store: str, split: str, voxel_size: float, corruption: str | None = None,
-                   device: str = "cpu") -> dict:
+                   device: str = "cpu", classes: list[str] | None = None) -> dict:
     """Confusion matrix, per-class IoU and mIoU over the sweeps of ``split`` (no augmentation), on the
-    clean clouds or under ``corruption`` (e.g. "fog:0.02"; metrics over the points that remain)."""
+    clean clouds or under ``corruption`` (e.g. "fog:0.02"; metrics over the points that remain). The
+    mIoU is over ``classes`` when given (e.g. the clean run's, so that a corruption that removes a
+    class's last points does not change the set), else over the classes present in the truth."""
     ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False,
                                  corruption=corruption))
+    if not ds.attrs["has_labels"]:
+        raise ValueError(f"store {store} has no lidarseg labels to evaluate against")
     was_training = model.training
     model.eval()
     conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)
@@ -45,12 +50,15 @@ def evaluate_model(model, store: str, split: str, voxel_size: float, corruption:
         pred = model(batch).argmax(1).cpu().numpy() + 1
         conf += confusion_matrix(batch["labels"].cpu().numpy(), pred, NUM_CLASSES)
     model.train(was_training)
-    return scores(conf) | {"split": split, "sweeps": len(ds), "corruption": corruption}
+    return scores(conf, classes) | {"split": split, "sweeps": len(ds), "corruption": corruption}
 
 
-def scores(conf: np.ndarray) -> dict:
-    """Per-class IoU and the mIoU over the classes present in the truth of ``conf``."""
-    present = conf[1:, :].sum(1) > 0
+def scores(conf: np.ndarray, classes: list[str] | None = None) -> dict:
+    """Per-class IoU and the mIoU over ``classes``, by default those present in the truth of ``conf``."""
+    if classes is None:
+        present = conf[1:, :].sum(1) > 0
+    else:
+        present = np.array([name in classes for name in EVAL_CLASSES[1:]])
     iou = iou_per_class(conf)
     return {"miou": mean_iou(conf, present),
             "classes": [EVAL_CLASSES[c + 1] for c in np.nonzero(present)[0]],
@@ -60,30 +68,37 @@ def scores(conf: np.ndarray) -> dict:
 
 def random_or_pretrained(checkpoint: str | None, arch: str | None, seed: int):
     """A Segmenter whose backbone is a pretraining checkpoint's, or random (seeded) without one."""
-    from trainer.model import Segmenter, load_backbone, read_checkpoint
+    from trainer.model import Segmenter, load_backbone, pretraining_arch
 
     if checkpoint is None:
         if arch is None:
             raise ValueError("give a pretraining checkpoint, or an arch for a random backbone")
         torch.manual_seed(seed)
         return Segmenter(arch, NUM_CLASSES)
-    model = Segmenter(read_checkpoint(checkpoint)["model_config"]["arch"], NUM_CLASSES)
-    load_backbone(model, checkpoint)
+    arch = pretraining_arch(checkpoint)
+    model = Segmenter(arch, NUM_CLASSES)
+    load_backbone(model, checkpoint, arch)
     return model
 
 
 @torch.no_grad()
 def store_rankme(store: str, checkpoint: str | None, sweeps: int = 8, points_per_sweep: int = 2048,
-                 voxel_size: float = 0.1, arch: str | None = None, seed: int = 0, split: str = "train") -> float:
-    """RankMe of a pretrained backbone's point features over evenly spaced sweeps of ``split``; without
-    a checkpoint, of a randomly initialised ``arch`` backbone (seeded), the baseline."""
+                 voxel_size: float | None = None, arch: str | None = None, seed: int = 0,
+                 split: str = "train") -> tuple[float, int]:
+    """RankMe of a pretrained backbone's point features over evenly spaced sweeps of ``split`` (voxel size
+    by default the checkpoint's, else 0.1 m); without a checkpoint, of a randomly initialised ``arch``
+    backbone (seeded), the baseline. Returns (RankMe, sweeps used)."""
+    from trainer.model import read_checkpoint
+
     model = random_or_pretrained(checkpoint, arch, seed).eval()
+    if voxel_size is None:
+        voxel_size = read_checkpoint(checkpoint)["data_config"]["voxel_size"] if checkpoint else 0.1
     ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False))
     feats = []
     for i in np.linspace(0, len(ds) - 1, min(sweeps, len(ds))).astype(int):
         f = model.point_features(collate([ds[int(i)]], voxel_size))
         feats.append(f[torch.linspace(0, len(f) - 1, min(points_per_sweep, len(f))).long()])
-    return rankme(torch.cat(feats))
+    return rankme(torch.cat(feats)), len(feats)
 
 
 @torch.no_grad()
@@ -145,8 +160,9 @@ def occupancy_accuracy(checkpoint: str | dict, items: list[dict]) -> float:
 
 def occupancy_items(store: str, checkpoint: str | dict, split: str = "val", seed: int = 12345) -> list[dict]:
     """The sweeps of ``split`` with queries drawn as the checkpoint's pretraining drew them (its mask,
-    augmentation and query settings), from ``seed``; a checkpoint trained without a mask gets the default
-    mask, so that the queries ask about hidden cubes."""
+    augmentation and query settings), from ``seed``, on every point of the sweep (as segmentation is
+    scored; no point cap); a checkpoint trained without a mask gets the default mask, so that the
+    queries ask about hidden cubes."""
     from trainer.model import read_checkpoint
     from trainer.occupancy import MaskConfig
 

@@ -104,9 +104,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     model = Segmenter(arch, NUM_CLASSES)
     init = "random initialisation"
     if checkpoint:
-        pre = load_backbone(model, checkpoint)
-        if pre["arch"] != arch:
-            raise ValueError(f"checkpoint {checkpoint} holds a {pre['arch']} backbone, not {arch}")
+        load_backbone(model, checkpoint, arch)
         init = checkpoint
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
@@ -118,29 +116,36 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     path = os.path.join(cfg.out, "segmenter.pt")
     about = {"linear_probe": False, "init": init, "labels_percent": cfg.labels_percent, "label_scenes": list(scenes),
              "finetune_config": asdict(cfg), "store_fingerprint": fingerprint}
-    start = 0
+    start, losses, rows = 0, [], []  # losses: training losses since the last curve row
+    curve_path = os.path.join(cfg.out, "curve.jsonl")
     if resume:
         if not os.path.exists(path):
             raise FileNotFoundError(f"--resume: no segmenter.pt in {cfg.out}")
         ck = read_checkpoint(path)
-        for key in ("init", "finetune_config", "store_fingerprint"):
-            if ck.get(key) != about[key]:
-                raise ValueError(f"--resume: {path} was trained with another {key}: {ck.get(key)} vs {about[key]}")
+        now = {**about, "arch": arch, "voxel_size": voxel_size}
+        for key in ("init", "arch", "voxel_size", "finetune_config", "store_fingerprint"):
+            if ck.get(key) != now[key]:
+                raise ValueError(f"--resume: {path} was trained with another {key}: {ck.get(key)} vs {now[key]}")
         model.load_state_dict(ck["model"])
-        if "optimizer" in ck:
-            opt.load_state_dict(ck["optimizer"])
-        start = int(ck["step"])
+        opt.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        start, losses = int(ck["step"]), list(ck["pending_losses"])
+        if os.path.exists(curve_path):  # rows written after the checkpoint will be written again
+            with open(curve_path) as f:
+                rows = [line for line in f if json.loads(line)["step"] <= start]
     os.makedirs(cfg.out, exist_ok=True)
 
     def save(step: int) -> None:
         record = segmenter_record(model, arch, voxel_size, list(EVAL_CLASSES[1:]), step=step,
-                                  optimizer=opt.state_dict(), **about)
+                                  optimizer=opt.state_dict(), scaler=scaler.state_dict(), pending_losses=losses,
+                                  **about)
         torch.save(record, path + ".tmp")
         os.replace(path + ".tmp", path)  # a crash mid-save never leaves a half-written file
 
-    curve = open(os.path.join(cfg.out, "curve.jsonl"), "a")
+    curve = open(curve_path, "w")
+    curve.writelines(rows)
+    last_row = json.loads(rows[-1])["step"] if rows else 0
     bar = tqdm(total=cfg.steps, initial=start, desc="finetune", unit="step", disable=not progress)
-    losses: list[float] = []
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
@@ -163,14 +168,14 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
             r = evaluate_model(model, store, "val", voxel_size, device=device)
             curve.write(json.dumps({"step": done, "train_loss": float(np.mean(losses)), "val_miou": r["miou"]}) + "\n")
             curve.flush()
-            losses = []
+            losses.clear()
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save(done)
     bar.close()
     result = evaluate_model(model, store, "val", voxel_size, device=device)
-    if losses:
-        curve.write(json.dumps({"step": cfg.steps, "train_loss": float(np.mean(losses)), "val_miou": result["miou"]})
-                    + "\n")
+    if last_row < cfg.steps:
+        curve.write(json.dumps({"step": cfg.steps, "train_loss": float(np.mean(losses)) if losses else None,
+                                "val_miou": result["miou"]}) + "\n")
     curve.close()
     result.update(about, arch=arch)
     with open(os.path.join(cfg.out, "result.json"), "w") as f:

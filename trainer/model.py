@@ -199,15 +199,28 @@ def is_pretraining_checkpoint(ck: dict) -> bool:
     return "train_config" in ck and "model_config" in ck and any(k.startswith("head.") for k in ck.get("model", {}))
 
 
-def load_backbone(model: Segmenter, checkpoint: str) -> dict:
-    """Copy the backbone of a pretraining checkpoint (``cdtrain pretrain``) into ``model``; returns the
-    checkpoint's model config."""
+def pretraining_arch(checkpoint: str) -> str:
+    """The backbone architecture of a pretraining checkpoint; anything else is refused in one line."""
+    return _pretraining(checkpoint)["model_config"]["arch"]
+
+
+def _pretraining(checkpoint: str) -> dict:
     ck = read_checkpoint(checkpoint)
     if ck.get("kind") == SEGMENTER_KIND:
         raise ValueError(f"{checkpoint} is a segmenter (cdtrain finetune), not a pretraining checkpoint; "
                          f"give the pretraining run's checkpoint.pt")
     if "model_config" not in ck or "model" not in ck:
-        raise ValueError(f"{checkpoint} is not a pretraining checkpoint (no model_config)")
+        raise ValueError(f"{checkpoint} is not a pretraining checkpoint written by cdtrain pretrain")
+    return ck
+
+
+def load_backbone(model: Segmenter, checkpoint: str, arch: str) -> dict:
+    """Copy the backbone of a pretraining checkpoint (``cdtrain pretrain``) into ``model``, built for
+    ``arch``; returns the checkpoint's model config."""
+    ck = _pretraining(checkpoint)
+    if ck["model_config"]["arch"] != arch:
+        raise ValueError(f"checkpoint {checkpoint} holds a {ck['model_config']['arch']} backbone, not {arch}: "
+                         f"drop --model or give the same one")
     state = {k[len("backbone."):]: v for k, v in ck["model"].items() if k.startswith("backbone.")}
     model.backbone.load_state_dict(state)
     return ck["model_config"]

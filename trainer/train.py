@@ -172,10 +172,14 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
         if not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         ck = load_checkpoint(ckpt_path)
+        # a setting added since the checkpoint was written counts as its default
+        then = {"model_config": {**ModelConfig().to_dict(), **ck["model_config"]},
+                "data_config": {**DataConfig(store=dcfg.store).to_dict(), **ck["data_config"]},
+                "store_fingerprint": ck["store_fingerprint"]}
         for key, now in (("model_config", mcfg.to_dict()), ("data_config", dcfg.to_dict()),
                          ("store_fingerprint", fingerprint)):
-            if ck[key] != now:
-                raise ValueError(f"--resume: the checkpoint's {key} differs from this run's: {ck[key]} vs {now}")
+            if then[key] != now:
+                raise ValueError(f"--resume: the checkpoint's {key} differs from this run's: {then[key]} vs {now}")
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
