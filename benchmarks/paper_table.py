@@ -61,6 +61,7 @@ COLUMNS = {  # key -> (title, digits, scale)
 DIFFS = (("linear head", "random init"), ("3-layer MLP head", "linear head"),
          ("MLP head + occupancy", "3-layer MLP head"))
 OCC_WEIGHTS = (0.1, 0.3, 1.0)
+MIN_SEEDS = 6  # the table is interim below this many seeds
 SWEEP_SEED = 900
 
 
@@ -390,7 +391,9 @@ def make_table(args) -> str:
         *lines,
         "",
         "Paired differences (row minus row, same seed): mean, 95% bootstrap confidence interval over seeds, and "
-        "on how many seeds the difference is positive.",
+        "on how many seeds the difference is positive."
+        + (f" **Interim: {len(seeds)} of the {MIN_SEEDS} seeds planned; a bootstrap over so few seeds understates "
+           "the uncertainty, so read the intervals as provisional.**" if len(seeds) < MIN_SEEDS else ""),
         "",
         *diff_lines,
         "",
