@@ -68,17 +68,11 @@ def scores(conf: np.ndarray, classes: list[str] | None = None) -> dict:
 
 def random_or_pretrained(checkpoint: str | None, arch: str | None, seed: int):
     """A Segmenter whose backbone is a pretraining checkpoint's, or random (seeded) without one."""
-    from trainer.model import Segmenter, load_backbone, pretraining_arch
+    from trainer.model import new_segmenter, pretraining_arch
 
-    if checkpoint is None:
-        if arch is None:
-            raise ValueError("give a pretraining checkpoint, or an arch for a random backbone")
-        torch.manual_seed(seed)
-        return Segmenter(arch, NUM_CLASSES)
-    arch = pretraining_arch(checkpoint)
-    model = Segmenter(arch, NUM_CLASSES)
-    load_backbone(model, checkpoint, arch)
-    return model
+    if checkpoint is None and arch is None:
+        raise ValueError("give a pretraining checkpoint, or an arch for a random backbone")
+    return new_segmenter(pretraining_arch(checkpoint) if checkpoint else arch, checkpoint, seed, NUM_CLASSES)[0]
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from torch import nn
 from pipeline.classes import EVAL_CLASSES
 from trainer.data import DataConfig, StoreDataset, collate
 from trainer.evaluate import evaluate_model
-from trainer.model import Segmenter, load_backbone, read_checkpoint, segmenter_record
+from trainer.model import new_segmenter, read_checkpoint, segmenter_record
 from trainer.splits import label_subset
 
 NUM_CLASSES = len(EVAL_CLASSES) - 1  # 16
@@ -100,12 +100,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     if not group.attrs["has_labels"]:
         raise ValueError(f"store {store} has no lidarseg labels to fine-tune on")
     fingerprint = store_fingerprint(dict(group.attrs))
-    torch.manual_seed(cfg.seed)
-    model = Segmenter(arch, NUM_CLASSES)
-    init = "random initialisation"
-    if checkpoint:
-        load_backbone(model, checkpoint, arch)
-        init = checkpoint
+    model, init = new_segmenter(arch, checkpoint or None, cfg.seed, NUM_CLASSES)
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
                                  max_points=cfg.max_points))

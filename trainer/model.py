@@ -226,6 +226,17 @@ def load_backbone(model: Segmenter, checkpoint: str, arch: str) -> dict:
     return ck["model_config"]
 
 
+def new_segmenter(arch: str, checkpoint: str | None, seed: int, num_classes: int) -> tuple[Segmenter, str]:
+    """A segmenter to train or probe: its backbone from a pretraining checkpoint, or random (initialised
+    after ``torch.manual_seed(seed)``); returns it and where its backbone came from."""
+    torch.manual_seed(seed)
+    model = Segmenter(arch, num_classes)
+    if checkpoint is None:
+        return model, "random initialisation"
+    load_backbone(model, checkpoint, arch)
+    return model, checkpoint
+
+
 def segmenter_record(model: Segmenter, arch: str, voxel_size: float, classes: list[str], **about) -> dict:
     """What a segmenter file holds: weights plus everything needed to use them without the run's
     command line (architecture, voxel size, class of each output, head), plus ``about`` (how it was

@@ -159,18 +159,13 @@ def linear_probe(store: str, checkpoint: str | None, arch: str, cfg: ProbeConfig
     ``cfg.seed``), evaluate it on the val scenes, write OUT/segmenter.pt and OUT/result.json."""
     from pipeline.schema import open_store
     from trainer.evaluate import evaluate_model
-    from trainer.model import Segmenter, load_backbone, segmenter_record
+    from trainer.model import new_segmenter, segmenter_record
     from trainer.splits import label_subset
 
     group = open_store(store)
     if not group.attrs["has_labels"]:
         raise ValueError(f"store {store} has no lidarseg labels to probe with")
-    torch.manual_seed(cfg.seed)
-    model = Segmenter(arch, NUM_CLASSES)
-    init = "random initialisation"
-    if checkpoint:
-        load_backbone(model, checkpoint, arch)
-        init = checkpoint
+    model, init = new_segmenter(arch, checkpoint or None, cfg.seed, NUM_CLASSES)
     model.to(device).eval()
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, augment=False, scenes=scenes))
