@@ -112,22 +112,24 @@ class StoreDataset(torch.utils.data.Dataset):
         voxels = g["occ_voxels"][s, :q].astype(np.float32)
         labels = g["occ_labels"][s, :q]
         point_labels = FINE_TO_EVAL[g["labels"][s, :n]] if self.attrs["has_labels"] else None
+        def keep_points(keep):  # every per-point array, as it stands now, follows the points
+            return (points[keep], feats[keep], valid[keep],
+                    point_labels[keep] if point_labels is not None else None)
+
         if self.corruption is not None:
-            keep, points = self.corruption(points, np.random.default_rng([self.cfg.seed, 99, s]))
-            feats, valid = feats[keep], valid[keep]
-            point_labels = point_labels[keep] if point_labels is not None else None
+            keep, corrupted = self.corruption(points, np.random.default_rng([self.cfg.seed, 99, s]))
+            _, feats, valid, point_labels = keep_points(keep)
+            points = corrupted
         if 0 < self.cfg.max_points < len(points):
             keep = np.sort(np.random.default_rng([self.cfg.seed, self.epoch, s, CAP_STREAM])
                            .choice(len(points), self.cfg.max_points, replace=False))
-            points, feats, valid = points[keep], feats[keep], valid[keep]
-            point_labels = point_labels[keep] if point_labels is not None else None
+            points, feats, valid, point_labels = keep_points(keep)
         queries = self.occ_lower + (voxels + 0.5) * self.occ_voxel
         hidden = None
         if self.cfg.mask.active:
             hidden, asked = hide(points[:, :3], queries, self.occ_lower, self.occ_voxel, self.cfg.mask,
                                  np.random.default_rng([self.cfg.seed, self.epoch, s, MASK_STREAM]))
-            points, feats, valid = points[~hidden], feats[~hidden], valid[~hidden]
-            point_labels = point_labels[~hidden] if point_labels is not None else None
+            points, feats, valid, point_labels = keep_points(~hidden)
             queries, labels = queries[asked], labels[asked]
         rng = np.random.default_rng([self.cfg.seed, self.epoch, s])
         xyz = points[:, :3].astype(np.float32)

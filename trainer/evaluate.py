@@ -111,12 +111,10 @@ def mean_teacher_direction(store: str, split: str = "train", sweeps: int = 32) -
 def distillation_gain(store: str, checkpoint: str, split: str = "val", reference_split: str = "train") -> dict:
     """Held-out cosine distillation loss of a pretraining checkpoint, the mean-direction predictor's, and
     the gain 1 - loss / loss_mean (module docstring)."""
-    from trainer.model import ModelConfig, Student, read_checkpoint
+    from trainer.model import load_student, read_checkpoint
 
     ck = read_checkpoint(checkpoint)
-    model = Student(ModelConfig(**ck["model_config"]))
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model = load_student(ck)
     voxel = ck["data_config"]["voxel_size"]
     m = mean_teacher_direction(store, reference_split)
     ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel, augment=False))
@@ -137,13 +135,11 @@ def distillation_gain(store: str, checkpoint: str, split: str = "val", reference
 @torch.no_grad()
 def occupancy_accuracy(checkpoint: str | dict, items: list[dict]) -> float:
     """Balanced accuracy of a pretraining checkpoint's occupancy head on the queries of ``items``."""
-    from trainer.model import ModelConfig, Student, read_checkpoint
+    from trainer.model import load_student, read_checkpoint
     from trainer.occupancy import balanced_accuracy
 
     ck = read_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
-    model = Student(ModelConfig(**ck["model_config"]))
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model = load_student(ck)
     logits, labels = [], []
     for item in items:
         batch = collate([item], ck["data_config"]["voxel_size"])

@@ -195,6 +195,13 @@ def read_checkpoint(path: str) -> dict:
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
+def load_student(ck: dict) -> "Student":
+    """The Student of a loaded pretraining checkpoint, in eval mode."""
+    model = Student(ModelConfig(**ck["model_config"]))
+    model.load_state_dict(ck["model"])
+    return model.eval()
+
+
 def is_pretraining_checkpoint(ck: dict) -> bool:
     return "train_config" in ck and "model_config" in ck and any(k.startswith("head.") for k in ck.get("model", {}))
 
