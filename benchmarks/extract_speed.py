@@ -32,7 +32,8 @@ import time
 import numpy as np
 import torch
 
-from pipeline.extract import ExtractConfig, directory_bytes, run_extract
+from pipeline.extract import ExtractConfig, run_extract
+from pipeline.verify import directory_bytes
 
 
 def _teacher_batches(tcfg, paths, threads: int):

@@ -11,13 +11,30 @@ app = typer.Typer(help="cdpipe: camera frames + LiDAR -> teacher features and oc
                   no_args_is_help=True, add_completion=False)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (W, H), with an error that names the bad value."""
+def _two_ints(text: str, form: str, example: str) -> tuple[int, int]:
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
+        a, b = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not WIDTHxHEIGHT, e.g. 800x450") from None
-    return w, h
+        raise typer.BadParameter(f"{text!r} is not {form}, e.g. {example}") from None
+    if a <= 0 or b <= 0:
+        raise typer.BadParameter(f"{text!r}: both sizes must be positive ({form})")
+    return a, b
+
+
+def parse_camera_size(text: str) -> tuple[int, int]:
+    """A camera image size, 'WIDTHxHEIGHT' as image files state it -> (W, H)."""
+    return _two_ints(text, "WIDTHxHEIGHT", "800x450")
+
+
+def parse_teacher_input(text: str) -> tuple[int, int]:
+    """The teacher's input size, 'HEIGHTxWIDTH' as tensors and the store's teacher.image_size state it -> (H, W)."""
+    return _two_ints(text, "HEIGHTxWIDTH", "224x448")
+
+
+def fail(message: str, code: int = 2):
+    """Print one line and exit (2: bad input or a store that cannot be used; 1: the work itself failed)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -26,7 +43,7 @@ def synth(
     scenes: int = typer.Option(2, help="Number of scenes (streets)."),
     samples_per_scene: int = typer.Option(10, help="Keyframes per scene (2 Hz)."),
     seed: int = typer.Option(0, help="World seed: each seed is a different street."),
-    image_size: str = typer.Option("800x450", help="Camera image size WxH (nuScenes: 1600x900)."),
+    image_size: str = typer.Option("800x450", help="Camera image size WIDTHxHEIGHT (nuScenes: 1600x900)."),
     version: str = typer.Option("v1.0-mini", help="nuScenes version folder name."),
     workers: int = typer.Option(0, help="Processes (0: one per core)."),
     preview: bool = typer.Option(True, help="Also write preview.png: six cameras and a bird's-eye view."),
@@ -37,7 +54,7 @@ def synth(
     """Write a synthetic street in nuScenes format (tables, LiDAR, six cameras, lidarseg labels)."""
     from pipeline.synth.write import SynthConfig, write_dataroot
 
-    w, h = parse_size(image_size)
+    w, h = parse_camera_size(image_size)
     try:
         cfg = SynthConfig(out=str(out), scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                           width=w, height=h, version=version, workers=workers, camera_labels=camera_labels)
@@ -102,7 +119,8 @@ def extract(
     random_teacher: bool = typer.Option(False, "--random-teacher",
                                         help="Run a randomly initialised teacher on purpose (named so everywhere)."),
     teacher_seed: int = typer.Option(0, help="Initialisation seed of a random teacher."),
-    image_size: str = typer.Option("224x448", help="Teacher input size HEIGHTxWIDTH (ScaLR: 224x448)."),
+    image_size: str = typer.Option("224x448", help="Teacher input size HEIGHTxWIDTH (ScaLR: 224x448), not the cameras' "
+                                                   "WIDTHxHEIGHT: the store records it as teacher.image_size [H, W]."),
     normed: bool = typer.Option(False, "--normed", help="Take the last block after the final norm (default: before)."),
     min_depth: float = typer.Option(1.0, help="Keep projections deeper than this (m)."),
     occ_voxel: float = typer.Option(0.5, help="Occupancy voxel size (m)."),
@@ -115,17 +133,22 @@ def extract(
     torch_threads: int = typer.Option(0, help="torch threads per task (0: cores / (workers x tasks per worker); 1 with --scheduler)."),
     scheduler: str = typer.Option(None, help="Address of a running Dask scheduler instead of a local cluster."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start the store again instead of resuming it."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first sweep that fails (default: record it in "
+                                                        "the store, finish the others, exit 1)."),
+    break_lock: bool = typer.Option(False, "--break-lock", help="Break the store's lock when its job is gone "
+                                                                "(never a live job's)."),
 ):
     """Run the frozen teacher once over every camera frame; write per-point features, occupancy targets,
     points and labels into a Zarr store (resumable: rerun the same command after an interruption)."""
     import sys
 
-    from pipeline.extract import ExtractConfig, ExtractError, run_extract
+    from pipeline.extract import ExtractConfig, ExtractError, check_out, run_extract
+    from pipeline.lock import LockError
     from pipeline.occupancy import OccupancyGrid
     from pipeline.schema import StoreError
-    from pipeline.teacher import TeacherConfig
+    from pipeline.teacher import TeacherConfig, check_teacher
 
-    h, w = parse_size(image_size)  # HEIGHTxWIDTH here
+    h, w = parse_teacher_input(image_size)
     try:
         grid = OccupancyGrid(voxel_size=occ_voxel, free_per_occupied=occ_free_ratio, near_surface_m=occ_near,
                              shape=tuple(int(round(e / occ_voxel)) for e in (100.0, 100.0, 8.0)))
@@ -138,44 +161,115 @@ def extract(
             tasks_per_worker=tasks_per_worker, torch_threads=torch_threads, scheduler=scheduler, overwrite=overwrite)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    try:  # everything that can be checked before a cluster starts
+        check_out(out, overwrite)
+        check_teacher(cfg.teacher)
+        if not (dataroot / version).is_dir():
+            raise FileNotFoundError(f"--dataroot {dataroot}: no table folder {version} in it")
+    except (StoreError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
     try:
-        summary = run_extract(cfg, command=" ".join(["cdpipe", *sys.argv[1:]]))
-    except (StoreError, ExtractError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        summary = run_extract(cfg, command=" ".join(["cdpipe", *sys.argv[1:]]), strict=strict, break_lock=break_lock)
+    except (StoreError, ExtractError, LockError, FileNotFoundError) as e:
+        fail(str(e))
     print_store_summary(summary)
+    job = summary["job"]
+    if job["broken_lock"]:
+        typer.echo(f"  lock       broke the stale lock of job {job['broken_lock'].get('job')} "
+                   f"(pid {job['broken_lock'].get('pid')})")
+    typer.echo(f"  this job   {len(job['failures'])} sweeps failed, {sum(map(len, job['warnings'].values()))} "
+               f"warnings, {job['retries']} task attempts lost to dying workers (retried)")
+    for s, why in sorted(job["failures"].items())[:20]:
+        typer.echo(f"    failed  sweep {s}: {why}", err=True)
+    for s, ws in sorted(job["warnings"].items())[:20]:
+        for w in ws:
+            typer.echo(f"    warning sweep {s}: {w}", err=True)
+    if job["failures"]:
+        fail(f"{len(job['failures'])} of {summary['sweeps_total']} sweeps failed and are recorded in the store "
+             f"(`cdpipe info {out}` lists them); fix their input and rerun the same command to extract them", 1)
 
 
 def print_store_summary(s: dict) -> None:
-    from pipeline.extract import teacher_label
+    from pipeline.verify import teacher_label
 
     typer.echo(f"\nteacher-feature store: {s['store']}  (schema version {s['schema_version']})")
-    typer.echo(f"  teacher    {teacher_label(s)}, layer {s['layer']}, input {s['image_size'][0]}x{s['image_size'][1]}")
+    typer.echo(f"  teacher    {teacher_label(s)}, layer {s['layer']}, input HxW {s['image_size'][0]}x{s['image_size'][1]}")
     d = s["dataset"]
-    typer.echo(f"  dataset    {d['name']} {d['version']} split {d['split']}, {s['scenes']} scenes")
-    typer.echo(f"  sweeps     {s['sweeps']} of {s['sweeps_total']} written, {s['points']} points, "
-               f"{100.0 * s['points_with_feature'] / max(s['points'], 1):.1f}% with a teacher feature "
-               f"(D = {s['feature_dim']})")
-    typer.echo(f"  occupancy  {s['occupancy_queries_per_sweep']:.0f} query voxels per sweep")
+    typer.echo(f"  dataset    {d['name']} {d['version']} split {d['split']}, {s['scenes']} scenes, from {d['dataroot']}")
+    typer.echo(f"  sweeps     {s['sweeps']} of {s['sweeps_total']} written ({s['sweeps_failed']} failed), {s['points']} "
+               f"points, {100.0 * s['fraction_with_feature']:.1f}% with a teacher feature (D = {s['feature_dim']})")
+    lo, hi = s["occupancy_queries_min_max"]
+    typer.echo(f"  occupancy  {s['occupancy_queries_per_sweep']:.0f} query voxels per sweep ({lo}-{hi}), "
+               f"{100.0 * s['occupancy_occupied_fraction']:.1f}% occupied")
     if s.get("bytes"):
         typer.echo(f"  size       {s['bytes'] / 2**20:.1f} MiB, {s['bytes_per_point']:.0f} bytes/point "
                    f"(raw float16 features alone: {s['raw_float16_bytes_per_point']})")
+        per = {k: v for k, v in s["bytes_per_point_per_array"].items() if v is not None and v >= 0.05}
+        typer.echo("             per point: " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                          sorted(per.items(), key=lambda kv: -kv[1])))
+    p = s.get("provenance") or {}
+    if p:
+        typer.echo(f"  written    {p.get('created_utc')} by cdpipe {p.get('code_version')} (torch {p.get('torch_version')}, "
+                   f"zarr {p.get('zarr_version')}): {p.get('command')}")
     if s.get("seconds") is not None:
         typer.echo(f"  time       {s['seconds']:.1f} s" + (f" (resumed: {s['resumed_from']} sweeps were already done)"
                                                         if s.get("resumed_from") else ""))
+    if s["failures"]:
+        typer.echo(f"  failures   {len(s['failures'])}")
+        for f in s["failures"][:20]:
+            typer.echo(f"    sweep {f['sweep']} (sample {f['sample_token']}): {f['reason']}")
+    if s["warnings"]:
+        typer.echo(f"  warnings   {len(s['warnings'])}")
+        for w in s["warnings"][:20]:
+            typer.echo(f"    sweep {w['sweep']} (sample {w['sample_token']}): {w['warning']}")
 
 
 @app.command()
-def store(url: str = typer.Argument(..., help="Store path or URL.")):
-    """Print the summary of a teacher-feature store."""
-    from pipeline.extract import summarise_store
+def info(url: str = typer.Argument(..., help="Store: a local path, or a file://, http(s)://, s3:// or gs:// URL."),
+         as_json: bool = typer.Option(False, "--json", help="Print everything as JSON.")):
+    """What is in a store: provenance, teacher, counts, coverage, occupancy, bytes per array and per point,
+    failures and warnings."""
     from pipeline.schema import StoreError
+    from pipeline.verify import store_info
 
     try:
-        print_store_summary(summarise_store(url))
+        summary = store_info(url)
     except StoreError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        print_store_summary(summary)
+
+
+@app.command(hidden=True)
+def store(url: str = typer.Argument(..., help="Store path or URL.")):
+    """The old name of `cdpipe info`."""
+    info(url, as_json=False)
+
+
+@app.command()
+def verify(url: str = typer.Argument(..., help="Store: a local path, or a file://, http(s)://, s3:// or gs:// URL."),
+           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+           progress: bool = typer.Option(True, help="Show a progress bar.")):
+    """Decode every chunk of a store and check it: checksums, missing chunks of complete sweeps, failure
+    records, schema version, shapes, NaN/inf and out-of-range values. One line per problem; exit 1 on any."""
+    from pipeline.verify import Problem, verify_store
+
+    report = verify_store(url, progress=progress)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        for p in report["problems"]:
+            typer.echo(Problem(**p).line())
+        for w in report["warnings"]:
+            typer.echo(f"warning: sweep {w['sweep']}, sample {w['sample_token']}: {w['warning']}")
+        n = len(report["problems"])
+        typer.echo(f"{url}: {report['sweeps_done']} of {report['sweeps']} sweeps complete, {report['chunks_read']} chunks "
+                   f"decoded, {n} problem{'s' if n != 1 else ''}, {len(report['warnings'])} warnings"
+                   + ("" if n else ": OK"))
+    if report["problems"]:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

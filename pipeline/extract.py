@@ -26,7 +26,7 @@ from pipeline.frames import ExtractError, FrameIndex
 from pipeline.occupancy import OccupancyGrid, occupancy_targets
 from pipeline.projection import assign_views
 from pipeline.schema import (ARRAYS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING, SCHEMA_VERSION, StoreError,
-                             check_compatible)
+                             check_compatible, codecs, decode_reason, read_column)
 from pipeline.teacher import TeacherConfig
 
 
@@ -88,18 +88,6 @@ def _cores() -> int:
 # the store
 
 
-def _codecs(spec) -> dict:
-    """Compression per array, chosen by measurement (storage_schema.md, 'Chunking and compression')."""
-    import zarr
-
-    if spec.dtype == "str":
-        return {}
-    typesize = np.dtype(spec.dtype).itemsize
-    if spec.dtype == "float16":  # the features: nearly zstd's size at 1.5x its write speed
-        return {"compressors": zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=2)}
-    return {"compressors": zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize)}
-
-
 def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_dim: int, max_points: int,
                 max_queries: int, command: str) -> dict:
     import torch
@@ -137,11 +125,7 @@ def create_or_open_store(cfg: ExtractConfig, attrs: dict):
     """Create the store with every array (empty), or reopen a compatible one to resume."""
     import zarr
 
-    local = "://" not in cfg.out
-    if local and os.path.isdir(cfg.out) and os.listdir(cfg.out) and not os.path.exists(
-            os.path.join(cfg.out, "zarr.json")):
-        # opening with mode "w" would delete whatever is there
-        raise StoreError(f"{cfg.out} exists and is not a Zarr store; refusing to write over it. Choose another --out.")
+    check_out(cfg.out, cfg.overwrite)
     group = None
     if not cfg.overwrite:
         try:
@@ -170,7 +154,7 @@ def create_or_open_store(cfg: ExtractConfig, attrs: dict):
         else:
             chunks, shards = (k, *shape[1:]), None
         group.create_array(spec.name, shape=shape, dtype=str if spec.dtype == "str" else spec.dtype,
-                           chunks=chunks, shards=shards, fill_value=spec.fill, **_codecs(spec))
+                           chunks=chunks, shards=shards, fill_value=spec.fill, **codecs(spec))
     consolidate(cfg.out)
     return zarr.open_group(cfg.out, mode="r+")
 
@@ -267,10 +251,14 @@ def read_image(path: str, hw, size: tuple[int, int] | None = None) -> np.ndarray
     return arr
 
 
-def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims: dict) -> dict[str, float]:
+def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims: dict, job: str = "") -> dict:
     """Extract sweeps ``first_sweep .. first_sweep + len(index)`` and write them.
 
-    Returns the number of sweeps and the seconds spent per stage (read, teacher, project, occupancy, write).
+    A sweep that fails (its index entry, or a file read here: LiDAR, labels, an image) is written as fill
+    with its ``failure`` and ``done`` 0; the others complete. ``job`` is the id in the store's lock: if
+    another job has taken the lock since, nothing is marked done. Returns the number of sweeps done,
+    ``failures`` {sweep: reason}, ``warnings`` {sweep: [...]} and the seconds per stage (read, teacher,
+    project, occupancy, write).
     """
     import torch
 
@@ -278,11 +266,10 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
 
     torch.set_num_threads(cfg.threads)
     teacher = _teacher(cfg.teacher)
-    n, p, q, d, c = len(index), dims["P"], dims["Q"], dims["D"], len(index.cameras)
-    fdtype = np.float16
+    n, p, q, d = len(index), dims["P"], dims["Q"], dims["D"]
     out = {
         "points": np.zeros((n, p, 5), np.float32), "labels": np.zeros((n, p), np.uint8),
-        "features": np.zeros((n, p, d), fdtype), "valid": np.zeros((n, p), bool),
+        "features": np.zeros((n, p, d), np.float16), "valid": np.zeros((n, p), bool),
         "camera": np.full((n, p), -1, np.int8), "pixel": np.full((n, p, 2), -1.0, np.float32),
         "occ_voxels": np.full((n, q, 3), -1, np.int16), "occ_labels": np.zeros((n, q), np.uint8),
         "num_points": np.zeros(n, np.int32), "num_queries": np.zeros(n, np.int32),
@@ -290,45 +277,75 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         "camera_timestamp": index.camera_timestamp, "sample_token": np.array(index.sample_token, dtype=object),
         "lidar_token": np.array(index.lidar_token, dtype=object),
     }
+    failure = list(index.failure)
     clock = _StageClock()
-    images = [read_image(index.image_path[i][j], index.image_hw[i, j], cfg.teacher.image_size)
-              for i in range(n) for j in range(c)]
-    x = teacher.preprocess(images).to(teacher.mean.device)
-    clock.lap("read")
-    fmaps = teacher.forward(x).cpu()  # [n*c, D, h, w]
-    clock.lap("teacher")
+    images = {}  # (sweep, camera) -> image, for every usable camera of the sweeps not failed
     for i in range(n):
-        points, labels = read_sweep(index, i)
-        m = len(points)
-        if m > p:
-            raise ExtractError(f"{index.lidar_path[i]} has {m} points, more than the store's {p}")
-        camera, uv = assign_views(points, index.cam_from_lidar[i], index.intrinsics[i], index.image_hw[i],
-                                  cfg.min_depth)
-        sample_features(fmaps[i * c:(i + 1) * c], camera, uv, index.image_hw[i], out=out["features"][i, :m])
-        clock.lap("project")
-        rng = np.random.default_rng([cfg.occupancy_seed, first_sweep + i])
-        voxels, occ = occupancy_targets(points[:, :3], cfg.occupancy, rng)
-        clock.lap("occupancy")
-        if len(occ) > q:
-            raise ExtractError(f"{index.lidar_path[i]}: {len(occ)} occupancy queries exceed the store's {q}")
+        for j in np.nonzero(index.camera_ok[i])[0] if not failure[i] else ():
+            try:
+                images[i, j] = read_image(index.image_path[i][j], index.image_hw[i, j], cfg.teacher.image_size)
+            except ExtractError as e:
+                failure[i] = str(e)
+                break
+    views = [v for v in images if not failure[v[0]]]
+    slot = {v: r for r, v in enumerate(views)}
+    if views:
+        x = teacher.preprocess([images[v] for v in views]).to(teacher.mean.device)
+        clock.lap("read")
+        fmaps = teacher.forward(x).cpu()  # [views, D, h, w]
+        clock.lap("teacher")
+    del images
+    for i in range(n):
+        if failure[i]:
+            continue
+        try:
+            points, labels = read_sweep(index, i)
+            m = len(points)
+            if m > p:
+                raise ExtractError(f"{index.lidar_path[i]} has {m} points, more than the store's {p}")
+            cams = np.nonzero(index.camera_ok[i])[0]
+            camera, uv = assign_views(points, index.cam_from_lidar[i, cams], index.intrinsics[i, cams],
+                                      index.image_hw[i, cams], cfg.min_depth)
+            if len(cams):
+                sample_features(fmaps[[slot[i, j] for j in cams]], camera, uv, index.image_hw[i, cams],
+                                 out=out["features"][i, :m])
+            clock.lap("project")
+            rng = np.random.default_rng([cfg.occupancy_seed, first_sweep + i])
+            voxels, occ = occupancy_targets(points[:, :3], cfg.occupancy, rng)
+            clock.lap("occupancy")
+            if len(occ) > q:
+                raise ExtractError(f"{index.lidar_path[i]}: {len(occ)} occupancy queries exceed the store's {q}")
+        except ExtractError as e:
+            failure[i] = f"{e} (sample {index.sample_token[i]})" if index.sample_token[i] not in str(e) else str(e)
+            out["features"][i] = 0
+            continue
         out["points"][i, :m] = points
         if labels is not None:
             out["labels"][i, :m] = labels
         out["valid"][i, :m] = camera >= 0
-        out["camera"][i, :m] = camera
+        out["camera"][i, :m] = np.where(camera >= 0, cams[np.maximum(camera, 0)] if len(cams) else -1, -1)
         out["pixel"][i, :m] = uv  # -1 where no camera sees the point
         out["occ_voxels"][i, :len(occ)] = voxels
         out["occ_labels"][i, :len(occ)] = occ
         out["num_points"][i], out["num_queries"][i] = m, len(occ)
+    out["failure"] = np.array(failure, dtype=object)
+    out["warnings"] = np.array(["" if failure[i] else "\n".join(index.warnings[i]) for i in range(n)], dtype=object)
 
     sl = slice(first_sweep, first_sweep + n)
     arrays = _open_for_writing(cfg.out)
     for spec in ARRAYS:
         if spec.name != "done" and spec.name in arrays:
             arrays[spec.name][sl] = out[spec.name]
-    arrays["done"][sl] = np.ones(n, np.uint8)  # last: the sweeps are complete
+    if job:
+        from pipeline.lock import check_holder
+
+        check_holder(cfg.out, job)  # a job that lost the store's lock marks nothing done
+    done = np.array([not f for f in failure], np.uint8)
+    arrays["done"][sl] = done  # last: the sweeps are complete
     clock.lap("write")
-    return {"sweeps": n, **clock.seconds}
+    return {"sweeps": n, "done": int(done.sum()), **clock.seconds,
+            "failures": {first_sweep + i: f for i, f in enumerate(failure) if f},
+            "warnings": {first_sweep + i: list(w) for i, w in enumerate(index.warnings) if w and not failure[i]}}
 
 
 _ZARR_CONFIG_LOCK = threading.Lock()
@@ -409,8 +426,18 @@ def check_teacher_never_saw(teacher: TeacherConfig, dataroot: str) -> None:
                            f"the world in {dataroot}: extract a world written with another --seed")
 
 
-def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") -> dict:
-    """Extract the whole dataset (or resume); returns the store summary."""
+def _lost_attempts(dask_scheduler=None) -> int:
+    """Attempts of extract tasks lost to dying workers so far (each one retried by the scheduler); run on
+    the scheduler."""
+    prefix = dask_scheduler.task_prefixes.get("extract_group")
+    return int(prefix.suspicious) if prefix is not None else 0
+
+
+def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", strict: bool = False,
+                break_lock: bool = False) -> dict:
+    """Extract the whole dataset (or resume); returns the store summary with this job's ``failures``
+    {sweep: reason}, ``warnings`` {sweep: [...]} and ``retries``. A sweep that fails is recorded in the
+    store and the job goes on (``strict``: it stops at the first failure, cancelling the rest)."""
     import logging
     from concurrent.futures import ThreadPoolExecutor
 
@@ -420,30 +447,43 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
     from tqdm import tqdm
 
     from pipeline.frames import build_nuscenes_index
+    from pipeline.lock import StoreLock
+    from pipeline.verify import store_info
     from pipeline.worker_setup import LocalWorkerSetup
 
+    check_out(cfg.out, cfg.overwrite)
     check_teacher_never_saw(cfg.teacher, cfg.dataroot)
     started = time.perf_counter()
+    lock = StoreLock(local_path(cfg.out), break_stale=break_lock).acquire()
     # the tables are read in a thread while the cluster starts and its workers build the teacher
     reader = ThreadPoolExecutor(1, thread_name_prefix="cdpipe-index")
     index_future = reader.submit(build_nuscenes_index, cfg.dataroot, cfg.version, cfg.split)
     reader.shutdown(wait=False)  # its one thread ends with the index
-    if cfg.scheduler:
-        client, cluster = Client(cfg.scheduler), None
-    else:
-        # CRITICAL: workers log a heartbeat traceback when the cluster closes under them; task errors
-        # still reach us as exceptions. ":0" keeps two jobs on one machine off one port.
-        with dask.config.set(_LOCAL_WORKER_CONFIG):
-            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.tasks, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
-        client = Client(cluster)
-        client.register_plugin(LocalWorkerSetup())
+    client = cluster = None
+    failures: dict[int, str] = {}
+    warnings: dict[int, list[str]] = {}
     try:
+        if cfg.scheduler:
+            client = Client(cfg.scheduler)
+        else:
+            # CRITICAL: workers log a heartbeat traceback when the cluster closes under them; task errors
+            # still reach us as exceptions. ":0" keeps two jobs on one machine off one port.
+            with dask.config.set(_LOCAL_WORKER_CONFIG):
+                cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.tasks, processes=True,
+                                       dashboard_address=":0", silence_logs=logging.CRITICAL)
+            client = Client(cluster)
+            client.register_plugin(LocalWorkerSetup())
+        lost_before = client.run_on_scheduler(_lost_attempts)
         # every worker imports torch and timm and builds the teacher while the client reads the tables;
         # the first to finish describes the teacher (name, weights sha256, feature size) for the store
         warm = [client.submit(warm_worker, cfg.teacher, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]] or [client.submit(warm_worker, cfg.teacher, pure=False)]
         index = index_future.result()
+        if all(index.failure):
+            raise ExtractError(f"every one of the {len(index)} sweeps is unusable; the first: {index.failure[0]}")
+        if strict and any(index.failure):
+            first = next(f for f in index.failure if f)
+            raise ExtractError(f"--strict: {first}")
         try:
             teacher_desc, feature_dim = next(as_completed(warm)).result()
         except KilledWorker:
@@ -453,94 +493,102 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "") ->
         max_q = max_queries_for(max_points, cfg.occupancy)
         attrs = store_attrs(cfg, index, teacher_desc, feature_dim, max_points, max_q, command)
         group = create_or_open_store(cfg, attrs)
-        done = group["done"][:]
+        done = read_column(group, "done")
         k = cfg.sweeps_per_shard
         todo = [s0 for s0 in range(0, len(index), k) if not done[s0:s0 + k].all()]
         n_done_before = len(index) - sum(min(k, len(index) - s0) for s0 in todo)
         dims = {"P": max_points, "Q": max_q, "D": feature_dim}
         task_started = time.perf_counter()
         stage_seconds: dict[str, float] = {}
-        futures = [client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, dims,
-                                 pure=False) for s0 in todo]
+        futures = {client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, dims,
+                                 lock.job, pure=False): s0 for s0 in todo}
         bar = tqdm(total=len(index), initial=n_done_before, desc="extract sweeps", unit="sweep",
                    disable=not progress or not todo)
         try:
             for fut in as_completed(futures):
-                result = fut.result()
+                s0 = futures[fut]
+                try:
+                    result = fut.result()
+                except Exception as e:  # the whole task failed: a worker died repeatedly, or a bug
+                    why = ("Dask workers died repeatedly running it (often out of memory: lower --workers, "
+                           "--tasks-per-worker or --sweeps-per-shard)" if isinstance(e, KilledWorker)
+                           else f"{type(e).__name__}: {decode_reason(e)}")
+                    rows = range(s0, min(s0 + k, len(index)))
+                    result = {"sweeps": len(rows), "done": 0, "warnings": {},
+                              "failures": {s: f"task for sweeps {rows.start}-{rows.stop - 1} failed: {why}" for s in rows}}
+                    record_failures(cfg.out, index, result["failures"])
                 bar.update(result["sweeps"])
+                failures.update(result.pop("failures"))
+                warnings.update(result.pop("warnings"))
                 for stage, sec in result.items():
-                    if stage != "sweeps":
+                    if stage not in ("sweeps", "done"):
                         stage_seconds[stage] = stage_seconds.get(stage, 0.0) + sec
-        except KilledWorker as e:
-            for fut in futures:
-                fut.cancel()
-            raise ExtractError(f"Dask workers died repeatedly while running {e.args[0] if e.args else 'a task'} "
-                               f"(often out of memory: lower --workers, --tasks-per-worker or --sweeps-per-shard). Sweeps already "
-                               f"written are kept; rerun the same command to resume.") from None
+                if failures:
+                    bar.set_postfix(failed=len(failures))
+                if strict and failures:
+                    s = min(failures)
+                    raise ExtractError(f"--strict: sweep {s} failed: {failures[s]}. Sweeps already written are "
+                                       f"kept; rerun to resume")
         except BaseException:
             for fut in futures:
                 fut.cancel()
             raise
         finally:
             bar.close()
+        retries = client.run_on_scheduler(_lost_attempts) - lost_before
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
+        lock.release()
     task_seconds = time.perf_counter() - task_started
-    summary = summarise_store(cfg.out)
+    summary = store_info(cfg.out)
     summary["seconds"] = time.perf_counter() - started
     summary["task_seconds"] = task_seconds
     summary["stage_seconds"] = stage_seconds  # summed over workers
     summary["resumed_from"] = n_done_before
+    summary["job"] = {"failures": failures, "warnings": warnings, "retries": retries,
+                      "broken_lock": lock.broken}
     return summary
 
 
-def directory_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+def record_failures(url: str, index: FrameIndex, failures: dict[int, str]) -> None:
+    """Write ``failures`` {sweep: reason} of a task that never wrote (its whole chunk of ``failure``, which no
+    other task writes), keeping the sweeps' tokens so that the records name them."""
+    arrays = _open_for_writing(url)
+    s0, s1 = min(failures), max(failures) + 1
+    arrays["sample_token"][s0:s1] = np.array(index.sample_token[s0:s1], dtype=object)
+    arrays["lidar_token"][s0:s1] = np.array(index.lidar_token[s0:s1], dtype=object)
+    arrays["failure"][s0:s1] = np.array([failures.get(s, "") for s in range(s0, s1)], dtype=object)
 
 
-def summarise_store(url: str) -> dict:
-    """What is in a store, for people: sweeps, points, coverage, occupancy, size, teacher."""
-    from pipeline.schema import open_store
-
-    group = open_store(url)
-    a = dict(group.attrs)
-    done = group["done"][:].astype(bool)
-    n_points = group["num_points"][:][done]
-    n_valid = sum(int(group["valid"][s, :n].sum()) for s, n in zip(np.nonzero(done)[0], n_points))
-    n_q = group["num_queries"][:][done]
-    t = a["teacher"]
-    size = directory_bytes(url) if "://" not in url else None
-    total_points = int(n_points.sum())
-    return {
-        "store": url, "sweeps": int(done.sum()), "sweeps_total": a["num_sweeps"], "points": total_points,
-        "points_with_feature": n_valid, "feature_dim": a["feature_dim"],
-        "occupancy_queries_per_sweep": float(n_q.mean()) if len(n_q) else 0.0,
-        "bytes": size, "bytes_per_point": size / total_points if size and total_points else None,
-        "raw_float16_bytes_per_point": 2 * a["feature_dim"],
-        "teacher": t["name"], "teacher_weights": t["weights"], "random_teacher": t["weights"] == "random",
-        "teacher_architecture": t.get("architecture") or {}, "teacher_stand_in": t.get("stand_in"),
-        "layer": t["layer"], "image_size": t["image_size"],
-        "dataset": a["dataset"], "scenes": len(a["scenes"]), "schema_version": a["schema_version"],
-    }
+def local_path(url: str) -> str:
+    """The local path of a store URL that may be written (a path or a file:// URL)."""
+    if url.startswith("file://"):
+        return url[len("file://"):]
+    if "://" in url:
+        raise StoreError(f"--out {url}: stores are written to local paths only (a shared file system, or a "
+                         f"file:// URL); read them anywhere by URL")
+    return url
 
 
-def teacher_label(summary: dict) -> str:
-    """The teacher in one line: its name, architecture overrides, and what kind of stand-in it is, if any."""
-    name = summary["teacher"]
-    arch = summary.get("teacher_architecture") or {}
-    if arch:
-        name += " [" + ", ".join(f"{k}={v}" for k, v in sorted(arch.items())) + "]"
-    if summary["random_teacher"]:
-        return f"{name} (RANDOM INITIALISATION, not pretrained: a stand-in teacher)"
-    stand_in = summary.get("teacher_stand_in")
-    if stand_in:
-        world = stand_in.get("world") or {}
-        made = (f"STAND-IN TEACHER, recipe {stand_in.get('recipe')}, "
-                + ("trained WITH per-pixel labels" if stand_in.get("labels_used") else "trained without labels")
-                + (f" on synthetic world seed {world['seed']}" if "seed" in world else "") + "; ")
-    else:
-        made = ""
-    return f"{name} ({made}weights sha256 {summary['teacher_weights']})"
+def check_out(url: str, overwrite: bool) -> None:
+    """Refuse, before any work, an ``--out`` that is a file, a non-empty folder that is not a store, or a
+    store of another schema version (unless ``overwrite``)."""
+    import json
 
+    path = local_path(url)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StoreError(f"--out {url} is a file, not a store; choose another --out")
+    meta = os.path.join(path, "zarr.json")
+    if os.path.isdir(path) and os.listdir(path) and not os.path.exists(meta):
+        # opening with mode "w" would delete whatever is there
+        raise StoreError(f"--out {url} exists and is not a Zarr store; refusing to write over it. Choose another --out.")
+    if os.path.exists(meta) and not overwrite:
+        try:
+            with open(meta) as f:
+                attrs = json.load(f).get("attributes", {})
+        except (OSError, ValueError) as e:
+            raise StoreError(f"--out {url}: cannot read its zarr.json ({e}); pass --overwrite to start it again") from None
+        check_compatible(attrs, url)

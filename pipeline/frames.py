@@ -16,6 +16,7 @@ from pipeline.geometry import invert_transform, make_transform
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 LIDAR = "LIDAR_TOP"
 SPLITS = ("all", "train", "val", "test", "mini_train", "mini_val")
+LIDAR_RECORD_BYTES = 20  # one nuScenes .pcd.bin point: x, y, z, intensity, ring as float32
 
 
 class ExtractError(RuntimeError):
@@ -24,13 +25,16 @@ class ExtractError(RuntimeError):
 
 @dataclass(frozen=True)
 class FrameIndex:
-    """Per sweep s (LiDAR keyframe) and camera c; S sweeps, C cameras."""
+    """Per sweep s (LiDAR keyframe) and camera c; S sweeps, C cameras. A sweep whose ``failure`` is set
+    (its tables name a file outside the dataroot, a missing file, a bad LiDAR pose...) keeps only its
+    tokens and timestamps; a camera whose ``camera_ok`` is false (bad calibration or pose, no image in
+    the sample) is left out of the sweep, and ``warnings`` says why."""
 
     dataroot: str
-    lidar_path: tuple[str, ...]  # [S] absolute paths of .pcd.bin
+    lidar_path: tuple[str, ...]  # [S] absolute paths of .pcd.bin ("" for a failed sweep)
     label_path: tuple[str, ...] | None  # [S] lidarseg .bin paths, None without labels
-    num_points: np.ndarray  # [S] int64, from the file sizes
-    image_path: tuple[tuple[str, ...], ...]  # [S][C]
+    num_points: np.ndarray  # [S] int64, from the file sizes (0 for a failed sweep)
+    image_path: tuple[tuple[str, ...], ...]  # [S][C] ("" for a camera left out)
     cam_from_lidar: np.ndarray  # [S,C,4,4] float64, full chain with both ego poses
     intrinsics: np.ndarray  # [S,C,3,3] float64
     image_hw: np.ndarray  # [S,C,2] int64 (height, width)
@@ -40,6 +44,9 @@ class FrameIndex:
     lidar_token: tuple[str, ...]
     scene_index: np.ndarray  # [S] int32
     scenes: tuple[dict, ...]  # {name, token, split, first_sweep, num_sweeps}
+    failure: tuple[str, ...] = ()  # [S] why the sweep cannot be extracted; "" when it can
+    camera_ok: np.ndarray | None = None  # [S,C] bool
+    warnings: tuple[tuple[str, ...], ...] = ()  # [S] what was left out of the sweep, and why
     cameras: tuple[str, ...] = CAMERAS
 
     def __len__(self) -> int:
@@ -60,6 +67,7 @@ class FrameIndex:
             image_hw=self.image_hw[rows], timestamp=self.timestamp[rows],
             camera_timestamp=self.camera_timestamp[rows], sample_token=pick(self.sample_token),
             lidar_token=pick(self.lidar_token), scene_index=self.scene_index[rows], scenes=self.scenes,
+            failure=pick(self.failure), camera_ok=self.camera_ok[rows], warnings=pick(self.warnings),
             cameras=self.cameras)
 
 
@@ -71,77 +79,154 @@ def _scene_splits(version: str) -> dict[str, str]:
     return {scene: s for s in names for scene in splits[s]}
 
 
+def inside_dataroot(root: str, filename: str, what: str) -> str:
+    """The dataset file ``filename`` (as the tables name it, relative to the dataroot ``root``, itself
+    resolved), resolved after symlinks; an ``ExtractError`` if it lies outside the dataroot (an absolute
+    name, ``..``, or a symlink leading out), so the tables cannot make the job read any other file."""
+    path = os.path.realpath(os.path.join(root, filename))
+    if os.path.isabs(filename) or os.path.commonpath([root, path]) != root:
+        raise ExtractError(f"{what}: filename {filename!r} lies outside the dataroot {root} (resolved: {path}); "
+                           f"the tables may only name files inside it (if its folders are symlinks, point "
+                           f"--dataroot at the real folder)")
+    return path
+
+
+POSE_TOLERANCE = 1e-3  # |norm(q) - 1| allowed for a rotation quaternion (the tables keep ~1e-6)
+
+
+def pose_problem(record: dict) -> str | None:
+    """Why a calibrated_sensor or ego_pose record cannot be trusted (non-finite numbers, a rotation that
+    is not a unit quaternion), or None."""
+    q = np.asarray(record.get("rotation", ()), dtype=np.float64).ravel()
+    t = np.asarray(record.get("translation", ()), dtype=np.float64).ravel()
+    if q.shape != (4,) or t.shape != (3,):
+        return f"rotation/translation of shape {q.shape}/{t.shape}, expected (4,)/(3,)"
+    if not (np.isfinite(q).all() and np.isfinite(t).all()):
+        return f"non-finite rotation {q.tolist()} or translation {t.tolist()}"
+    if abs(np.linalg.norm(q) - 1.0) > POSE_TOLERANCE:
+        return f"rotation {q.tolist()} is not a unit quaternion (norm {np.linalg.norm(q):.6g})"
+    return None
+
+
+def intrinsics_problem(k) -> str | None:
+    """Why a camera_intrinsic matrix cannot be used (shape, non-finite, focal lengths not positive), or None."""
+    k = np.asarray(k if k is not None else (), dtype=np.float64)
+    if k.shape != (3, 3):
+        return f"camera_intrinsic of shape {k.shape}, expected (3, 3)"
+    if not np.isfinite(k).all():
+        return f"non-finite camera_intrinsic {k.tolist()}"
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        return f"camera_intrinsic focal lengths {k[0, 0]}, {k[1, 1]} are not positive"
+    return None
+
+
+def _transform(record) -> np.ndarray:
+    return make_transform(np.asarray(record["rotation"], dtype=np.float64),
+                          np.asarray(record["translation"], dtype=np.float64))
+
+
+def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict:
+    """One row of the index; raises ExtractError when the sweep cannot be extracted at all. A camera that
+    cannot be used is left out (camera_ok false) with a warning naming it and the reason."""
+    where = f"sample {sample['token']}"
+    lidar_path = inside_dataroot(root, lidar["filename"], f"{where}, LIDAR_TOP sample_data {lidar['token']}")
+    if not os.path.isfile(lidar_path):
+        raise ExtractError(f"LiDAR file missing: {lidar_path} ({where})")
+    size = os.path.getsize(lidar_path)
+    if size % LIDAR_RECORD_BYTES:
+        raise ExtractError(f"LiDAR file {lidar_path} is {size} bytes, not a whole number of points "
+                           f"(5 float32 each): truncated, or not a nuScenes .pcd.bin ({where})")
+    lidar_cs = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+    lidar_pose = nusc.get("ego_pose", lidar["ego_pose_token"])
+    for kind, record in (("calibrated_sensor", lidar_cs), ("ego_pose", lidar_pose)):
+        problem = pose_problem(record)
+        if problem:
+            raise ExtractError(f"LIDAR_TOP {kind} {record['token']} of {where}: {problem}")
+    label_path = None
+    if has_labels:
+        label_path = inside_dataroot(root, nusc.get("lidarseg", lidar["token"])["filename"],
+                                     f"{where}, lidarseg of {lidar['token']}")
+    global_from_lidar = _transform(lidar_pose) @ _transform(lidar_cs)
+    row = {"lidar": lidar_path, "label": label_path, "n": size // LIDAR_RECORD_BYTES, "img": [], "cfl": [], "k": [],
+           "hw": [], "cts": [], "ok": [], "warn": []}
+    for ch in CAMERAS:
+        cfl, k, hw, ts, path, problem = np.full((4, 4), np.nan), np.full((3, 3), np.nan), (0, 0), 0, "", None
+        if ch not in sample["data"]:
+            problem = "the sample has no image of this camera"
+        else:
+            cam = nusc.get("sample_data", sample["data"][ch])
+            cs = nusc.get("calibrated_sensor", cam["calibrated_sensor_token"])
+            pose = nusc.get("ego_pose", cam["ego_pose_token"])
+            ts, hw = cam["timestamp"], (int(cam["height"]), int(cam["width"]))
+            for kind, record in (("calibrated_sensor", cs), ("ego_pose", pose)):
+                why = pose_problem(record)
+                problem = problem or (why and f"{kind} {record['token']}: {why}")
+            problem = (problem or intrinsics_problem(cs.get("camera_intrinsic"))
+                       or (None if hw[0] > 0 and hw[1] > 0 else f"image size {hw[1]}x{hw[0]} in its sample_data"))
+            if problem is None:
+                path = inside_dataroot(root, cam["filename"], f"{where}, {ch} sample_data {cam['token']}")
+                if not os.path.isfile(path):
+                    raise ExtractError(f"camera image missing: {path} ({ch} of {where})")
+                cfl = invert_transform(_transform(pose) @ _transform(cs)) @ global_from_lidar
+                k = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
+        row["img"].append(path)
+        row["cfl"].append(cfl)
+        row["k"].append(k)
+        row["hw"].append(hw)
+        row["cts"].append(ts)
+        row["ok"].append(problem is None)
+        if problem:
+            row["warn"].append(f"{ch} left out: {problem}")
+    return row
+
+
 def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> FrameIndex:
-    """Index every LiDAR keyframe of the scenes in ``split`` (``all``: every scene of the version)."""
+    """Index every LiDAR keyframe of the scenes in ``split`` (``all``: every scene of the version). A
+    sweep that cannot be extracted is kept with its ``failure``; the job records it and goes on."""
     from pipeline.dataroot import load_nuscenes
 
     if split not in SPLITS:
         raise ValueError(f"--split {split!r}: choose one of {SPLITS}")
     nusc = load_nuscenes(dataroot, version)
+    root = os.path.realpath(nusc.dataroot)
     split_of = _scene_splits(version)
     has_labels = bool(getattr(nusc, "lidarseg", None))
-
-    def transform(record) -> np.ndarray:
-        return make_transform(np.asarray(record["rotation"]), np.asarray(record["translation"]))
-
-    rows: dict[str, list] = {k: [] for k in ("lidar", "label", "n", "img", "cfl", "k", "hw", "ts", "cts", "sample",
-                                             "lidar_tok", "scene")}
+    rows: list[dict] = []
     scenes = []
     for scene in sorted(nusc.scene, key=lambda s: s["name"]):
         scene_split = split_of.get(scene["name"], "unknown").replace("mini_", "")
         if split != "all" and scene_split != split.replace("mini_", ""):
             continue
-        first = len(rows["lidar"])
+        first = len(rows)
         tok = scene["first_sample_token"]
         while tok:
             sample = nusc.get("sample", tok)
             lidar = nusc.get("sample_data", sample["data"][LIDAR])
-            lidar_path = os.path.join(nusc.dataroot, lidar["filename"])
-            if not os.path.isfile(lidar_path):
-                raise ExtractError(f"LiDAR file missing: {lidar_path} (sample {sample['token']})")
-            size = os.path.getsize(lidar_path)
-            if size % 20:
-                raise ExtractError(f"LiDAR file {lidar_path} is {size} bytes, not a whole number of points "
-                                   f"(5 float32 each): truncated, or not a nuScenes .pcd.bin")
-            global_from_lidar = (transform(nusc.get("ego_pose", lidar["ego_pose_token"]))
-                                 @ transform(nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])))
-            img, cfl, ks, hw, cts = [], [], [], [], []
-            for ch in CAMERAS:
-                if ch not in sample["data"]:
-                    raise ExtractError(f"sample {sample['token']} of scene {scene['name']} has no {ch} image")
-                cam = nusc.get("sample_data", sample["data"][ch])
-                cs = nusc.get("calibrated_sensor", cam["calibrated_sensor_token"])
-                global_from_cam = transform(nusc.get("ego_pose", cam["ego_pose_token"])) @ transform(cs)
-                cfl.append(invert_transform(global_from_cam) @ global_from_lidar)
-                ks.append(np.asarray(cs["camera_intrinsic"], dtype=np.float64))
-                hw.append((cam["height"], cam["width"]))
-                img.append(os.path.join(nusc.dataroot, cam["filename"]))
-                if not os.path.isfile(img[-1]):
-                    raise ExtractError(f"camera image missing: {img[-1]} ({ch} of sample {sample['token']})")
-                cts.append(cam["timestamp"])
-            rows["lidar"].append(lidar_path)
-            rows["label"].append(os.path.join(nusc.dataroot, nusc.get("lidarseg", lidar["token"])["filename"])
-                                 if has_labels else None)
-            rows["n"].append(size // 20)
-            rows["img"].append(tuple(img))
-            rows["cfl"].append(cfl)
-            rows["k"].append(ks)
-            rows["hw"].append(hw)
-            rows["ts"].append(lidar["timestamp"])
-            rows["cts"].append(cts)
-            rows["sample"].append(sample["token"])
-            rows["lidar_tok"].append(lidar["token"])
-            rows["scene"].append(len(scenes))
+            try:
+                row = _sweep(nusc, root, sample, lidar, has_labels)
+                row["failure"] = ""
+            except ExtractError as e:
+                c = len(CAMERAS)
+                row = {"lidar": "", "label": "" if has_labels else None, "n": 0, "img": [""] * c,
+                       "cfl": np.full((c, 4, 4), np.nan), "k": np.full((c, 3, 3), np.nan), "hw": [(0, 0)] * c,
+                       "cts": [0] * c, "ok": [False] * c, "warn": [], "failure": str(e)}
+            row.update(ts=lidar["timestamp"], sample=sample["token"], lidar_tok=lidar["token"], scene=len(scenes))
+            rows.append(row)
             tok = sample["next"]
         scenes.append({"name": scene["name"], "token": scene["token"], "split": scene_split,
-                       "first_sweep": first, "num_sweeps": len(rows["lidar"]) - first})
-    if not rows["lidar"]:
+                       "first_sweep": first, "num_sweeps": len(rows) - first})
+    if not rows:
         raise ValueError(f"no keyframes in {dataroot} version {version} split {split}")
+
+    def col(key, dtype=None):
+        return np.array([r[key] for r in rows], dtype=dtype)
+
     return FrameIndex(
-        dataroot=str(dataroot), lidar_path=tuple(rows["lidar"]),
-        label_path=tuple(rows["label"]) if has_labels else None, num_points=np.array(rows["n"], dtype=np.int64),
-        image_path=tuple(rows["img"]), cam_from_lidar=np.array(rows["cfl"]), intrinsics=np.array(rows["k"]),
-        image_hw=np.array(rows["hw"], dtype=np.int64), timestamp=np.array(rows["ts"], dtype=np.int64),
-        camera_timestamp=np.array(rows["cts"], dtype=np.int64), sample_token=tuple(rows["sample"]),
-        lidar_token=tuple(rows["lidar_tok"]), scene_index=np.array(rows["scene"], dtype=np.int32),
-        scenes=tuple(scenes))
+        dataroot=str(dataroot), lidar_path=tuple(r["lidar"] for r in rows),
+        label_path=tuple(r["label"] for r in rows) if has_labels else None, num_points=col("n", np.int64),
+        image_path=tuple(tuple(r["img"]) for r in rows), cam_from_lidar=col("cfl", np.float64),
+        intrinsics=col("k", np.float64), image_hw=col("hw", np.int64), timestamp=col("ts", np.int64),
+        camera_timestamp=col("cts", np.int64), sample_token=tuple(r["sample"] for r in rows),
+        lidar_token=tuple(r["lidar_tok"] for r in rows), scene_index=col("scene", np.int32), scenes=tuple(scenes),
+        failure=tuple(r["failure"] for r in rows), camera_ok=col("ok", bool),
+        warnings=tuple(tuple(r["warn"]) for r in rows))

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = 2  # 2: free occupancy voxels near the surface (1: anywhere along the rays)
-N_CAMERAS_MAX = 6
+# 3: a crc32c checksum on every chunk, failure and warnings per sweep; 2: free occupancy voxels near the
+# surface; 1: free voxels anywhere along the rays
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("camera_timestamp", "int64", ("C",), 0, "timestamp of each camera image (microseconds)"),
     ArraySpec("sample_token", "str", (), "", "dataset sample token"),
     ArraySpec("lidar_token", "str", (), "", "dataset LiDAR sample_data token"),
+    ArraySpec("failure", "str", (), "", "why the sweep could not be extracted (its last attempt); empty if it was not"),
+    ArraySpec("warnings", "str", (), "", "what made a complete sweep poorer (a camera left out, with the reason), "
+                                         "one per line; empty if nothing"),
     ArraySpec("done", "uint8", (), 0, "1 once every array of the sweep is written"),
 )
 ARRAY_SPECS: dict[str, ArraySpec] = {a.name: a for a in ARRAYS}
@@ -91,6 +95,35 @@ class StoreError(RuntimeError):
     """A store that this code cannot read or extend; the message says why and what to do."""
 
 
+class DamagedChunk(StoreError):
+    """A chunk of a store that does not decode (its checksum fails, or its codec cannot read it); the
+    message names the array, sweep, sample token and chunk key.
+
+    PyTorch's DataLoader re-raises an exception from a worker process as ``type(e)(text)``, the text
+    being the worker's whole traceback; the last line of that text is our message, which is kept alone,
+    so the error stays one line wherever it is raised."""
+
+    def __init__(self, message: str):
+        if message.startswith("Caught DamagedChunk"):
+            message = message.rstrip().splitlines()[-1].split("DamagedChunk: ", 1)[-1]
+        super().__init__(message)
+
+
+def codecs(spec: ArraySpec) -> dict:
+    """Compression per array, chosen by measurement (storage_schema.md, "Chunking and compression"), and
+    a crc32c checksum of every encoded chunk: Zarr's own codec, so any Zarr v3 reader detects a damaged
+    chunk. Sharded arrays also carry zarr's default crc32c on each shard's index."""
+    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+
+    if spec.dtype == "str":
+        compressor = ZstdCodec(level=0)  # zarr's default for variable-length strings
+    elif spec.dtype == "float16":  # the features: nearly zstd's size at 1.5x its write speed
+        compressor = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=2)
+    else:
+        compressor = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(spec.dtype).itemsize)
+    return {"compressors": (compressor, Crc32cCodec())}
+
+
 def check_compatible(attrs: dict, where: str) -> None:
     """Refuse a store written under another schema version."""
     version = attrs.get("schema_version")
@@ -101,21 +134,93 @@ def check_compatible(attrs: dict, where: str) -> None:
                          f"Re-extract the store with this version of cdpipe, or use the cdpipe release that wrote it.")
 
 
+URL_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # URL scheme -> the extra that reads it
+
+
 def open_store(url: str, mode: str = "r"):
-    """Open a store (local path or fsspec URL) and check its schema version."""
+    """Open a store (a local path, or a URL: file://, http(s)://, s3://, gs://) and check its schema
+    version. URLs other than file:// open read-only."""
     import zarr
 
+    scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
+    if scheme not in ("file", "http", "https", *URL_EXTRAS):
+        raise StoreError(f"{url}: unsupported URL scheme {scheme!r}; use a local path or file://, http(s)://, "
+                         f"s3:// or gs://")
+    if scheme != "file" and mode != "r":
+        raise StoreError(f"{url}: stores are written to local paths (or file:// URLs) only; {scheme}:// is read-only")
     try:
         group = zarr.open_group(url, mode=mode)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+    except ImportError as e:
+        extra = URL_EXTRAS.get(scheme)
+        hint = (f"pip install 'cleverdistiller-pipe[{extra}]'" if extra else "reinstall cleverdistiller-pipe")
+        raise StoreError(f"reading {url} needs packages that are not installed ({e}): {hint}") from None
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
         raise StoreError(f"no store at {url}: {e}") from None
     check_compatible(dict(group.attrs), url)
     return group
 
 
-def sweep_slice(group, name: str, s: int) -> np.ndarray:
-    """The real rows of per-point or per-query array ``name`` for sweep ``s``."""
-    spec = ARRAY_SPECS[name]
-    count = "num_queries" if spec.trailing and spec.trailing[0] == "Q" else "num_points"
-    n = int(group[count][s])
-    return group[name][s, :n]
+def store_url(group) -> str:
+    """Where an opened store lives, as the user would write it."""
+    store = group.store
+    fs = getattr(store, "fs", None)
+    if fs is not None:  # an fsspec URL
+        return fs.unstrip_protocol(store.path)
+    return str(getattr(store, "root", store))
+
+
+def chunk_key(array, s: int) -> str:
+    """Key (within the store) of the object holding sweep ``s`` of ``array``: its chunk, or its shard when
+    the array is sharded."""
+    grid = array.shards or array.chunks
+    coords = (s // grid[0],) + (0,) * (array.ndim - 1)
+    return f"{array.path}/{array.metadata.chunk_key_encoding.encode_chunk_key(coords)}"
+
+
+def _sample_token(group, s: int) -> str:
+    try:
+        return str(group["sample_token"][s]) or "?"
+    except Exception:  # the token's own chunk may be the damaged one
+        return "?"
+
+
+def decode_reason(error: BaseException) -> str:
+    """Why a chunk did not decode, short: a checksum mismatch, or the first line of the codec's error."""
+    text = str(error).strip()
+    if "checksum do not match" in text:
+        return "crc32c checksum mismatch (its bytes changed after they were written)"
+    return ((text.splitlines() or [type(error).__name__])[0][:160]).rstrip(".")
+
+
+def damaged(group, name: str, s: int, error: BaseException) -> DamagedChunk:
+    """The one-line error for sweep ``s`` of array ``name`` failing to decode with ``error``."""
+    return DamagedChunk(f"{store_url(group)}: array {name}, sweep {s} (sample {_sample_token(group, s)}), chunk "
+                        f"{chunk_key(group[name], s)} does not decode: {decode_reason(error)}. `cdpipe verify` lists "
+                        f"every damaged "
+                        f"chunk; re-extract the store (or skip such sweeps: --skip-bad-sweeps)")
+
+
+def read_rows(group, name: str, s: int, n: int | None = None) -> np.ndarray:
+    """Sweep ``s`` of array ``name`` (its first ``n`` rows when given), or a ``DamagedChunk`` that names
+    it; every reader of sweeps goes through here."""
+    array = group[name]
+    try:
+        return array[s] if n is None else array[s, :n]
+    except Exception as e:  # a checksum mismatch is a ValueError, a codec failure anything
+        raise damaged(group, name, s, e) from None
+
+
+def read_column(group, name: str) -> np.ndarray:
+    """All of a per-sweep array (``done``, ``num_points``...), or a ``DamagedChunk`` naming the first chunk
+    that does not decode."""
+    array = group[name]
+    try:
+        return array[:]
+    except Exception as e:
+        step = array.chunks[0]
+        for s in range(0, array.shape[0], step):
+            try:
+                array[s:s + step]
+            except Exception:
+                raise damaged(group, name, s, e) from None
+        raise

@@ -76,6 +76,40 @@ def weights_description(path: str) -> dict:
         raise ValueError(f"teacher weights {path}: its {META_KEY} metadata is not valid JSON") from None
 
 
+def check_teacher(cfg: TeacherConfig) -> None:
+    """Refuse, before any work starts, a teacher name timm does not know (naming the closest ones) and a
+    weights file that cannot be read (a ValueError naming the file)."""
+    import difflib
+
+    import timm
+
+    if not timm.is_model(cfg.name):
+        close = difflib.get_close_matches(cfg.name, timm.list_models(), n=4, cutoff=0.6)
+        raise ValueError(f"--teacher {cfg.name!r} is not a timm model" +
+                         (f"; closest: {', '.join(close)}" if close else "; see timm.list_models('*dinov2*')"))
+    if cfg.weights is None:
+        return
+    try:
+        if cfg.weights.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(cfg.weights, "pt") as f:
+                f.keys()
+            weights_description(cfg.weights)
+        else:  # the tensors are mapped, not read; a pickle that is not plain tensors is refused here
+            try:
+                torch.load(cfg.weights, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):  # the legacy (non-zip) format cannot be mapped: read it
+                    raise
+                torch.load(cfg.weights, map_location="cpu", weights_only=True)
+    except ValueError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"teacher weights {cfg.weights} cannot be read ({type(e).__name__}: {first})") from None
+
+
 class FrozenTeacher(torch.nn.Module):
     def __init__(self, cfg: TeacherConfig):
         super().__init__()

@@ -11,7 +11,8 @@ import torch
 
 from trainer.data import DataConfig, StoreDataset, collate
 from trainer.model import ModelConfig, Student
-from trainer.train import TrainConfig, load_checkpoint, lr_at, pretrain
+from trainer.model import read_checkpoint as load_checkpoint
+from trainer.train import TrainConfig, lr_at, pretrain
 
 MODEL = dict(arch="minkunet-tiny", head_hidden=64, occ_hidden=16)
 

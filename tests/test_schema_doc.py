@@ -39,7 +39,7 @@ def test_store_read_with_the_document_alone(small_store):
     g = zarr.open_group(cfg.out, mode="r")
     attrs = dict(g.attrs)
     assert set(attrs) == {row[0] for row in _table("Attributes")}
-    assert attrs["schema_version"] == 2
+    assert attrs["schema_version"] == 3
     d = {"S": attrs["num_sweeps"], "P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"],
          "C": len(attrs["cameras"]), "k": attrs["sweeps_per_shard"]}
     rows = _table("Arrays")

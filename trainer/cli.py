@@ -58,6 +58,8 @@ def pretrain(
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
+    skip_bad_sweeps: bool = typer.Option(False, "--skip-bad-sweeps", help="Record training sweeps whose chunks do "
+                                         "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on the first)."),
 ):
     """Distil the LiDAR student from a teacher-feature store (no teacher in memory)."""
     from pipeline.schema import StoreError
@@ -74,7 +76,8 @@ def pretrain(
         dcfg = DataConfig(store=store, split=split, voxel_size=voxel_size, seed=seed, mask_ratio=mask_ratio,
                           mask_cell=mask_cell, max_points=max_points)
         tcfg = TrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, loss=loss,
-                           occ_weight=occ_weight, workers=workers, checkpoint_every=checkpoint_every, seed=seed)
+                           occ_weight=occ_weight, workers=workers, checkpoint_every=checkpoint_every, seed=seed,
+                           skip_bad_sweeps=skip_bad_sweeps)
         result = run(mcfg, dcfg, tcfg, resume=resume)
     except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
@@ -85,9 +88,22 @@ def pretrain(
     typer.echo(f"  distillation loss {first.get('distill', float('nan')):.4f} -> {m.get('distill', float('nan')):.4f}"
                + (f", occupancy loss {first.get('occ', float('nan')):.4f} -> {m['occ']:.4f}" if "occ" in m else ""))
     typer.echo(f"  checkpoint {result['checkpoint']}, metrics {out}/metrics.jsonl")
+    _report_skipped(out)
     from trainer.sparse import backend_name
 
     typer.echo(f"  sparse convolution: {backend_name()}")
+
+
+def _report_skipped(out: str) -> None:
+    """Name the damaged sweeps that --skip-bad-sweeps left out, if any."""
+    import json
+    import os
+
+    path = os.path.join(out, "skipped_sweeps.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            sweeps = sorted({json.loads(line)["sweep"] for line in f if line.strip()})
+        typer.echo(f"  skipped {len(sweeps)} damaged sweeps ({', '.join(map(str, sweeps))}): see {path}", err=True)
 
 
 def _first_metrics(out: str) -> dict:
@@ -124,6 +140,8 @@ def finetune(
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when there is one)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/segmenter.pt."),
     seed: int = typer.Option(0, help="Seed of the label subset, initialisation and data order."),
+    skip_bad_sweeps: bool = typer.Option(False, "--skip-bad-sweeps", help="Record training sweeps whose chunks do "
+                                         "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on the first)."),
 ):
     """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
     from pipeline.schema import StoreError
@@ -133,6 +151,8 @@ def finetune(
     device = device or _default_device()
     if linear_probe and resume:
         raise typer.BadParameter("--resume is for fine-tuning; a linear probe is refitted from scratch in seconds")
+    if linear_probe and skip_bad_sweeps:
+        raise typer.BadParameter("--skip-bad-sweeps is for training; a probe fits and scores a fixed set of sweeps")
     try:
         if arch is None:
             arch = pretraining_arch(checkpoint) if checkpoint else "minkunet34"
@@ -149,11 +169,13 @@ def finetune(
             cfg = FinetuneConfig(out=out, labels_percent=labels_percent, steps=steps, batch_size=batch_size, lr=lr,
                                  warmup=warmup, lovasz=lovasz, max_points=max_points, eval_every=eval_every,
                                  checkpoint_every=checkpoint_every, seed=seed)
-            result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size, device=device, resume=resume)
+            result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size, device=device, resume=resume,
+                         skip_bad_sweeps=skip_bad_sweeps)
     except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     print_result(result)
+    _report_skipped(out)
 
 
 def _default_device() -> str:

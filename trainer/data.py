@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.classes import FINE_TO_EVAL
-from pipeline.schema import open_store
+from pipeline.schema import DamagedChunk, open_store, read_column, read_rows
 from trainer.occupancy import MaskConfig, balance_by_offset, hide
 
 MASK_STREAM = 1  # the mask's random stream, apart from the augmentation's
@@ -60,8 +60,8 @@ class DataConfig:
 
 def store_sweeps(group, split: str, names: tuple[str, ...] | None = None) -> np.ndarray:
     """Indices of the complete sweeps of the scenes in ``split`` (and in ``names`` when given)."""
-    done = group["done"][:].astype(bool)
-    scene_of = group["scene_index"][:]
+    done = read_column(group, "done").astype(bool)
+    scene_of = read_column(group, "scene_index")
     scenes = group.attrs["scenes"]
     keep = np.array([(split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)
                      for sc in scenes])
@@ -69,8 +69,17 @@ def store_sweeps(group, split: str, names: tuple[str, ...] | None = None) -> np.
 
 
 class StoreDataset(torch.utils.data.Dataset):
-    def __init__(self, cfg: DataConfig):
+    """Sweep i of the chosen scenes, read and prepared (see the module docstring).
+
+    A sweep whose chunks do not decode raises ``DamagedChunk`` (one line naming array, sweep and chunk),
+    unless ``skip_log`` is given: then it is recorded there (one JSON line per damaged sweep, appended) and
+    the next sweep in order is returned in its place, so training batches stay full and deterministic.
+    """
+
+    def __init__(self, cfg: DataConfig, skip_log: str | None = None):
         self.cfg = cfg
+        self.skip_log = skip_log
+        self.skipped: set[int] = set()  # damaged sweeps met by this process
         group = open_store(cfg.store)
         self.attrs = dict(group.attrs)
         self.sweeps = store_sweeps(group, cfg.split, cfg.scenes)
@@ -102,16 +111,38 @@ class StoreDataset(torch.utils.data.Dataset):
         return state
 
     def __getitem__(self, i: int) -> dict:
+        if self.skip_log is None:
+            return self._item(int(self.sweeps[i]))
+        for j in range(len(self.sweeps)):
+            s = int(self.sweeps[(i + j) % len(self.sweeps)])
+            if s in self.skipped:
+                continue
+            try:
+                return self._item(s)
+            except DamagedChunk as e:
+                self._skip(s, e)
+        raise DamagedChunk(f"every sweep of {self.cfg.store} in split {self.cfg.split!r} is damaged; see {self.skip_log}")
+
+    def _skip(self, s: int, error: DamagedChunk) -> None:
+        import json
+        import sys
+
+        self.skipped.add(s)
+        print(f"warning: skipping sweep {s}: {error}", file=sys.stderr)
+        with open(self.skip_log, "a") as f:  # one short line per write: appends from loader workers stay whole
+            f.write(json.dumps({"sweep": s, "error": str(error)}) + "\n")
+
+    def _item(self, s: int) -> dict:
         from scipy.spatial import cKDTree
 
-        g, s = self.group, int(self.sweeps[i])
-        n, q = int(g["num_points"][s]), int(g["num_queries"][s])
-        points = g["points"][s, :n]
-        feats = g["features"][s, :n]
-        valid = g["valid"][s, :n]
-        voxels = g["occ_voxels"][s, :q].astype(np.float32)
-        labels = g["occ_labels"][s, :q]
-        point_labels = FINE_TO_EVAL[g["labels"][s, :n]] if self.attrs["has_labels"] else None
+        g = self.group
+        n, q = int(read_rows(g, "num_points", s)), int(read_rows(g, "num_queries", s))
+        points = read_rows(g, "points", s, n)
+        feats = read_rows(g, "features", s, n)
+        valid = read_rows(g, "valid", s, n)
+        voxels = read_rows(g, "occ_voxels", s, q).astype(np.float32)
+        labels = read_rows(g, "occ_labels", s, q)
+        point_labels = FINE_TO_EVAL[read_rows(g, "labels", s, n)] if self.attrs["has_labels"] else None
         def keep_points(keep):  # every per-point array, as it stands now, follows the points
             return (points[keep], feats[keep], valid[keep],
                     point_labels[keep] if point_labels is not None else None)

@@ -88,9 +88,11 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor, lovasz: bool) -> torch.
 
 
 def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig, voxel_size: float = 0.1,
-             progress: bool = True, device: str = "cpu", resume: bool = False) -> dict:
+             progress: bool = True, device: str = "cpu", resume: bool = False, skip_bad_sweeps: bool = False) -> dict:
     """Train the segmenter on the labelled subset (or continue OUT/segmenter.pt), evaluate it on the val
-    scenes, write OUT/segmenter.pt and OUT/result.json; returns the result."""
+    scenes, write OUT/segmenter.pt and OUT/result.json; returns the result. ``skip_bad_sweeps``: training
+    sweeps whose chunks do not decode are recorded in OUT/skipped_sweeps.jsonl and replaced (evaluation
+    still stops on one: a score over other sweeps would not be comparable)."""
     from tqdm import tqdm
 
     from pipeline.schema import open_store
@@ -103,7 +105,8 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     model, init = new_segmenter(arch, checkpoint or None, cfg.seed, NUM_CLASSES)
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
-                                 max_points=cfg.max_points))
+                                 max_points=cfg.max_points),
+                      skip_log=os.path.join(cfg.out, "skipped_sweeps.jsonl") if skip_bad_sweeps else None)
     dev = torch.device(device)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -141,32 +144,34 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     curve.writelines(rows)
     last_row = json.loads(rows[-1])["step"] if rows else 0
     bar = tqdm(total=cfg.steps, initial=start, desc="finetune", unit="step", disable=not progress)
-    for step in range(start, cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        model.train()
-        ds.epoch = step
-        rng = np.random.default_rng([cfg.seed, 7, step])
-        picks = rng.choice(len(ds), min(cfg.batch_size, len(ds)), replace=False)
-        batch = {k: v.to(dev) for k, v in collate([ds[int(i)] for i in picks], voxel_size).items()}
-        with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
-            loss = seg_loss(model(batch), batch["labels"], cfg.lovasz)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        bar.update()
-        done = step + 1
-        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            r = evaluate_model(model, store, "val", voxel_size, device=device)
-            curve.write(json.dumps({"step": done, "train_loss": float(np.mean(losses)), "val_miou": r["miou"]}) + "\n")
-            curve.flush()
-            losses.clear()
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save(done)
-    bar.close()
+    try:  # the bar is closed however the loop ends, so an error prints on its own line
+        for step in range(start, cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            model.train()
+            ds.epoch = step
+            rng = np.random.default_rng([cfg.seed, 7, step])
+            picks = rng.choice(len(ds), min(cfg.batch_size, len(ds)), replace=False)
+            batch = {k: v.to(dev) for k, v in collate([ds[int(i)] for i in picks], voxel_size).items()}
+            with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+                loss = seg_loss(model(batch), batch["labels"], cfg.lovasz)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update()
+            done = step + 1
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+                r = evaluate_model(model, store, "val", voxel_size, device=device)
+                curve.write(json.dumps({"step": done, "train_loss": float(np.mean(losses)), "val_miou": r["miou"]}) + "\n")
+                curve.flush()
+                losses.clear()
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                save(done)
+    finally:
+        bar.close()
     result = evaluate_model(model, store, "val", voxel_size, device=device)
     if last_row < cfg.steps:
         curve.write(json.dumps({"step": cfg.steps, "train_loss": float(np.mean(losses)) if losses else None,

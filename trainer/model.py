@@ -192,7 +192,9 @@ def read_checkpoint(path: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, or not a torch file at all
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {first}); cdtrain reads only the "
+                         f"plain-tensor checkpoints it writes") from None
 
 
 def load_student(ck: dict) -> "Student":

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from trainer.data import DataConfig, StoreDataset, collate
-from trainer.model import ModelConfig, Student
+from trainer.model import ModelConfig, Student, read_checkpoint
 from trainer.occupancy import balanced_accuracy, balanced_bce
 
 
@@ -44,6 +44,7 @@ class TrainConfig:
     workers: int = 0
     checkpoint_every: int = 100
     seed: int = 0
+    skip_bad_sweeps: bool = False  # record damaged sweeps in OUT/skipped_sweeps.jsonl and go on (default: stop)
 
     def __post_init__(self):
         if self.loss not in ("cosine", "l2"):
@@ -136,10 +137,6 @@ def save_checkpoint(path: str, model, optimizer, scaler, step: int, mcfg, dcfg, 
     os.replace(tmp, path)  # a crash mid-save never leaves a half-written checkpoint
 
 
-def load_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: bool = False,
              progress: bool = True) -> dict:
     """Run (or resume) pretraining; returns the last metrics and the run's files."""
@@ -157,7 +154,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     else:
         device = torch.device("cpu")
     torch.manual_seed(tcfg.seed)
-    ds = StoreDataset(dcfg)
+    ds = StoreDataset(dcfg, skip_log=os.path.join(tcfg.out, "skipped_sweeps.jsonl") if tcfg.skip_bad_sweeps else None)
     if ds.attrs["feature_dim"] != mcfg.feature_dim:
         raise ValueError(f"store {dcfg.store} holds {ds.attrs['feature_dim']}-dim teacher features but the "
                          f"projection head outputs {mcfg.feature_dim}")
@@ -171,7 +168,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     if resume:
         if not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ck = load_checkpoint(ckpt_path)
+        ck = read_checkpoint(ckpt_path)
         # a setting added since the checkpoint was written counts as its default
         then = {"model_config": {**ModelConfig().to_dict(), **ck["model_config"]},
                 "data_config": {**DataConfig(store=dcfg.store).to_dict(), **ck["data_config"]},
@@ -203,39 +200,41 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     metrics: dict = {}
     step = start
     t_data = time.perf_counter()
-    for batch in loader:
-        data_s = time.perf_counter() - t_data
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, tcfg)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-            loss, metrics = loss_step(net, batch, tcfg)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
-        scaler.step(optimizer)
-        scaler.update()
-        step += 1
-        metrics.update(step=step, lr=lr_at(step - 1, tcfg), data_s=data_s,
-                       step_s=time.perf_counter() - t_data - data_s, world=world)
-        if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-            metrics["rankme"] = backbone_rankme(model, batch)
-            if world > 1:
-                metrics["ranks_in_sync"] = ranks_in_sync(model)
-        if lead:
-            log.write(json.dumps(metrics) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=f"{metrics['distill']:.4f}")
-            bar.update()
-            if tb is not None:
-                for key, value in metrics.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        tb.add_scalar(key, value, step)
+    try:  # the bar is closed however the loop ends, so an error prints on its own line
+        for batch in loader:
+            data_s = time.perf_counter() - t_data
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, tcfg)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+                loss, metrics = loss_step(net, batch, tcfg)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            metrics.update(step=step, lr=lr_at(step - 1, tcfg), data_s=data_s,
+                           step_s=time.perf_counter() - t_data - data_s, world=world)
             if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-                save_checkpoint(ckpt_path, model, optimizer, scaler, step, mcfg, dcfg, tcfg, fingerprint)
-        t_data = time.perf_counter()
-    bar.close()
+                metrics["rankme"] = backbone_rankme(model, batch)
+                if world > 1:
+                    metrics["ranks_in_sync"] = ranks_in_sync(model)
+            if lead:
+                log.write(json.dumps(metrics) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=f"{metrics['distill']:.4f}")
+                bar.update()
+                if tb is not None:
+                    for key, value in metrics.items():
+                        if isinstance(value, (int, float)) and not isinstance(value, bool):
+                            tb.add_scalar(key, value, step)
+                if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
+                    save_checkpoint(ckpt_path, model, optimizer, scaler, step, mcfg, dcfg, tcfg, fingerprint)
+            t_data = time.perf_counter()
+    finally:
+        bar.close()
     if log is not None:
         log.close()
     if tb is not None:

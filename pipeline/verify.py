@@ -1,0 +1,272 @@
+"""Reading a store for people: ``cdpipe info`` (what is in it) and ``cdpipe verify`` (can it be trusted).
+
+``verify`` decodes every chunk (each carries a crc32c checksum, so a flipped byte fails to decode) and
+checks, for every sweep: ``done`` and the failure records; that a complete sweep's chunks all exist (a
+missing chunk reads back as fill, which only ``done`` tells apart from data); that its counts fit the
+padded sizes; that its features, points, pixels and occupancy hold finite, in-range values; and, for the
+whole store, the schema version and every array's shape and dtype against the attributes. Each problem
+is one line naming the array, sweep, sample token and chunk key. Light module (zarr and numpy): it
+reads stores by URL like the trainer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.schema import (ARRAYS, ATTRIBUTES, StoreError, chunk_key, decode_reason, open_store, read_column,
+                             read_rows, store_url)
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # damaged, missing, failed, incomplete, values, shape, attributes
+    message: str
+    array: str | None = None
+    sweep: int | None = None
+    sample_token: str | None = None
+    chunk: str | None = None
+
+    def line(self) -> str:
+        where = ", ".join(x for x in (f"array {self.array}" if self.array else "",
+                                     f"sweep {self.sweep}" if self.sweep is not None else "",
+                                     f"sample {self.sample_token}" if self.sample_token else "",
+                                     f"chunk {self.chunk}" if self.chunk else "") if x)
+        return f"{self.kind}: {where + ': ' if where else ''}{self.message}"
+
+
+def _object_exists(group, key: str) -> bool:
+    """Whether the store object ``key`` (a chunk or shard) exists, without decoding it (through zarr's store,
+    whose event loop an fsspec store's file system is bound to)."""
+    from zarr.core.sync import sync
+
+    return bool(sync(group.store.exists(key)))
+
+
+def _dims(attrs: dict) -> dict:
+    return {"P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"],
+            "C": len(attrs["cameras"])}
+
+
+def _expected_arrays(attrs: dict):
+    return [spec for spec in ARRAYS if spec.name != "labels" or attrs.get("has_labels")]
+
+
+def check_layout(group) -> list[Problem]:
+    """Attributes present, every array of the schema present with the shape and dtype they imply."""
+    attrs = dict(group.attrs)
+    missing = [k for k in ATTRIBUTES if k not in attrs]
+    if missing:
+        return [Problem("attributes", f"attributes missing: {', '.join(missing)}")]
+    problems = []
+    for spec in _expected_arrays(attrs):
+        if spec.name not in group:
+            problems.append(Problem("shape", "array missing from the store", array=spec.name))
+            continue
+        arr = group[spec.name]
+        shape = spec.shape(attrs["num_sweeps"], _dims(attrs))
+        if tuple(arr.shape) != shape:
+            problems.append(Problem("shape", f"shape {tuple(arr.shape)}, the attributes imply {shape}", array=spec.name))
+        kind = arr.dtype.kind
+        if (spec.dtype == "str") != (kind in "OUT") or (spec.dtype != "str" and str(arr.dtype) != spec.dtype):
+            problems.append(Problem("shape", f"dtype {arr.dtype}, the schema says {spec.dtype}", array=spec.name))
+    return problems
+
+
+def _value_problems(rows: dict, attrs: dict) -> list[tuple[str, str]]:
+    """(array, message) for out-of-range values in one complete sweep's rows."""
+    out = []
+    for name in ("features", "points", "pixel"):
+        bad = int((~np.isfinite(rows[name].astype(np.float32))).any(axis=-1).sum())
+        if bad:
+            out.append((name, f"{bad} rows hold NaN or inf"))
+    shape = np.asarray(attrs["occupancy"]["shape"])
+    vox = rows["occ_voxels"]
+    if len(vox) and ((vox < 0) | (vox >= shape)).any():
+        out.append(("occ_voxels", f"{int(((vox < 0) | (vox >= shape)).any(axis=1).sum())} query voxels outside the "
+                                  f"grid {shape.tolist()}"))
+    if not np.isin(rows["occ_labels"], (0, 1)).all():
+        out.append(("occ_labels", "labels other than 0 (free) and 1 (occupied)"))
+    cam = rows["camera"]
+    if ((cam >= len(attrs["cameras"])) | (cam < -1)).any() or not np.array_equal(rows["valid"], cam >= 0):
+        out.append(("camera", "camera indices out of range, or valid does not equal camera >= 0"))
+    return out
+
+
+def verify_store(url: str, progress: bool = True) -> dict:
+    """Check a whole store; returns {store, sweeps, sweeps_done, chunks_read, problems: [Problem as dict],
+    warnings: [{sweep, sample_token, warning}]}."""
+    from tqdm import tqdm
+
+    try:
+        group = open_store(url)
+    except StoreError as e:
+        return {"store": url, "sweeps": 0, "sweeps_done": 0, "chunks_read": 0,
+                "problems": [asdict(Problem("attributes", str(e)))], "warnings": []}
+    attrs = dict(group.attrs)
+    problems = check_layout(group)
+    if problems:
+        return {"store": url, "sweeps": attrs.get("num_sweeps", 0), "sweeps_done": 0, "chunks_read": 0,
+                "problems": [asdict(p) for p in problems], "warnings": []}
+    n = attrs["num_sweeps"]
+    specs = _expected_arrays(attrs)
+    per_sweep = [s for s in specs if not s.per_point]
+    per_point = [s for s in specs if s.per_point]
+    columns, chunks_read = {}, 0
+    unknown = np.zeros(n, bool)  # sweeps whose per-sweep values could not be read: not checked further
+    for spec in per_sweep:  # chunks of k sweeps: each read alone, so every damaged one is named
+        arr = group[spec.name]
+        col = np.full(arr.shape, spec.fill, dtype=object if spec.dtype == "str" else spec.dtype)
+        for s0 in range(0, n, arr.chunks[0]):
+            key, rows = chunk_key(arr, s0), slice(s0, s0 + arr.chunks[0])
+            if not _object_exists(group, key):
+                continue  # checked against done below
+            try:
+                col[rows] = arr[rows]
+                chunks_read += 1
+            except Exception as e:
+                problems.append(Problem("damaged", f"does not decode: {decode_reason(e)} (sweeps {s0}-"
+                                        f"{min(s0 + arr.chunks[0], n) - 1})", array=spec.name, sweep=s0, chunk=key))
+                if spec.name not in ("sample_token", "lidar_token", "warnings", "failure"):
+                    unknown[rows] = True
+        columns[spec.name] = col
+    missing_keys: set[str] = set()  # a shard missing is reported once, not once per sweep in it
+
+    def missing(name: str, s: int, tok: str | None, key: str) -> None:
+        if key not in missing_keys:
+            missing_keys.add(key)
+            problems.append(Problem("missing", "chunk of a complete sweep is missing (it would read as fill)",
+                                    array=name, sweep=s, sample_token=tok, chunk=key))
+    done = columns["done"]
+    tokens = columns["sample_token"]
+    warnings = []
+    for s in tqdm(range(n), desc="verify sweeps", unit="sweep", disable=not progress):
+        tok = str(tokens[s]) or None
+        if unknown[s]:
+            continue
+        if done[s] not in (0, 1):
+            problems.append(Problem("values", f"done is {done[s]}, not 0 or 1", array="done", sweep=s, sample_token=tok))
+        complete = done[s] == 1
+        if not complete:
+            if columns["failure"][s]:
+                problems.append(Problem("failed", str(columns["failure"][s]), sweep=s, sample_token=tok))
+            else:
+                problems.append(Problem("incomplete", "not written (the job was interrupted, or is still running)",
+                                        sweep=s, sample_token=tok))
+        else:
+            for spec in per_sweep:
+                key = chunk_key(group[spec.name], s)
+                if not _object_exists(group, key):
+                    missing(spec.name, s, tok, key)
+            if columns["warnings"][s]:
+                warnings += [{"sweep": s, "sample_token": tok, "warning": w}
+                             for w in str(columns["warnings"][s]).splitlines()]
+        npts, nq = int(columns["num_points"][s]), int(columns["num_queries"][s])
+        if complete and not (0 < npts <= attrs["max_points"] and 0 <= nq <= attrs["max_queries"]):
+            problems.append(Problem("values", f"num_points {npts} / num_queries {nq} outside (0, {attrs['max_points']}] "
+                                              f"/ [0, {attrs['max_queries']}]", sweep=s, sample_token=tok))
+            continue
+        rows = {}
+        for spec in per_point:
+            arr = group[spec.name]
+            key = chunk_key(arr, s)
+            if not _object_exists(group, key):
+                if complete:
+                    missing(spec.name, s, tok, key)
+                continue
+            try:
+                rows[spec.name] = arr[s, :nq if spec.trailing[0] == "Q" else npts]
+                chunks_read += 1
+            except Exception as e:  # a checksum mismatch is a ValueError, a codec failure anything
+                problems.append(Problem("damaged", f"does not decode: {decode_reason(e)}", array=spec.name, sweep=s,
+                                        sample_token=tok, chunk=key))
+        if complete and len(rows) == len(per_point):
+            problems += [Problem("values", msg, array=name, sweep=s, sample_token=tok, chunk=chunk_key(group[name], s))
+                         for name, msg in _value_problems(rows, attrs)]
+    return {"store": url, "sweeps": n, "sweeps_done": int((done == 1).sum()), "chunks_read": chunks_read,
+            "problems": [asdict(p) for p in problems], "warnings": warnings}
+
+
+def directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def array_bytes(group, name: str) -> int | None:
+    """Bytes on disk of one array (None where the store cannot be listed, as over HTTP)."""
+    from zarr.core.sync import sync
+
+    store = group.store
+    if not getattr(store, "fs", None):
+        return directory_bytes(os.path.join(str(store.root), name))
+
+    async def total() -> int:
+        return sum([await store.getsize(key) async for key in store.list_prefix(f"{name}/")])
+
+    try:
+        return int(sync(total()))
+    except (NotImplementedError, OSError, ValueError, TypeError):
+        return None
+
+
+def store_info(url: str) -> dict:
+    """What is in a store, for people: provenance, counts, coverage, occupancy, bytes per array and per
+    point, failures and warnings."""
+    group = open_store(url)
+    a = dict(group.attrs)
+    done = read_column(group, "done").astype(bool)
+    n_points = read_column(group, "num_points")[done]
+    n_q = read_column(group, "num_queries")[done]
+    sweeps = np.nonzero(done)[0]
+    n_valid = sum(int(read_rows(group, "valid", s, n).sum()) for s, n in zip(sweeps, n_points))
+    occupied = sum(int(read_rows(group, "occ_labels", s, q).sum()) for s, q in zip(sweeps, n_q))
+    tokens = read_column(group, "sample_token")
+    failure, warn = read_column(group, "failure"), read_column(group, "warnings")
+    t = a["teacher"]
+    per_array = {spec.name: array_bytes(group, spec.name) for spec in _expected_arrays(a)}
+    size = None if any(v is None for v in per_array.values()) else sum(per_array.values())
+    total_points = int(n_points.sum())
+    return {
+        "store": store_url(group) if "://" in url else url, "schema_version": a["schema_version"],
+        "sweeps": int(done.sum()), "sweeps_total": a["num_sweeps"],
+        "sweeps_failed": int(sum(1 for f in failure if f)),
+        "points": total_points, "points_with_feature": n_valid,
+        "fraction_with_feature": n_valid / total_points if total_points else 0.0, "feature_dim": a["feature_dim"],
+        "occupancy_queries_per_sweep": float(n_q.mean()) if len(n_q) else 0.0,
+        "occupancy_queries_min_max": [int(n_q.min()), int(n_q.max())] if len(n_q) else [0, 0],
+        "occupancy_occupied_fraction": occupied / int(n_q.sum()) if n_q.sum() else 0.0,
+        "bytes": size, "bytes_per_point": size / total_points if size and total_points else None,
+        "bytes_per_array": per_array,
+        "bytes_per_point_per_array": {k: (v / total_points if v is not None and total_points else None)
+                                      for k, v in per_array.items()},
+        "raw_float16_bytes_per_point": 2 * a["feature_dim"],
+        "teacher": t["name"], "teacher_weights": t["weights"], "random_teacher": t["weights"] == "random",
+        "teacher_architecture": t.get("architecture") or {}, "teacher_stand_in": t.get("stand_in"),
+        "layer": t["layer"], "image_size": t["image_size"], "cameras": a["cameras"],
+        "dataset": a["dataset"], "scenes": len(a["scenes"]), "provenance": a["provenance"],
+        "failures": [{"sweep": int(s), "sample_token": str(tokens[s]), "reason": str(failure[s])}
+                     for s in range(len(failure)) if failure[s]],
+        "warnings": [{"sweep": int(s), "sample_token": str(tokens[s]), "warning": w}
+                     for s in range(len(warn)) if warn[s] for w in str(warn[s]).splitlines()],
+    }
+
+
+def teacher_label(summary: dict) -> str:
+    """The teacher in one line: its name, architecture overrides, and what kind of stand-in it is, if any."""
+    name = summary["teacher"]
+    arch = summary.get("teacher_architecture") or {}
+    if arch:
+        name += " [" + ", ".join(f"{k}={v}" for k, v in sorted(arch.items())) + "]"
+    if summary["random_teacher"]:
+        return f"{name} (RANDOM INITIALISATION, not pretrained: a stand-in teacher)"
+    stand_in = summary.get("teacher_stand_in")
+    if stand_in:
+        world = stand_in.get("world") or {}
+        made = (f"STAND-IN TEACHER, recipe {stand_in.get('recipe')}, "
+                + ("trained WITH per-pixel labels" if stand_in.get("labels_used") else "trained without labels")
+                + (f" on synthetic world seed {world['seed']}" if "seed" in world else "") + "; ")
+    else:
+        made = ""
+    return f"{name} ({made}weights sha256 {summary['teacher_weights']})"
+

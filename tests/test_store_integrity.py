@@ -1,0 +1,357 @@
+"""Stores a team can trust: checksums every reader checks, `cdpipe verify` and `info`, bad inputs that
+fail only their sweep, one writer at a time, reading by URL, and input checked before any work."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from pipeline.cli import app as cdpipe
+from pipeline.extract import run_extract
+from pipeline.frames import build_nuscenes_index
+from pipeline.lock import LockError, StoreLock, check_holder, lock_path
+from pipeline.schema import DamagedChunk, StoreError, chunk_key, open_store
+from pipeline.verify import store_info, verify_store
+from tests.conftest import store_config
+from tests.http_store import serve
+from trainer.cli import app as cdtrain
+
+runner = CliRunner()
+
+
+def flip_byte(path: str, at: float = 0.5) -> None:
+    data = bytearray(open(path, "rb").read())
+    data[int(len(data) * at)] ^= 0xFF
+    open(path, "wb").write(data)
+
+
+@pytest.fixture()
+def store_copy(small_store, tmp_path):
+    cfg, _ = small_store
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(cfg.out, copy)
+    return str(copy)
+
+
+def test_verify_names_every_damaged_and_missing_chunk(store_copy, small_store):
+    """One byte flipped in a chunk of each kind of array (unsharded features, a shard of points, a chunk of
+    per-sweep numbers, a chunk of strings) and one chunk deleted: verify names each with its array,
+    sweep, sample token (where readable) and chunk key, and exits 1; a plain zarr reader raises on the
+    flipped chunk instead of returning wrong numbers; the untouched store verifies clean."""
+    g = zarr.open_group(store_copy, mode="r")
+    tokens = g["sample_token"][:]
+    flip_byte(os.path.join(store_copy, chunk_key(g["features"], 1)))  # features/c/1/0/0
+    flip_byte(os.path.join(store_copy, chunk_key(g["points"], 4)), 0.3)  # shard of sweeps 4-5
+    flip_byte(os.path.join(store_copy, chunk_key(g["num_queries"], 2)))  # sweeps 2-3
+    flip_byte(os.path.join(store_copy, chunk_key(g["lidar_token"], 0)))  # sweeps 0-1
+    os.remove(os.path.join(store_copy, chunk_key(g["occ_labels"], 0)))  # shard of sweeps 0-1, gone
+    with pytest.raises(ValueError, match="checksum"):
+        zarr.open_group(store_copy, mode="r")["features"][1]
+
+    report = verify_store(store_copy, progress=False)
+    found = {(p["kind"], p["array"], p["sweep"]): p for p in report["problems"]}
+    assert set(found) == {("damaged", "features", 1), ("damaged", "points", 4), ("damaged", "num_queries", 2),
+                          ("damaged", "lidar_token", 0), ("missing", "occ_labels", 0)}
+    assert found["damaged", "features", 1]["chunk"] == "features/c/1/0/0"
+    assert found["damaged", "features", 1]["sample_token"] == tokens[1]
+    assert found["damaged", "points", 4]["sample_token"] == tokens[4]
+    assert found["missing", "occ_labels", 0]["chunk"] == "occ_labels/c/0/0"
+
+    res = runner.invoke(cdpipe, ["verify", store_copy, "--no-progress"])
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.startswith(("damaged", "missing"))]
+    assert len(lines) == 5 and any("array features, sweep 1, sample " + tokens[1] + ", chunk features/c/1/0/0" in line
+                                   for line in lines)
+    res = runner.invoke(cdpipe, ["verify", store_copy, "--json", "--no-progress"])
+    assert res.exit_code == 1 and len(json.loads(res.output)["problems"]) == 5
+
+    clean = runner.invoke(cdpipe, ["verify", small_store[0].out, "--no-progress"])
+    assert clean.exit_code == 0 and ": OK" in clean.output and "6 of 6 sweeps complete" in clean.output
+
+
+def test_verify_reports_non_finite_features_and_schema_problems(store_copy):
+    """Values written wrong but with valid checksums (NaN in features, a voxel off the grid), a shape
+    that disagrees with the attributes, and an older schema: each is named."""
+    g = zarr.open_group(store_copy, mode="r+")
+    feats = g["features"][2]
+    feats[5, 7] = np.nan
+    g["features"][2] = feats
+    vox = g["occ_voxels"][3]
+    vox[0] = (999, 0, 0)
+    g["occ_voxels"][3] = vox
+    kinds = {(p["kind"], p["array"], p["sweep"]) for p in verify_store(store_copy, progress=False)["problems"]}
+    assert kinds == {("values", "features", 2), ("values", "occ_voxels", 3)}
+    g.attrs["max_points"] = g.attrs["max_points"] + 1
+    assert any(p["kind"] == "shape" and p["array"] == "points"
+               for p in verify_store(store_copy, progress=False)["problems"])
+    g.attrs["schema_version"] = 2
+    (problem,) = verify_store(store_copy, progress=False)["problems"]
+    assert "schema_version 2" in problem["message"]
+
+
+@pytest.mark.slow
+def test_damaged_chunk_stops_pretraining_in_one_line_or_is_skipped(store_copy, tmp_path):
+    """The same flip stops `cdtrain pretrain` (loader in a worker process) with one line naming array,
+    sweep, token and chunk; with --skip-bad-sweeps it trains on and records the sweep."""
+    g = zarr.open_group(store_copy, mode="r")
+    flip_byte(os.path.join(store_copy, chunk_key(g["features"], 1)))
+    args = ["pretrain", "--store", store_copy, "--model", "minkunet-tiny", "--head-hidden", "32", "--steps", "3",
+            "--workers", "1", "--max-points", "3000"]
+    res = runner.invoke(cdtrain, [*args, "--out", str(tmp_path / "stop")])
+    assert res.exit_code == 2
+    (line,) = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert f"array features, sweep 1 (sample {g['sample_token'][1]}), chunk features/c/1/0/0" in line
+    assert "crc32c checksum mismatch" in line and "Traceback" not in res.output
+    res = runner.invoke(cdtrain, [*args, "--out", str(tmp_path / "skip"), "--skip-bad-sweeps"])
+    assert res.exit_code == 0, res.output
+    skipped = [json.loads(x) for x in open(tmp_path / "skip" / "skipped_sweeps.jsonl")]
+    assert {r["sweep"] for r in skipped} == {1} and "features/c/1/0/0" in skipped[0]["error"]
+
+
+def test_damaged_chunk_error_survives_a_loader_worker():
+    """PyTorch re-raises a worker's exception as type(e)(its traceback text): the message stays our line."""
+    text = ("Caught DamagedChunk in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+            '  File "x.py", line 1, in f\npipeline.schema.DamagedChunk: s.zarr: array features, sweep 1 (sample t)\n')
+    assert str(DamagedChunk(text)) == "s.zarr: array features, sweep 1 (sample t)"
+
+
+def _edit_table(root, version: str, table: str, edit) -> None:
+    path = os.path.join(root, version, f"{table}.json")
+    with open(path) as f:
+        records = json.load(f)
+    edit(records)
+    with open(path, "w") as f:
+        json.dump(records, f)  # NaN is written as NaN, which the devkit's json.load reads back
+
+
+@pytest.mark.slow
+def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_read(small_dataroot, tmp_path):
+    """A world without lidarseg (so no label count guards the points) and six faults, extracted through
+    the CLI: a LiDAR filename with ../ and one absolute, both naming a file outside the dataroot; a LiDAR
+    file truncated mid-point; a non-finite LiDAR ego pose; a camera image missing; NaN in one camera's
+    calibration. The five sweeps fail with their token and reason, no byte of the outside file reaches
+    the store, the camera is left out with a warning, the last sweep is complete, and the job exits 1
+    saying so."""
+    synth_cfg, _ = small_dataroot
+    root = tmp_path / "data" / "nuscenes"
+    shutil.copytree(synth_cfg.out, root)
+    os.remove(root / synth_cfg.version / "lidarseg.json")
+    index = build_nuscenes_index(str(root), synth_cfg.version)
+    assert index.label_path is None
+    secret = tmp_path / "secret.bin"
+    np.full(5 * 1000, 12345.0, np.float32).tofile(secret)  # a valid-looking point cloud
+    lidar_sd = {index.lidar_token[s]: s for s in range(6)}
+
+    def lidar_names(records):
+        for r in records:
+            if lidar_sd.get(r["token"]) == 0:
+                r["filename"] = "../../secret.bin"
+            elif lidar_sd.get(r["token"]) == 1:
+                r["filename"] = str(secret)
+
+    _edit_table(root, synth_cfg.version, "sample_data", lidar_names)
+    raw = open(index.lidar_path[2], "rb").read()
+    open(index.lidar_path[2], "wb").write(raw[:-8])  # not a whole 20-byte point
+    sd = {r["token"]: r for r in json.load(open(root / synth_cfg.version / "sample_data.json"))}
+    pose_of_3 = sd[index.lidar_token[3]]["ego_pose_token"]
+    _edit_table(root, synth_cfg.version, "ego_pose",
+                lambda recs: [r.update(translation=[math.nan, 0.0, 0.0]) for r in recs if r["token"] == pose_of_3])
+    nusc_sample = {r["token"]: r for r in json.load(open(root / synth_cfg.version / "sample.json"))}
+    cam_back_sd = [r for r in sd.values() if r["sample_token"] == index.sample_token[5]
+                   and "CAM_BACK/" in r["filename"]][0]
+    cs_token = cam_back_sd["calibrated_sensor_token"]
+    _edit_table(root, synth_cfg.version, "calibrated_sensor",
+                lambda recs: [r.update(rotation=[math.nan, 0.0, 0.0, 1.0]) for r in recs if r["token"] == cs_token])
+    assert nusc_sample  # the tables still load
+    missing_image = index.image_path[4][1]
+    os.remove(missing_image)
+
+    out = str(tmp_path / "store.zarr")
+    res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
+                                 "--image-size", "112x224", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--torch-threads", "1"])
+    assert res.exit_code == 1, res.output
+    assert "5 of 6 sweeps failed" in res.output and "Traceback" not in res.output
+    info = store_info(out)
+    failures = {f["sweep"]: f for f in info["failures"]}
+    assert set(failures) == {0, 1, 2, 3, 4}
+    assert "'../../secret.bin' lies outside the dataroot" in failures[0]["reason"]
+    assert f"{str(secret)!r} lies outside the dataroot" in failures[1]["reason"]
+    assert "not a whole number of points" in failures[2]["reason"]
+    assert "non-finite" in failures[3]["reason"] and pose_of_3 in failures[3]["reason"]
+    assert "camera image missing: " + missing_image in failures[4]["reason"]
+    for s in range(5):
+        assert failures[s]["sample_token"] == index.sample_token[s]
+        assert index.sample_token[s] in failures[s]["reason"]
+    g = zarr.open_group(out, mode="r")
+    np.testing.assert_array_equal(g["done"][:], [0, 0, 0, 0, 0, 1])
+    assert not (g["points"][:] == 12345.0).any()
+    cam_back = g.attrs["cameras"].index("CAM_BACK")
+    warned = {w["sweep"]: w["warning"] for w in info["warnings"]}
+    assert 5 in warned and warned[5].startswith("CAM_BACK left out: calibrated_sensor " + cs_token)
+    n5 = int(g["num_points"][5])
+    camera5 = g["camera"][5, :n5]
+    assert not (camera5 == cam_back).any() and (camera5 >= 0).mean() > 0.3
+    kinds = {(p["kind"], p["sweep"]) for p in verify_store(out, progress=False)["problems"]}
+    assert kinds == {("failed", s) for s in range(5)}
+
+    res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", str(tmp_path / "strict.zarr"),
+                                 "--random-teacher", "--image-size", "112x224", "--workers", "1", "--strict"])
+    assert res.exit_code == 2 and "--strict" in res.output and "outside the dataroot" in res.output
+
+
+def test_lock_refuses_a_second_writer_and_breaks_only_a_stale_lock(small_dataroot, tmp_path):
+    store = str(tmp_path / "store.zarr")
+    first = StoreLock(store).acquire()
+    try:
+        with pytest.raises(LockError, match=f"another job.*{socket.gethostname()}.*pid {os.getpid()}"):
+            StoreLock(store, break_stale=True).acquire()  # a live holder is never broken
+        cfg = store_config(small_dataroot[0], store)
+        with pytest.raises(LockError, match="being written by another job"):
+            run_extract(cfg, progress=False)
+        assert not os.path.exists(store)  # refused before anything was written
+        check_holder(store, first.job)
+        with pytest.raises(Exception, match="no longer holds the store's lock"):
+            check_holder(store, "another-job")
+    finally:
+        first.release()
+    assert not os.path.exists(lock_path(store))
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = {"job": "crashed", "host": socket.gethostname(), "pid": gone.pid,
+              "started_utc": "2026-01-01T00:00:00+00:00", "heartbeat_utc": "2026-01-01T00:00:00+00:00"}
+    with open(lock_path(store), "w") as f:
+        json.dump(record, f)
+    with pytest.raises(LockError, match=f"stale lock.*process {gone.pid} no longer exists.*--break-lock"):
+        StoreLock(store).acquire()
+    other_host = {**record, "host": "elsewhere", "pid": 1}  # alive there, perhaps, but silent for a year
+    with open(lock_path(store), "w") as f:
+        json.dump(other_host, f)
+    with pytest.raises(LockError, match="no heartbeat for"):
+        StoreLock(store).acquire()
+    lock = StoreLock(store, break_stale=True).acquire()
+    assert lock.broken["host"] == "elsewhere"
+    lock.release()
+
+
+@pytest.mark.slow
+def test_store_read_by_http_url(small_store, tmp_path):
+    """A store served read-only over HTTP on 127.0.0.1: info and verify read it, a short pretraining
+    streams it; writing to a URL and a scheme without its extra are refused in one line."""
+    cfg, _ = small_store
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copytree(cfg.out, served / "store.zarr")
+    with serve(str(served)) as base:
+        url = f"{base}/store.zarr"
+        res = runner.invoke(cdpipe, ["info", url, "--json"])
+        assert res.exit_code == 0, res.output
+        info = json.loads(res.output)
+        assert info["sweeps"] == 6 and info["store"] == url and info["points"] == store_info(cfg.out)["points"]
+        res = runner.invoke(cdpipe, ["verify", url, "--no-progress"])
+        assert res.exit_code == 0 and ": OK" in res.output, res.output
+        res = runner.invoke(cdtrain, ["pretrain", "--store", url, "--out", str(tmp_path / "run"), "--model",
+                                      "minkunet-tiny", "--head-hidden", "32", "--steps", "2", "--max-points", "3000"])
+        assert res.exit_code == 0, res.output
+        with pytest.raises(StoreError, match="read-only"):
+            open_store(url, mode="r+")
+    with pytest.raises(StoreError, match=r"pip install 'cleverdistiller-pipe\[s3\]'"):
+        open_store("s3://bucket/store.zarr")
+
+
+def test_a_server_that_ignores_byte_ranges_is_caught_by_the_checksums(small_store, tmp_path):
+    """Python's plain http.server answers a range request with the whole file: zarr would decode a
+    shard's wrong bytes; the checksums turn that into a named error instead of wrong numbers."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(small_store[0].out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(DamagedChunk, match="array valid, sweep 0 .*checksum mismatch"):
+            store_info(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_extract_input_is_checked_before_any_work(small_dataroot, tmp_path):
+    """Each of these exits 2 with one line, before a cluster starts (no store, no lock is left)."""
+    cfg, _ = small_dataroot
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "x.txt").write_text("keep")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    base = ["extract", "--dataroot", cfg.out, "--image-size", "112x224"]
+    cases = [
+        ([*base, "--out", str(a_file), "--random-teacher"], "is a file"),
+        ([*base, "--out", str(folder), "--random-teacher"], "not a Zarr store"),
+        ([*base, "--out", str(tmp_path / "s.zarr"), "--random-teacher", "--teacher", "vit_smal_patch14_dinov2"],
+         "closest: vit_small_patch14_dinov2"),
+        ([*base, "--out", str(tmp_path / "s.zarr"), "--teacher-weights", str(junk)], "junk.pth cannot be read"),
+        ([*base, "--out", "http://127.0.0.1:9/s.zarr", "--random-teacher"], "local paths only"),
+        (["extract", "--dataroot", cfg.out, "--out", str(tmp_path / "s.zarr"), "--random-teacher", "--image-size",
+          "224by448"], "HEIGHTxWIDTH"),
+    ]
+    for args, expected in cases:
+        res = runner.invoke(cdpipe, args)
+        assert res.exit_code == 2 and expected in res.output and "Traceback" not in res.output, (args, res.output)
+    assert a_file.read_text() == "keep" and (folder / "x.txt").read_text() == "keep"
+    assert not (tmp_path / "s.zarr").exists() and not os.path.exists(lock_path(str(tmp_path / "s.zarr")))
+    res = runner.invoke(cdpipe, ["synth", "--out", str(tmp_path / "w"), "--image-size", "450x800x1"])
+    assert res.exit_code == 2 and "WIDTHxHEIGHT" in res.output
+
+
+@pytest.mark.slow
+def test_teacher_input_size_reaches_the_teacher_as_height_by_width(small_dataroot, tmp_path):
+    """`--image-size 56x112` is H x W: the store records [56, 112] and its features equal a reference ViT
+    run on images resized to 112 wide and 56 high (and not the transposed size)."""
+    from tests.test_extract import reference_features
+
+    synth_cfg, _ = small_dataroot
+    out = str(tmp_path / "s.zarr")
+    res = runner.invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", out, "--random-teacher",
+                                 "--image-size", "56x112", "--split", "val", "--workers", "1",
+                                 "--tasks-per-worker", "1", "--torch-threads", "1"])
+    assert res.exit_code == 0, res.output
+    g = open_store(out)
+    assert g.attrs["teacher"]["image_size"] == [56, 112]
+    stored, ref = reference_features(out, 0, (56, 112))
+    np.testing.assert_allclose(stored, ref, rtol=2e-3, atol=2e-3)
+    _, transposed = reference_features(out, 0, (112, 56))
+    assert np.abs(stored - transposed).mean() > 10 * np.abs(stored - ref).mean()
+
+
+class NotATensor:  # a pickled object of this class needs our code to unpickle: weights_only refuses it
+    pass
+
+
+def test_resume_from_a_pickled_checkpoint_is_refused_in_one_line(small_store, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"step": 1, "extra": NotATensor()}, out / "checkpoint.pt")
+    res = runner.invoke(cdtrain, ["pretrain", "--store", small_store[0].out, "--out", str(out), "--model",
+                                  "minkunet-tiny", "--steps", "2", "--resume"])
+    assert res.exit_code == 2 and "checkpoint.pt cannot be read" in res.output and "Traceback" not in res.output
