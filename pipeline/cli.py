@@ -11,13 +11,20 @@ app = typer.Typer(help="cdpipe: camera frames + LiDAR -> teacher features and oc
                   no_args_is_help=True, add_completion=False)
 
 
+def fail(message: str, code: int = 2):
+    """Print one line on stderr and exit (2: bad input or a store that cannot be used, found before any work;
+    1: the work ran and some of it failed)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
 def _two_ints(text: str, form: str, example: str) -> tuple[int, int]:
     try:
         a, b = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not {form}, e.g. {example}") from None
+        fail(f"--image-size {text!r} is not {form}, e.g. {example}")
     if a <= 0 or b <= 0:
-        raise typer.BadParameter(f"{text!r}: both sizes must be positive ({form})")
+        fail(f"--image-size {text!r}: both sizes must be positive ({form})")
     return a, b
 
 
@@ -29,12 +36,6 @@ def parse_camera_size(text: str) -> tuple[int, int]:
 def parse_teacher_input(text: str) -> tuple[int, int]:
     """The teacher's input size, 'HEIGHTxWIDTH' as tensors and the store's teacher.image_size state it -> (H, W)."""
     return _two_ints(text, "HEIGHTxWIDTH", "224x448")
-
-
-def fail(message: str, code: int = 2):
-    """Print one line and exit (2: bad input or a store that cannot be used; 1: the work itself failed)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -59,7 +60,7 @@ def synth(
         cfg = SynthConfig(out=str(out), scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                           width=w, height=h, version=version, workers=workers, camera_labels=camera_labels)
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+        fail(str(e))
     summary = write_dataroot(cfg)
     if preview:
         from pipeline.dataroot import write_preview
@@ -160,7 +161,7 @@ def extract(
             min_depth=min_depth, occupancy=grid, sweeps_per_shard=sweeps_per_shard, workers=workers,
             tasks_per_worker=tasks_per_worker, torch_threads=torch_threads, scheduler=scheduler, overwrite=overwrite)
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+        fail(str(e))
     try:  # everything that can be checked before a cluster starts
         check_out(out, overwrite)
         check_teacher(cfg.teacher)

@@ -12,6 +12,7 @@ job loses at most the groups in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import threading
@@ -116,9 +117,10 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
     }
 
 
-# attributes that must agree for a rerun to resume into an existing store
-_RESUME_KEYS = ("schema_version", "num_sweeps", "max_points", "max_queries", "feature_dim", "sweeps_per_shard",
-                "cameras", "has_labels", "dataset", "teacher", "projection", "occupancy")
+# attributes that must agree for a rerun to resume into an existing store. The padded sizes P and Q are
+# the store's: a rerun keeps them (a sweep fixed since, and now larger than P, fails on its own).
+_RESUME_KEYS = ("schema_version", "num_sweeps", "feature_dim", "sweeps_per_shard", "cameras", "has_labels",
+                "dataset", "teacher", "projection", "occupancy")
 
 
 def create_or_open_store(cfg: ExtractConfig, attrs: dict):
@@ -285,7 +287,7 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
             try:
                 images[i, j] = read_image(index.image_path[i][j], index.image_hw[i, j], cfg.teacher.image_size)
             except ExtractError as e:
-                failure[i] = str(e)
+                failure[i] = f"{e} ({index.cameras[j]} of sample {index.sample_token[i]})"
                 break
     views = [v for v in images if not failure[v[0]]]
     slot = {v: r for r, v in enumerate(views)}
@@ -302,7 +304,8 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
             points, labels = read_sweep(index, i)
             m = len(points)
             if m > p:
-                raise ExtractError(f"{index.lidar_path[i]} has {m} points, more than the store's {p}")
+                raise ExtractError(f"{index.lidar_path[i]} has {m} points, more than the {p} rows the store was "
+                                   f"made with; rerun with --overwrite to rebuild the store with room for it")
             cams = np.nonzero(index.camera_ok[i])[0]
             camera, uv = assign_views(points, index.cam_from_lidar[i, cams], index.intrinsics[i, cams],
                                       index.image_hw[i, cams], cfg.min_depth)
@@ -314,7 +317,8 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
             voxels, occ = occupancy_targets(points[:, :3], cfg.occupancy, rng)
             clock.lap("occupancy")
             if len(occ) > q:
-                raise ExtractError(f"{index.lidar_path[i]}: {len(occ)} occupancy queries exceed the store's {q}")
+                raise ExtractError(f"{index.lidar_path[i]}: {len(occ)} occupancy queries exceed the store's {q}; rerun "
+                                   f"with --overwrite to rebuild the store with room for them")
         except ExtractError as e:
             failure[i] = f"{e} (sample {index.sample_token[i]})" if index.sample_token[i] not in str(e) else str(e)
             out["features"][i] = 0
@@ -332,14 +336,17 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
     out["warnings"] = np.array(["" if failure[i] else "\n".join(index.warnings[i]) for i in range(n)], dtype=object)
 
     sl = slice(first_sweep, first_sweep + n)
+    if job:
+        from pipeline.lock import check_holder
+
+        check_holder(cfg.out, job)  # a task of a job that lost the store's lock writes nothing
     arrays = _open_for_writing(cfg.out)
+    arrays["done"][sl] = np.zeros(n, np.uint8)  # first: a sweep being rewritten is not complete meanwhile
     for spec in ARRAYS:
         if spec.name != "done" and spec.name in arrays:
             arrays[spec.name][sl] = out[spec.name]
     if job:
-        from pipeline.lock import check_holder
-
-        check_holder(cfg.out, job)  # a job that lost the store's lock marks nothing done
+        check_holder(cfg.out, job)  # nor marks anything done
     done = np.array([not f for f in failure], np.uint8)
     arrays["done"][sl] = done  # last: the sweeps are complete
     clock.lap("write")
@@ -452,6 +459,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
     from pipeline.worker_setup import LocalWorkerSetup
 
     check_out(cfg.out, cfg.overwrite)
+    cfg = dataclasses.replace(cfg, out=local_path(cfg.out))  # one spelling for the store, its lock and the tasks
     check_teacher_never_saw(cfg.teacher, cfg.dataroot)
     started = time.perf_counter()
     lock = StoreLock(local_path(cfg.out), break_stale=break_lock).acquire()
@@ -489,15 +497,18 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
         except KilledWorker:
             raise ExtractError(f"Dask workers died repeatedly while building the teacher {cfg.teacher.name} (often "
                                f"out of memory: lower --workers or --tasks-per-worker, or give the workers more memory)") from None
+        except Exception as e:  # weights that do not fit the model, a model without patch tokens...
+            raise ExtractError(f"the teacher {cfg.teacher.name} could not be built: {decode_reason(e)}") from None
         max_points = int(index.num_points.max())
         max_q = max_queries_for(max_points, cfg.occupancy)
         attrs = store_attrs(cfg, index, teacher_desc, feature_dim, max_points, max_q, command)
         group = create_or_open_store(cfg, attrs)
-        done = read_column(group, "done")
+        # a damaged chunk of done counts as not done: its sweeps are extracted again, which rewrites it
+        done = read_column(group, "done", on_damage=lambda s0, e: None)
         k = cfg.sweeps_per_shard
         todo = [s0 for s0 in range(0, len(index), k) if not done[s0:s0 + k].all()]
         n_done_before = len(index) - sum(min(k, len(index) - s0) for s0 in todo)
-        dims = {"P": max_points, "Q": max_q, "D": feature_dim}
+        dims = {"P": group.attrs["max_points"], "Q": group.attrs["max_queries"], "D": feature_dim}
         task_started = time.perf_counter()
         stage_seconds: dict[str, float] = {}
         futures = {client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, dims,
@@ -516,7 +527,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
                     rows = range(s0, min(s0 + k, len(index)))
                     result = {"sweeps": len(rows), "done": 0, "warnings": {},
                               "failures": {s: f"task for sweeps {rows.start}-{rows.stop - 1} failed: {why}" for s in rows}}
-                    record_failures(cfg.out, index, result["failures"])
+                    result["failures"] = record_failures(cfg.out, index, result["failures"])
                 bar.update(result["sweeps"])
                 failures.update(result.pop("failures"))
                 warnings.update(result.pop("warnings"))
@@ -553,14 +564,27 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
     return summary
 
 
-def record_failures(url: str, index: FrameIndex, failures: dict[int, str]) -> None:
-    """Write ``failures`` {sweep: reason} of a task that never wrote (its whole chunk of ``failure``, which no
-    other task writes), keeping the sweeps' tokens so that the records name them."""
+def record_failures(url: str, index: FrameIndex, failures: dict[int, str]) -> dict[int, str]:
+    """Record ``failures`` {sweep: reason} of a task that failed as a whole (its chunk of ``failure``, which
+    no other task writes), with the sweeps' tokens so that the records name them. A sweep still marked
+    done keeps its data and is not a failure (the task died before touching it); returns the failures
+    recorded."""
     arrays = _open_for_writing(url)
     s0, s1 = min(failures), max(failures) + 1
+    done = read_column(_open_group(url), "done", on_damage=lambda s, e: None)[s0:s1]
+    failures = {s: why for s, why in failures.items() if not done[s - s0]}
+    old = arrays["failure"][s0:s1]
     arrays["sample_token"][s0:s1] = np.array(index.sample_token[s0:s1], dtype=object)
     arrays["lidar_token"][s0:s1] = np.array(index.lidar_token[s0:s1], dtype=object)
-    arrays["failure"][s0:s1] = np.array([failures.get(s, "") for s in range(s0, s1)], dtype=object)
+    arrays["failure"][s0:s1] = np.array([failures.get(s, old[s - s0] if done[s - s0] else "")
+                                         for s in range(s0, s1)], dtype=object)
+    return failures
+
+
+def _open_group(url: str):
+    import zarr
+
+    return zarr.open_group(url, mode="r")
 
 
 def local_path(url: str) -> str:
@@ -581,6 +605,11 @@ def check_out(url: str, overwrite: bool) -> None:
     path = local_path(url)
     if os.path.exists(path) and not os.path.isdir(path):
         raise StoreError(f"--out {url} is a file, not a store; choose another --out")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise StoreError(f"--out {url}: {parent} is a file, not a folder; choose another --out")
     meta = os.path.join(path, "zarr.json")
     if os.path.isdir(path) and os.listdir(path) and not os.path.exists(meta):
         # opening with mode "w" would delete whatever is there

@@ -97,8 +97,11 @@ POSE_TOLERANCE = 1e-3  # |norm(q) - 1| allowed for a rotation quaternion (the ta
 def pose_problem(record: dict) -> str | None:
     """Why a calibrated_sensor or ego_pose record cannot be trusted (non-finite numbers, a rotation that
     is not a unit quaternion), or None."""
-    q = np.asarray(record.get("rotation", ()), dtype=np.float64).ravel()
-    t = np.asarray(record.get("translation", ()), dtype=np.float64).ravel()
+    try:
+        q = np.asarray(record.get("rotation", ()), dtype=np.float64).ravel()
+        t = np.asarray(record.get("translation", ()), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return f"rotation {record.get('rotation')!r} or translation {record.get('translation')!r} is not numbers"
     if q.shape != (4,) or t.shape != (3,):
         return f"rotation/translation of shape {q.shape}/{t.shape}, expected (4,)/(3,)"
     if not (np.isfinite(q).all() and np.isfinite(t).all()):
@@ -110,7 +113,10 @@ def pose_problem(record: dict) -> str | None:
 
 def intrinsics_problem(k) -> str | None:
     """Why a camera_intrinsic matrix cannot be used (shape, non-finite, focal lengths not positive), or None."""
-    k = np.asarray(k if k is not None else (), dtype=np.float64)
+    try:
+        k = np.asarray(k if k is not None else (), dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"camera_intrinsic {k!r} is not a 3x3 matrix of numbers"
     if k.shape != (3, 3):
         return f"camera_intrinsic of shape {k.shape}, expected (3, 3)"
     if not np.isfinite(k).all():
@@ -133,6 +139,8 @@ def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict
     if not os.path.isfile(lidar_path):
         raise ExtractError(f"LiDAR file missing: {lidar_path} ({where})")
     size = os.path.getsize(lidar_path)
+    if size == 0:
+        raise ExtractError(f"LiDAR file {lidar_path} is empty ({where})")
     if size % LIDAR_RECORD_BYTES:
         raise ExtractError(f"LiDAR file {lidar_path} is {size} bytes, not a whole number of points "
                            f"(5 float32 each): truncated, or not a nuScenes .pcd.bin ({where})")
@@ -203,8 +211,12 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
             sample = nusc.get("sample", tok)
             lidar = nusc.get("sample_data", sample["data"][LIDAR])
             try:
-                row = _sweep(nusc, root, sample, lidar, has_labels)
-                row["failure"] = ""
+                try:
+                    row = _sweep(nusc, root, sample, lidar, has_labels)
+                    row["failure"] = ""
+                except (KeyError, TypeError, ValueError) as e:  # a record the tables point to is absent or malformed
+                    raise ExtractError(f"sample {sample['token']}: a table record it needs is missing or malformed "
+                                       f"({type(e).__name__}: {e})") from None
             except ExtractError as e:
                 c = len(CAMERAS)
                 row = {"lidar": "", "label": "" if has_labels else None, "n": 0, "img": [""] * c,

@@ -1,13 +1,17 @@
 """One writer per store: a lock file beside the store, ``STORE.lock``.
 
-The lock is a small JSON record {job, host, pid, started_utc, heartbeat_utc}, created with O_EXCL (so
-of two jobs starting together one wins) and rewritten by the holder every ``HEARTBEAT_S`` seconds. It
-lies beside the store, not in it: ``--overwrite`` deletes the store's folder. A lock is **stale** when
-its process is gone (same host, no such pid) or its heartbeat is older than ``STALE_AFTER_S`` (a job on
-another host, or a machine that died); a stale lock is broken only when asked (``--break-lock``), and a
-live one never. Before marking sweeps done, every task checks that the lock still names its job
-(``check_holder``): workers left over from a killed client, after another job took the store over,
-write nothing that counts.
+The lock is a small JSON record {job, host, pid, started_utc, heartbeat_utc}, written whole to a
+temporary file and hard-linked into place (``link`` fails when the name exists, so of two jobs starting
+together exactly one wins, and the other always reads a complete record), then rewritten by the holder
+every ``HEARTBEAT_S`` seconds. It lies beside the store, not in it (``--overwrite`` deletes the store's
+folder), under the store's resolved path, so two spellings of one store share one lock. A lock is
+**stale** when its process is gone (same host, no such pid), its heartbeat is older than
+``STALE_AFTER_S`` (a job on another host, or a machine that died), or it cannot be parsed; a stale lock
+is broken only when asked (``--break-lock``), a live one never. Breaking happens under a second
+exclusive file, ``STORE.lock.break``, and removes the lock only if it is still the stale record that
+was judged, so two jobs breaking one stale lock cannot both win. Every task checks that the lock still
+names its job before it writes and again before it marks sweeps done (``check_holder``): workers left
+over from a killed client, after another job took the store over, write nothing that counts.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 
 HEARTBEAT_S = 30.0
@@ -28,7 +33,7 @@ class LockError(RuntimeError):
 
 
 def lock_path(store: str) -> str:
-    return store.rstrip("/") + ".lock"
+    return os.path.realpath(store).rstrip("/") + ".lock"
 
 
 def _now() -> _dt.datetime:
@@ -36,28 +41,34 @@ def _now() -> _dt.datetime:
 
 
 def read_lock(store: str) -> dict | None:
-    """The lock record of ``store``, or None when it is not locked."""
+    """The lock record of ``store`` (``{"unreadable": reason}`` for a file that does not parse), or None
+    when it is not locked."""
     try:
         with open(lock_path(store)) as f:
-            return json.load(f)
+            record = json.load(f)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        raise LockError(f"cannot read the lock {lock_path(store)} ({e}); if no job is writing the store, "
-                        f"delete that file") from None
+        return {"unreadable": f"{type(e).__name__}: {e}"}
+    return record if isinstance(record, dict) else {"unreadable": "not a JSON object"}
 
 
 def stale_reason(record: dict) -> str | None:
-    """Why the lock's holder is gone (its process does not exist, or its heartbeat stopped), or None."""
-    if record.get("host") == socket.gethostname():
+    """Why the lock's holder is gone (its process does not exist, its heartbeat stopped, the lock does not
+    parse), or None."""
+    if "unreadable" in record or not {"host", "pid", "heartbeat_utc"} <= set(record):
+        return f"the lock file cannot be read ({record.get('unreadable', 'fields missing')})"
+    if record["host"] == socket.gethostname():
         try:
             os.kill(int(record["pid"]), 0)
         except ProcessLookupError:
             return f"process {record['pid']} no longer exists"
         except PermissionError:
             pass  # exists, owned by someone else
-    beat = _dt.datetime.fromisoformat(record["heartbeat_utc"])
-    age = (_now() - beat).total_seconds()
+    try:
+        age = (_now() - _dt.datetime.fromisoformat(record["heartbeat_utc"])).total_seconds()
+    except (TypeError, ValueError):
+        return f"its heartbeat {record['heartbeat_utc']!r} is not a time"
     if age > STALE_AFTER_S:
         return f"no heartbeat for {age:.0f} s (more than {STALE_AFTER_S:.0f} s)"
     return None
@@ -83,32 +94,66 @@ class StoreLock:
                 "heartbeat_utc": _now().isoformat(timespec="seconds")}
 
     def acquire(self) -> "StoreLock":
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        parent = os.path.dirname(self.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LockError(f"cannot write {self.store}: {parent} is not a folder") from None
         self.started = _now().isoformat(timespec="seconds")
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                held = read_lock(self.store)
-                if held is None:
-                    continue  # released meanwhile
-                why = stale_reason(held)
-                if why is None:
-                    raise LockError(f"{self.store} is being written by another job ({describe(held)}); wait for "
-                                    f"it to finish, or write to another --out") from None
-                if not self.break_stale:
-                    raise LockError(f"{self.store} has a stale lock {self.path} ({describe(held)}; {why}). If no "
-                                    f"job is writing the store, rerun with --break-lock") from None
-                os.remove(self.path)
+        for attempt in range(20):
+            if self._create():
+                self._thread = threading.Thread(target=self._beat, name="cdpipe-lock", daemon=True)
+                self._thread.start()
+                return self
+            held = read_lock(self.store)
+            if held is None:
+                continue  # released meanwhile
+            why = stale_reason(held)
+            if why is None:
+                raise LockError(f"{self.store} is being written by another job ({describe(held)}); wait for "
+                                f"it to finish, or write to another --out")
+            if not self.break_stale:
+                raise LockError(f"{self.store} has a stale lock {self.path} ({describe(held)}; {why}). If no "
+                                f"job is writing the store, rerun with --break-lock")
+            if self._break(held):
                 self.broken = held
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._record(self.started), f)
-            self._thread = threading.Thread(target=self._beat, name="cdpipe-lock", daemon=True)
-            self._thread.start()
-            return self
-        raise LockError(f"could not take the lock {self.path}: another job keeps taking it")
+            else:
+                time.sleep(0.05 * (attempt + 1))  # another job is breaking it: look again
+        raise LockError(f"could not take the lock {self.path}: other jobs keep taking it")
+
+    def _create(self) -> bool:
+        """Put a complete record in place if there is no lock (atomically: link fails on an existing name)."""
+        tmp = f"{self.path}.{self.job}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self._record(self.started), f)
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(tmp)
+
+    def _break(self, judged: dict) -> bool:
+        """Remove the lock if it is still the stale record ``judged``, holding ``STORE.lock.break`` meanwhile;
+        False when another job holds that (a break file older than a minute is itself stale, and removed)."""
+        guard = self.path + ".break"
+        try:
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                if time.time() - os.path.getmtime(guard) > 60:
+                    os.remove(guard)
+            except FileNotFoundError:
+                pass
+            return False
+        try:
+            if read_lock(self.store) == judged:
+                os.remove(self.path)
+        finally:
+            os.close(fd)
+            os.remove(guard)
+        return True
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -140,10 +185,11 @@ class StoreLock:
 
 
 def check_holder(store: str, job: str) -> None:
-    """Raise unless ``store``'s lock names ``job`` (called by a task before it marks sweeps done)."""
+    """Raise unless ``store``'s lock names ``job`` (a task calls it before it writes, and before it marks
+    sweeps done)."""
     from pipeline.frames import ExtractError
 
     held = read_lock(store)
     if (held or {}).get("job") != job:
         raise ExtractError(f"{store}: this job ({job}) no longer holds the store's lock "
-                           f"({'now ' + describe(held) if held else 'no lock'}); its sweeps are not marked done")
+                           f"({'now ' + describe(held) if held else 'no lock'}); it writes nothing more")

@@ -150,13 +150,17 @@ def open_store(url: str, mode: str = "r"):
         raise StoreError(f"{url}: stores are written to local paths (or file:// URLs) only; {scheme}:// is read-only")
     try:
         group = zarr.open_group(url, mode=mode)
+        attrs = dict(group.attrs)
     except ImportError as e:
         extra = URL_EXTRAS.get(scheme)
         hint = (f"pip install 'cleverdistiller-pipe[{extra}]'" if extra else "reinstall cleverdistiller-pipe")
         raise StoreError(f"reading {url} needs packages that are not installed ({e}): {hint}") from None
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
         raise StoreError(f"no store at {url}: {e}") from None
-    check_compatible(dict(group.attrs), url)
+    except Exception as e:  # a server that does not answer, a damaged zarr.json
+        what = "could not be reached" if is_io_error(e) else "has metadata that cannot be read (zarr.json)"
+        raise StoreError(f"{url} {what}: {type(e).__name__}: {decode_reason(e)}") from None
+    check_compatible(attrs, url)
     return group
 
 
@@ -192,17 +196,23 @@ def decode_reason(error: BaseException) -> str:
     return ((text.splitlines() or [type(error).__name__])[0][:160]).rstrip(".")
 
 
-def damaged(group, name: str, s: int, error: BaseException) -> DamagedChunk:
-    """The one-line error for sweep ``s`` of array ``name`` failing to decode with ``error``."""
-    return DamagedChunk(f"{store_url(group)}: array {name}, sweep {s} (sample {_sample_token(group, s)}), chunk "
-                        f"{chunk_key(group[name], s)} does not decode: {decode_reason(error)}. `cdpipe verify` lists "
-                        f"every damaged "
-                        f"chunk; re-extract the store (or skip such sweeps: --skip-bad-sweeps)")
+def is_io_error(error: BaseException) -> bool:
+    """A failure to reach the bytes (file system, network), as opposed to bytes that do not decode."""
+    return isinstance(error, (OSError, TimeoutError)) or type(error).__module__.split(".")[0] == "aiohttp"
+
+
+def damaged(group, name: str, s: int, error: BaseException) -> StoreError:
+    """The one-line error for sweep ``s`` of array ``name`` failing to read with ``error``: a
+    ``DamagedChunk`` when its bytes do not decode, a ``StoreError`` when they could not be read at all."""
+    where = f"{store_url(group)}: array {name}, sweep {s} (sample {_sample_token(group, s)}), chunk {chunk_key(group[name], s)}"
+    if is_io_error(error):
+        return StoreError(f"{where} could not be read: {type(error).__name__}: {decode_reason(error)}")
+    return DamagedChunk(f"{where} does not decode: {decode_reason(error)} (`cdpipe verify` lists every damaged chunk)")
 
 
 def read_rows(group, name: str, s: int, n: int | None = None) -> np.ndarray:
-    """Sweep ``s`` of array ``name`` (its first ``n`` rows when given), or a ``DamagedChunk`` that names
-    it; every reader of sweeps goes through here."""
+    """Sweep ``s`` of array ``name`` (its first ``n`` rows when given), or a one-line error that names it
+    (``DamagedChunk`` when the chunk does not decode); every reader of sweeps goes through here."""
     array = group[name]
     try:
         return array[s] if n is None else array[s, :n]
@@ -210,17 +220,20 @@ def read_rows(group, name: str, s: int, n: int | None = None) -> np.ndarray:
         raise damaged(group, name, s, e) from None
 
 
-def read_column(group, name: str) -> np.ndarray:
-    """All of a per-sweep array (``done``, ``num_points``...), or a ``DamagedChunk`` naming the first chunk
-    that does not decode."""
+def read_column(group, name: str, on_damage=None) -> np.ndarray:
+    """All of a per-sweep array (``done``, ``num_points``...), chunk by chunk. A chunk that does not decode
+    raises a ``DamagedChunk`` naming it, or, with ``on_damage(first_sweep, error)`` given, reads as the
+    fill value after that is called."""
     array = group[name]
-    try:
-        return array[:]
-    except Exception as e:
-        step = array.chunks[0]
-        for s in range(0, array.shape[0], step):
-            try:
-                array[s:s + step]
-            except Exception:
-                raise damaged(group, name, s, e) from None
-        raise
+    spec = ARRAY_SPECS[name]
+    out = np.full(array.shape, spec.fill, dtype=object if spec.dtype == "str" else spec.dtype)
+    step = array.chunks[0]
+    for s0 in range(0, array.shape[0], step):
+        try:
+            out[s0:s0 + step] = array[s0:s0 + step]
+        except Exception as e:
+            error = damaged(group, name, s0, e)
+            if on_damage is None or not isinstance(error, DamagedChunk):
+                raise error from None
+            on_damage(s0, error)
+    return out

@@ -76,9 +76,26 @@ def weights_description(path: str) -> dict:
         raise ValueError(f"teacher weights {path}: its {META_KEY} metadata is not valid JSON") from None
 
 
+def architecture(cfg: TeacherConfig) -> tuple[dict, dict | None]:
+    """The arguments given to ``timm.create_model`` beyond the name and img_size, and the stand-in record
+    of the weights file (None for real weights or a random teacher)."""
+    if cfg.random:
+        # timm's DINOv2 LayerScale starts at 1e-5, which makes a random model's blocks do nothing;
+        # init_values=1.0 makes every block count (METHOD.md).
+        return {"init_values": 1.0}, None
+    meta = weights_description(cfg.weights)
+    made_for = meta.get("timm_name")
+    if made_for and made_for != cfg.name:
+        raise ValueError(f"teacher weights {cfg.weights} were made for the timm model {made_for!r}, "
+                         f"not {cfg.name!r}: pass --teacher {made_for}")
+    return dict(meta.get("timm_kwargs") or {}), meta.get("stand_in")
+
+
 def check_teacher(cfg: TeacherConfig) -> None:
-    """Refuse, before any work starts, a teacher name timm does not know (naming the closest ones) and a
-    weights file that cannot be read (a ValueError naming the file)."""
+    """Refuse, before any work starts, a teacher name timm does not know (naming the closest ones), a
+    model that is not a ViT with patch tokens or whose patch size does not divide the input size, and a
+    weights file that cannot be read (a ValueError naming the file or option). The model is built on
+    the meta device: no memory, no weights."""
     import difflib
 
     import timm
@@ -87,27 +104,49 @@ def check_teacher(cfg: TeacherConfig) -> None:
         close = difflib.get_close_matches(cfg.name, timm.list_models(), n=4, cutoff=0.6)
         raise ValueError(f"--teacher {cfg.name!r} is not a timm model" +
                          (f"; closest: {', '.join(close)}" if close else "; see timm.list_models('*dinov2*')"))
-    if cfg.weights is None:
-        return
+    if cfg.weights is not None:
+        _check_weights_file(cfg.weights)
+    h, w = cfg.image_size
     try:
-        if cfg.weights.endswith(".safetensors"):
+        with torch.device("meta"):
+            model = timm.create_model(cfg.name, pretrained=False, img_size=(h, w), **architecture(cfg)[0])
+    except Exception as e:
+        raise ValueError(f"--teacher {cfg.name} cannot be built as a ViT with input {h}x{w} "
+                         f"({type(e).__name__}: {_first_line(e)})") from None
+    if not hasattr(model, "forward_intermediates") or not getattr(model, "patch_embed", None):
+        raise ValueError(f"--teacher {cfg.name} is not a ViT with patch tokens")
+    ph, pw = model.patch_embed.patch_size
+    if h % ph or w % pw:
+        raise ValueError(f"--image-size {h}x{w} (HEIGHTxWIDTH): both must be multiples of the teacher's patch size "
+                         f"{ph}x{pw}, e.g. {max(1, round(h / ph)) * ph}x{max(1, round(w / pw)) * pw}")
+
+
+def _check_weights_file(path: str) -> None:
+    """A ValueError naming ``path`` unless it reads as plain tensors (safetensors, or a torch zip/legacy file)."""
+    try:
+        if path.endswith(".safetensors"):
             from safetensors import safe_open
 
-            with safe_open(cfg.weights, "pt") as f:
+            with safe_open(path, "pt") as f:
                 f.keys()
-            weights_description(cfg.weights)
+            weights_description(path)
         else:  # the tensors are mapped, not read; a pickle that is not plain tensors is refused here
             try:
-                torch.load(cfg.weights, map_location="cpu", weights_only=True, mmap=True)
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError as e:
                 if "mmap" not in str(e):  # the legacy (non-zip) format cannot be mapped: read it
                     raise
-                torch.load(cfg.weights, map_location="cpu", weights_only=True)
-    except ValueError:
-        raise
+                torch.load(path, map_location="cpu", weights_only=True)
+    except ValueError as e:
+        if path in str(e):
+            raise
+        raise ValueError(f"teacher weights {path} cannot be read ({type(e).__name__}: {_first_line(e)})") from None
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"teacher weights {cfg.weights} cannot be read ({type(e).__name__}: {first})") from None
+        raise ValueError(f"teacher weights {path} cannot be read ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 class FrozenTeacher(torch.nn.Module):
@@ -116,25 +155,14 @@ class FrozenTeacher(torch.nn.Module):
         import timm
 
         self.cfg = cfg
-        kwargs = {"img_size": tuple(cfg.image_size)}
-        self.arch, self.stand_in = {}, None
+        self.arch, self.stand_in = architecture(cfg)
+        kwargs = {"img_size": tuple(cfg.image_size), **self.arch}
         if cfg.random:
-            # timm's DINOv2 LayerScale starts at 1e-5, which makes a random model's blocks do nothing;
-            # init_values=1.0 makes every block count (METHOD.md).
-            self.arch = {"init_values": 1.0}
-            kwargs.update(self.arch)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
                 model = timm.create_model(cfg.name, pretrained=False, **kwargs)
             self.weights_id = "random"
         else:
-            meta = weights_description(cfg.weights)
-            made_for = meta.get("timm_name")
-            if made_for and made_for != cfg.name:
-                raise ValueError(f"teacher weights {cfg.weights} were made for the timm model {made_for!r}, "
-                                 f"not {cfg.name!r}: pass --teacher {made_for}")
-            self.arch, self.stand_in = dict(meta.get("timm_kwargs") or {}), meta.get("stand_in")
-            kwargs.update(self.arch)
             # timm's own loading path: its checkpoint filter maps Meta's original DINOv2 key names and
             # resamples the position embeddings to img_size.
             model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay={"file": cfg.weights},

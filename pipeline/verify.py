@@ -133,6 +133,12 @@ def verify_store(url: str, progress: bool = True) -> dict:
                     unknown[rows] = True
         columns[spec.name] = col
     missing_keys: set[str] = set()  # a shard missing is reported once, not once per sweep in it
+    known: dict[str, bool] = {}  # key -> exists: one request per chunk or shard, not one per sweep in it
+
+    def exists(key: str) -> bool:
+        if key not in known:
+            known[key] = _object_exists(group, key)
+        return known[key]
 
     def missing(name: str, s: int, tok: str | None, key: str) -> None:
         if key not in missing_keys:
@@ -144,45 +150,48 @@ def verify_store(url: str, progress: bool = True) -> dict:
     warnings = []
     for s in tqdm(range(n), desc="verify sweeps", unit="sweep", disable=not progress):
         tok = str(tokens[s]) or None
-        if unknown[s]:
-            continue
-        if done[s] not in (0, 1):
-            problems.append(Problem("values", f"done is {done[s]}, not 0 or 1", array="done", sweep=s, sample_token=tok))
-        complete = done[s] == 1
-        if not complete:
-            if columns["failure"][s]:
+        complete = done[s] == 1 and not unknown[s]  # unknown: its per-sweep chunk is damaged, reported above
+        if not unknown[s]:
+            if done[s] not in (0, 1):
+                problems.append(Problem("values", f"done is {done[s]}, not 0 or 1", array="done", sweep=s,
+                                        sample_token=tok))
+            if complete and columns["failure"][s]:
+                problems.append(Problem("values", f"marked done but also failed: {columns['failure'][s]}",
+                                        array="failure", sweep=s, sample_token=tok))
+            elif not complete and columns["failure"][s]:
                 problems.append(Problem("failed", str(columns["failure"][s]), sweep=s, sample_token=tok))
-            else:
+            elif not complete:
                 problems.append(Problem("incomplete", "not written (the job was interrupted, or is still running)",
                                         sweep=s, sample_token=tok))
-        else:
+        if complete:
             for spec in per_sweep:
                 key = chunk_key(group[spec.name], s)
-                if not _object_exists(group, key):
+                if not exists(key):
                     missing(spec.name, s, tok, key)
-            if columns["warnings"][s]:
-                warnings += [{"sweep": s, "sample_token": tok, "warning": w}
-                             for w in str(columns["warnings"][s]).splitlines()]
+            warnings += [{"sweep": s, "sample_token": tok, "warning": w}
+                         for w in str(columns["warnings"][s]).splitlines()]
         npts, nq = int(columns["num_points"][s]), int(columns["num_queries"][s])
-        if complete and not (0 < npts <= attrs["max_points"] and 0 <= nq <= attrs["max_queries"]):
+        counts_ok = 0 < npts <= attrs["max_points"] and 0 <= nq <= attrs["max_queries"]
+        if complete and not counts_ok:
             problems.append(Problem("values", f"num_points {npts} / num_queries {nq} outside (0, {attrs['max_points']}] "
                                               f"/ [0, {attrs['max_queries']}]", sweep=s, sample_token=tok))
-            continue
         rows = {}
-        for spec in per_point:
+        for spec in per_point:  # every chunk that exists is decoded, whatever the sweep's state
             arr = group[spec.name]
             key = chunk_key(arr, s)
-            if not _object_exists(group, key):
+            if not exists(key):
                 if complete:
                     missing(spec.name, s, tok, key)
                 continue
             try:
-                rows[spec.name] = arr[s, :nq if spec.trailing[0] == "Q" else npts]
+                row = arr[s]
                 chunks_read += 1
             except Exception as e:  # a checksum mismatch is a ValueError, a codec failure anything
                 problems.append(Problem("damaged", f"does not decode: {decode_reason(e)}", array=spec.name, sweep=s,
                                         sample_token=tok, chunk=key))
-        if complete and len(rows) == len(per_point):
+                continue
+            rows[spec.name] = row[:nq if spec.trailing[0] == "Q" else npts]
+        if complete and counts_ok and len(rows) == len(per_point):
             problems += [Problem("values", msg, array=name, sweep=s, sample_token=tok, chunk=chunk_key(group[name], s))
                          for name, msg in _value_problems(rows, attrs)]
     return {"store": url, "sweeps": n, "sweeps_done": int((done == 1).sum()), "chunks_read": chunks_read,

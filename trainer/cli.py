@@ -80,7 +80,7 @@ def pretrain(
                            skip_bad_sweeps=skip_bad_sweeps)
         result = run(mcfg, dcfg, tcfg, resume=resume)
     except (StoreError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
         raise typer.Exit(2) from None
     m = result["metrics"]
     first = _first_metrics(out)
@@ -92,6 +92,12 @@ def pretrain(
     from trainer.sparse import backend_name
 
     typer.echo(f"  sparse convolution: {backend_name()}")
+
+
+def _skip_hint(error: Exception) -> str:
+    from pipeline.schema import DamagedChunk
+
+    return "; --skip-bad-sweeps trains past damaged sweeps, recording them" if isinstance(error, DamagedChunk) else ""
 
 
 def _report_skipped(out: str) -> None:
@@ -172,7 +178,7 @@ def finetune(
             result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size, device=device, resume=resume,
                          skip_bad_sweeps=skip_bad_sweeps)
     except (StoreError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
         raise typer.Exit(2) from None
     print_result(result)
     _report_skipped(out)

@@ -58,10 +58,21 @@ class DataConfig:
         return asdict(self)
 
 
-def store_sweeps(group, split: str, names: tuple[str, ...] | None = None) -> np.ndarray:
-    """Indices of the complete sweeps of the scenes in ``split`` (and in ``names`` when given)."""
-    done = read_column(group, "done").astype(bool)
-    scene_of = read_column(group, "scene_index")
+def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_damage=None) -> np.ndarray:
+    """Indices of the complete sweeps of the scenes in ``split`` (and in ``names`` when given). A damaged
+    chunk of ``done`` or ``scene_index`` raises, or with ``on_damage(first_sweep, error)`` leaves its
+    sweeps out."""
+    n, step = group["done"].shape[0], group["done"].chunks[0]
+    unreadable = np.zeros(n, bool)
+
+    def mark(s0: int, error) -> None:
+        unreadable[s0:s0 + step] = True
+        on_damage(s0, error)
+
+    done = read_column(group, "done", on_damage=mark if on_damage else None).astype(bool) & ~unreadable
+    scene_of = read_column(group, "scene_index", on_damage=mark if on_damage else None)
+    done &= ~unreadable
+    scene_of = np.where(unreadable, 0, scene_of)
     scenes = group.attrs["scenes"]
     keep = np.array([(split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)
                      for sc in scenes])
@@ -82,7 +93,7 @@ class StoreDataset(torch.utils.data.Dataset):
         self.skipped: set[int] = set()  # damaged sweeps met by this process
         group = open_store(cfg.store)
         self.attrs = dict(group.attrs)
-        self.sweeps = store_sweeps(group, cfg.split, cfg.scenes)
+        self.sweeps = store_sweeps(group, cfg.split, cfg.scenes, on_damage=self._skip if skip_log else None)
         if len(self.sweeps) == 0:
             raise ValueError(f"store {cfg.store} has no complete sweeps in split {cfg.split!r}")
         occ = self.attrs["occupancy"]
