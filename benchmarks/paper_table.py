@@ -143,7 +143,7 @@ def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: fl
     from trainer.data import DataConfig
     from trainer.model import ModelConfig
     from trainer.train import TrainConfig, pretrain
-    from pipeline.schema import open_store
+    from pipeline.store import open_store
 
     ckpt = os.path.join(out, "checkpoint.pt")
     mcfg = ModelConfig(arch=cfg["arch"], feature_dim=int(open_store(store).attrs["feature_dim"]),
@@ -206,7 +206,7 @@ def floor_part(store: str, kind: str, seed: int, cfg: dict) -> dict:
 
 
 def label_share(store: str, names: list[str]) -> dict:
-    from pipeline.schema import open_store
+    from pipeline.store import open_store
 
     scenes = open_store(store).attrs["scenes"]
     train = [s for s in scenes if s["split"] == "train"]
@@ -266,7 +266,7 @@ def run_seed(args) -> None:
                                      "scores": extra["seconds"]}}
     labels = {key: label_share(store, fts["ft_1scene" if key == "ft_1scene" else "ft_25pct"]["label_scenes"])
               for key in ("ft_1scene", "ft_25pct")}
-    from pipeline.schema import open_store
+    from pipeline.store import open_store
 
     attrs = dict(open_store(store).attrs)
     val_scenes = sum(1 for s in attrs["scenes"] if s["split"] == "val")

@@ -146,7 +146,7 @@ def extract(
     from pipeline.extract import ExtractConfig, ExtractError, check_out, run_extract
     from pipeline.lock import LockError
     from pipeline.occupancy import OccupancyGrid
-    from pipeline.schema import StoreError
+    from pipeline.store import StoreError
     from pipeline.teacher import TeacherConfig, check_teacher
 
     h, w = parse_teacher_input(image_size)
@@ -230,7 +230,7 @@ def info(url: str = typer.Argument(..., help="Store: a local path, or a file://,
          as_json: bool = typer.Option(False, "--json", help="Print everything as JSON.")):
     """What is in a store: provenance, teacher, counts, coverage, occupancy, bytes per array and per point,
     failures and warnings."""
-    from pipeline.schema import StoreError
+    from pipeline.store import StoreError
     from pipeline.verify import store_info
 
     try:
@@ -241,6 +241,27 @@ def info(url: str = typer.Argument(..., help="Store: a local path, or a file://,
         typer.echo(json.dumps(summary, indent=1))
     else:
         print_store_summary(summary)
+
+
+@app.command()
+def migrate(old: str = typer.Argument(..., help="Store of schema version 1 or 2 (left as it is)."),
+            out: str = typer.Option(..., "--out", help="New store to write (a local path)."),
+            dataroot: Path = typer.Option(None, help="Dataset the store was extracted from (default: the dataroot "
+                                                     "it records), for the camera image sizes.")):
+    """Rewrite an older store in the current schema without the teacher: checksums on every chunk, camera
+    image sizes from the tables, the teacher's construction record, and (schema 1) today's occupancy
+    targets from the stored points."""
+    import sys
+
+    from pipeline.migrate import migrate as run
+    from pipeline.store import StoreError
+
+    try:
+        result = run(old, out, str(dataroot) if dataroot else None, command=" ".join(["cdpipe", *sys.argv[1:]]))
+    except StoreError as e:
+        fail(str(e))
+    typer.echo(f"migrated {result['sweeps']} sweeps from schema {result['from_schema']} to {result['out']}; "
+               f"check it with `cdpipe verify {result['out']}`")
 
 
 @app.command(hidden=True)

@@ -24,10 +24,10 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.frames import ExtractError, FrameIndex
-from pipeline.occupancy import OccupancyGrid, occupancy_targets
+from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
 from pipeline.projection import assign_views
-from pipeline.schema import (ARRAYS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING, SCHEMA_VERSION, StoreError,
-                             check_compatible, codecs, decode_reason, read_column)
+from pipeline.store import (ARRAYS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING, SCHEMA_VERSION, StoreError,
+                             check_compatible, create_arrays, decode_reason, read_column)
 from pipeline.teacher import TeacherConfig
 
 
@@ -110,7 +110,7 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
         "projection": {"min_depth_m": cfg.min_depth, "multi_view_rule": MULTI_VIEW_RULE,
                        "pixel_convention": PIXEL_CONVENTION, "sampling": SAMPLING},
         "occupancy": {**cfg.occupancy.to_dict(), "frame": "LiDAR frame of the sweep, sensor at the origin",
-                      "seed": cfg.occupancy_seed},
+                      "seed": cfg.occupancy_seed, "free_draw": FREE_DRAW},
         "provenance": {"code_version": __version__,
                        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                        "command": command, "torch_version": torch.__version__, "zarr_version": zarr.__version__},
@@ -144,19 +144,7 @@ def create_or_open_store(cfg: ExtractConfig, attrs: dict):
         return group
     group = zarr.open_group(cfg.out, mode="w")
     group.attrs.update(attrs)
-    s, k = attrs["num_sweeps"], cfg.sweeps_per_shard
-    dims = {"P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"],
-            "C": len(attrs["cameras"])}
-    for spec in ARRAYS:
-        if spec.name == "labels" and not attrs["has_labels"]:
-            continue
-        shape = spec.shape(s, dims)
-        if spec.per_point:
-            chunks, shards = (1, *shape[1:]), ((k, *shape[1:]) if spec.sharded else None)
-        else:
-            chunks, shards = (k, *shape[1:]), None
-        group.create_array(spec.name, shape=shape, dtype=str if spec.dtype == "str" else spec.dtype,
-                           chunks=chunks, shards=shards, fill_value=spec.fill, **codecs(spec))
+    create_arrays(group, attrs)
     consolidate(cfg.out)
     return zarr.open_group(cfg.out, mode="r+")
 
@@ -268,17 +256,14 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
 
     torch.set_num_threads(cfg.threads)
     teacher = _teacher(cfg.teacher)
-    n, p, q, d = len(index), dims["P"], dims["Q"], dims["D"]
-    out = {
-        "points": np.zeros((n, p, 5), np.float32), "labels": np.zeros((n, p), np.uint8),
-        "features": np.zeros((n, p, d), np.float16), "valid": np.zeros((n, p), bool),
-        "camera": np.full((n, p), -1, np.int8), "pixel": np.full((n, p, 2), -1.0, np.float32),
-        "occ_voxels": np.full((n, q, 3), -1, np.int16), "occ_labels": np.zeros((n, q), np.uint8),
-        "num_points": np.zeros(n, np.int32), "num_queries": np.zeros(n, np.int32),
-        "scene_index": index.scene_index.astype(np.int32), "timestamp": index.timestamp,
-        "camera_timestamp": index.camera_timestamp, "sample_token": np.array(index.sample_token, dtype=object),
-        "lidar_token": np.array(index.lidar_token, dtype=object),
-    }
+    n, p, q = len(index), dims["P"], dims["Q"]
+    # every array of the group as its fill (dtypes and fills from the schema), then what the index knows
+    out = {spec.name: np.full(spec.shape(n, {**dims, "C": len(index.cameras)}), spec.fill,
+                              dtype=object if spec.dtype == "str" else spec.dtype) for spec in ARRAYS}
+    for name, value in (("scene_index", index.scene_index), ("timestamp", index.timestamp),
+                        ("camera_timestamp", index.camera_timestamp), ("camera_hw", index.image_hw),
+                        ("sample_token", index.sample_token), ("lidar_token", index.lidar_token)):
+        out[name][...] = value  # cast to the schema's dtype
     failure = list(index.failure)
     clock = _StageClock()
     images = {}  # (sweep, camera) -> image, for every usable camera of the sweeps not failed

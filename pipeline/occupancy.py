@@ -125,6 +125,13 @@ def occupied_and_free(xyz: np.ndarray, grid: OccupancyGrid,
     return occupied, crossed & ~occupied, near & ~occupied
 
 
+#: The free-voxel draw, exactly (recorded in the store's occupancy attribute).
+FREE_DRAW = ("free = numpy.random.default_rng([seed, sweep]).choice(near_free, size=round(free_per_occupied * "
+             "n_occupied) capped at len(near_free), replace=False), then sorted; near_free = the near-surface free "
+             "voxels' linear indices (i * ny + j) * nz + k in increasing order; sweep = the sweep's index along axis "
+             "0; queries = occupied (increasing linear index), then free")
+
+
 def occupancy_targets(xyz: np.ndarray, grid: OccupancyGrid, rng: np.random.Generator):
     """Query voxels [Q,3] int16 and labels [Q] uint8 (1 occupied, 0 near-surface free) for one sweep."""
     occupied, _, near_free = occupied_and_free(xyz, grid)

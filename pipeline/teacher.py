@@ -91,6 +91,24 @@ def architecture(cfg: TeacherConfig) -> tuple[dict, dict | None]:
     return dict(meta.get("timm_kwargs") or {}), meta.get("stand_in")
 
 
+def how_built(name: str, arch: dict, image_size, random: bool, pil_version: str | None = "current") -> dict:
+    """What a reader needs, beyond name, weights, mean, std and layer, to rebuild the teacher and its input
+    from a store alone (the store's teacher attribute holds it; storage_schema.md)."""
+    import PIL
+
+    h, w = image_size
+    return {
+        "create_model": {"model_name": name, "pretrained": not random, "kwargs": {"img_size": [h, w], **arch},
+                         "seeding": "torch.manual_seed(random_init_seed) right before create_model" if random else None},
+        "resize": {"library": "PIL", "version": PIL.__version__ if pil_version == "current" else pil_version,
+                   "call": f"Image.resize(({w}, {h}), Image.BICUBIC)", "filter": "bicubic", "antialias": True,
+                   "input": "the camera image decoded to 8-bit RGB; skipped when it already has the size"},
+        "normalise": "x = (rgb / 255 - mean) / std per channel, float32, channels first",
+        "forward": ("model.forward_intermediates(x, indices=1, norm=(layer == 'last_norm'), output_fmt='NCHW', "
+                    "intermediates_only=True)[-1] in float32 (fp16 autocast on CUDA)"),
+    }
+
+
 def check_teacher(cfg: TeacherConfig) -> None:
     """Refuse, before any work starts, a teacher name timm does not know (naming the closest ones), a
     model that is not a ViT with patch tokens or whose patch size does not divide the input size, and a
@@ -189,12 +207,13 @@ class FrozenTeacher(torch.nn.Module):
     def describe(self) -> dict:
         import timm
 
+        h, w = self.cfg.image_size
         return {"name": self.cfg.name, "weights": self.weights_id, "architecture": self.arch,
                 "stand_in": self.stand_in,
                 "random_init_seed": self.cfg.seed if self.cfg.random else None, "layer": self.cfg.layer,
-                "image_size": list(self.cfg.image_size), "patch_size": self.patch_size,
+                "image_size": [h, w], "patch_size": self.patch_size,
                 "mean": self.data_mean, "std": self.data_std,
-                "timm_version": timm.__version__}
+                "timm_version": timm.__version__, **how_built(self.cfg.name, self.arch, (h, w), self.cfg.random)}
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         """uint8 RGB images [H0,W0,3] (any sizes) -> normalised batch [B,3,H,W] at the teacher's size."""

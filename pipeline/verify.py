@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.schema import (ARRAYS, ATTRIBUTES, StoreError, chunk_key, decode_reason, open_store, read_column,
-                             read_rows, store_url)
+from pipeline.store import (ATTRIBUTES, StoreError, chunk_key, decode_reason, expected_arrays, grid, open_store,
+                            read_column, read_rows, store_url)
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,6 @@ def _object_exists(group, key: str) -> bool:
     return bool(sync(group.store.exists(key)))
 
 
-def _dims(attrs: dict) -> dict:
-    return {"P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"],
-            "C": len(attrs["cameras"])}
-
-
-def _expected_arrays(attrs: dict):
-    return [spec for spec in ARRAYS if spec.name != "labels" or attrs.get("has_labels")]
-
-
 def check_layout(group) -> list[Problem]:
     """Attributes present, every array of the schema present with the shape and dtype they imply."""
     attrs = dict(group.attrs)
@@ -61,12 +52,12 @@ def check_layout(group) -> list[Problem]:
     if missing:
         return [Problem("attributes", f"attributes missing: {', '.join(missing)}")]
     problems = []
-    for spec in _expected_arrays(attrs):
+    for spec in expected_arrays(attrs):
         if spec.name not in group:
             problems.append(Problem("shape", "array missing from the store", array=spec.name))
             continue
         arr = group[spec.name]
-        shape = spec.shape(attrs["num_sweeps"], _dims(attrs))
+        shape = grid(spec, attrs)[0]
         if tuple(arr.shape) != shape:
             problems.append(Problem("shape", f"shape {tuple(arr.shape)}, the attributes imply {shape}", array=spec.name))
         kind = arr.dtype.kind
@@ -111,7 +102,7 @@ def verify_store(url: str, progress: bool = True) -> dict:
         return {"store": url, "sweeps": attrs.get("num_sweeps", 0), "sweeps_done": 0, "chunks_read": 0,
                 "problems": [asdict(p) for p in problems], "warnings": []}
     n = attrs["num_sweeps"]
-    specs = _expected_arrays(attrs)
+    specs = expected_arrays(attrs)
     per_sweep = [s for s in specs if not s.per_point]
     per_point = [s for s in specs if s.per_point]
     columns, chunks_read = {}, 0
@@ -233,7 +224,7 @@ def store_info(url: str) -> dict:
     tokens = read_column(group, "sample_token")
     failure, warn = read_column(group, "failure"), read_column(group, "warnings")
     t = a["teacher"]
-    per_array = {spec.name: array_bytes(group, spec.name) for spec in _expected_arrays(a)}
+    per_array = {spec.name: array_bytes(group, spec.name) for spec in expected_arrays(a)}
     size = None if any(v is None for v in per_array.values()) else sum(per_array.values())
     total_points = int(n_points.sum())
     return {

@@ -1,5 +1,5 @@
 """storage_schema.md is exactly true: a store read with only the names, dtypes, shapes, chunks, shards
-and fill values that its tables give, and nothing else in the store or in pipeline/schema.py."""
+and fill values that its tables give, and nothing else in the store or in pipeline/store.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from pipeline.schema import ARRAYS, ATTRIBUTES
+from pipeline.store import ARRAYS, ATTRIBUTES, read_sweep
 
 DOC = Path(__file__).resolve().parents[1] / "storage_schema.md"
 
@@ -66,3 +66,11 @@ def test_store_read_with_the_document_alone(small_store):
     centres = np.array(occ["lower"]) + (g["occ_voxels"][s, :q] + 0.5) * occ["voxel_size_m"]
     assert xyz.shape == (n, 3) and feats.shape == (n, d["D"]) and centres.shape == (q, 3)
     assert (centres >= np.array(occ["lower"])).all()
+    # and gives what the reader API gives
+    sweep = read_sweep(cfg.out, s)
+    np.testing.assert_array_equal(sweep["points"][:, :3], xyz)
+    np.testing.assert_array_equal(sweep["features"], feats)
+    np.testing.assert_array_equal(sweep["valid"], g["valid"][s, :n])
+    np.testing.assert_allclose(sweep["occ_centres"], centres, rtol=0, atol=1e-5)
+    assert set(sweep) == {"points", "labels", "features", "valid", "camera", "pixel", "occ_voxels", "occ_labels",
+                          "occ_centres"}

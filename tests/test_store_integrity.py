@@ -21,7 +21,7 @@ from pipeline.cli import app as cdpipe
 from pipeline.extract import run_extract
 from pipeline.frames import build_nuscenes_index
 from pipeline.lock import LockError, StoreLock, check_holder, lock_path, read_lock
-from pipeline.schema import DamagedChunk, StoreError, chunk_key, open_store, read_rows
+from pipeline.store import DamagedChunk, StoreError, chunk_key, open_store, read_rows
 from pipeline.verify import store_info, verify_store
 from tests.conftest import store_config
 from tests.http_store import serve
@@ -132,7 +132,7 @@ def test_damaged_chunk_stops_pretraining_in_one_line_or_is_skipped(store_copy, t
 def test_damaged_chunk_error_survives_a_loader_worker():
     """PyTorch re-raises a worker's exception as type(e)(its traceback text): the message stays our line."""
     text = ("Caught DamagedChunk in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-            '  File "x.py", line 1, in f\npipeline.schema.DamagedChunk: s.zarr: array features, sweep 1 (sample t)\n')
+            '  File "x.py", line 1, in f\npipeline.store.DamagedChunk: s.zarr: array features, sweep 1 (sample t)\n')
     assert str(DamagedChunk(text)) == "s.zarr: array features, sweep 1 (sample t)"
 
 
@@ -501,3 +501,64 @@ def test_resume_from_a_pickled_checkpoint_is_refused_in_one_line(small_store, tm
     res = runner.invoke(cdtrain, ["pretrain", "--store", small_store[0].out, "--out", str(out), "--model",
                                   "minkunet-tiny", "--steps", "2", "--resume"])
     assert res.exit_code == 2 and "checkpoint.pt cannot be read" in res.output and "Traceback" not in res.output
+
+
+def _downgrade(src: str, dst: str, version: int) -> None:
+    """Write ``src`` (current schema) as the schema ``version`` store it stands for: no checksums, no
+    failure/warnings/camera_hw arrays, none of the attributes added since; schema 1 also shards
+    features and loses its occupancy targets (replaced by junk, as its rule differed)."""
+    from zarr.codecs import BloscCodec
+
+    g = zarr.open_group(src, mode="r")
+    attrs = dict(g.attrs)
+    attrs["schema_version"] = version
+    attrs["teacher"] = {k: v for k, v in attrs["teacher"].items()
+                        if k not in ("create_model", "resize", "normalise", "forward")}
+    attrs["occupancy"] = {k: v for k, v in attrs["occupancy"].items()
+                          if k != "free_draw" and (version > 1 or k != "near_surface_m")}
+    out = zarr.open_group(dst, mode="w")
+    out.attrs.update(attrs)
+    for name in g.array_keys():
+        if name in ("failure", "warnings", "camera_hw"):
+            continue
+        a = g[name]
+        shards = (attrs["sweeps_per_shard"], *a.shape[1:]) if version == 1 and name == "features" else a.shards
+        old = out.create_array(name, shape=a.shape, chunks=a.chunks, shards=shards,
+                               dtype=str if a.dtype.kind in "OUT" else a.dtype,
+                               fill_value=a.fill_value,
+                               compressors="auto" if a.dtype.kind in "OUT" else
+                               BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=a.dtype.itemsize))
+        data = a[:]
+        if version == 1 and name in ("occ_voxels", "occ_labels"):
+            data = np.zeros_like(data)
+        old[:] = data
+    zarr.consolidate_metadata(dst)
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_store, tmp_path, version):
+    """A schema-1 or -2 store is refused in one line that names `cdpipe migrate`; migrate writes a store
+    that verifies clean and equals the one extract writes today, array by array (schema 1: occupancy
+    targets recomputed from the points), and attribute by attribute (but for the PIL version, which
+    the old job did not record, and the provenance)."""
+    cfg, _ = small_store
+    old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
+    _downgrade(cfg.out, old, version)
+    with pytest.raises(StoreError, match=f"schema_version {version}.*cdpipe migrate"):
+        open_store(old)
+    res = runner.invoke(cdtrain, ["pretrain", "--store", old, "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "cdpipe migrate" in res.output and "Traceback" not in res.output
+    res = runner.invoke(cdpipe, ["migrate", old, "--out", new])
+    assert res.exit_code == 0, res.output
+    assert verify_store(new, progress=False)["problems"] == []
+    ref, got = zarr.open_group(cfg.out, mode="r"), zarr.open_group(new, mode="r")
+    assert sorted(ref.array_keys()) == sorted(got.array_keys())
+    for name in ref.array_keys():
+        np.testing.assert_array_equal(ref[name][:], got[name][:], err_msg=name)
+    a, b = dict(ref.attrs), dict(got.attrs)
+    assert b["teacher"]["resize"]["version"] is None
+    b["teacher"]["resize"]["version"] = a["teacher"]["resize"]["version"]
+    assert b["provenance"]["migrated"]["from_schema_version"] == version
+    assert {k: v for k, v in a.items() if k != "provenance"} == {k: v for k, v in b.items() if k != "provenance"}
+    res = runner.invoke(cdpipe, ["migrate", new, "--out", str(tmp_path / "again.zarr")])
+    assert res.exit_code == 2 and "nothing to migrate" in res.output

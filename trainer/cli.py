@@ -62,14 +62,14 @@ def pretrain(
                                          "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on the first)."),
 ):
     """Distil the LiDAR student from a teacher-feature store (no teacher in memory)."""
-    from pipeline.schema import StoreError
+    from pipeline.store import StoreError
     from trainer.data import DataConfig
     from trainer.model import ModelConfig
     from trainer.train import TrainConfig
     from trainer.train import pretrain as run
 
     try:
-        from pipeline.schema import open_store
+        from pipeline.store import open_store
 
         feature_dim = int(open_store(store).attrs["feature_dim"])
         mcfg = ModelConfig(arch=model, feature_dim=feature_dim, head_layers=head_layers, head_hidden=head_hidden)
@@ -95,7 +95,7 @@ def pretrain(
 
 
 def _skip_hint(error: Exception) -> str:
-    from pipeline.schema import DamagedChunk
+    from pipeline.store import DamagedChunk
 
     return "; --skip-bad-sweeps trains past damaged sweeps, recording them" if isinstance(error, DamagedChunk) else ""
 
@@ -150,7 +150,7 @@ def finetune(
                                          "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on the first)."),
 ):
     """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
-    from pipeline.schema import StoreError
+    from pipeline.store import StoreError
     from trainer.model import pretraining_arch
 
     arch = model
@@ -219,7 +219,7 @@ def evaluate(
     mIoU clean)."""
     import json
 
-    from pipeline.schema import StoreError
+    from pipeline.store import StoreError
     from trainer.corruptions import parse
     from trainer.evaluate import evaluate_model
     from trainer.model import load_segmenter
@@ -263,7 +263,7 @@ def rankme(
     split: str = typer.Option("train", help="Scenes to sample: train (as the table reports), val or all."),
 ):
     """RankMe of the backbone's point features (higher = less collapsed)."""
-    from pipeline.schema import StoreError
+    from pipeline.store import StoreError
     from trainer.evaluate import store_rankme
 
     try:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.classes import FINE_TO_EVAL
-from pipeline.schema import DamagedChunk, open_store, read_column, read_rows
+from pipeline.store import DamagedChunk, open_store, read_column, read_sweep
 from trainer.occupancy import MaskConfig, balance_by_offset, hide
 
 MASK_STREAM = 1  # the mask's random stream, apart from the augmentation's
@@ -146,14 +146,13 @@ class StoreDataset(torch.utils.data.Dataset):
     def _item(self, s: int) -> dict:
         from scipy.spatial import cKDTree
 
-        g = self.group
-        n, q = int(read_rows(g, "num_points", s)), int(read_rows(g, "num_queries", s))
-        points = read_rows(g, "points", s, n)
-        feats = read_rows(g, "features", s, n)
-        valid = read_rows(g, "valid", s, n)
-        voxels = read_rows(g, "occ_voxels", s, q).astype(np.float32)
-        labels = read_rows(g, "occ_labels", s, q)
-        point_labels = FINE_TO_EVAL[read_rows(g, "labels", s, n)] if self.attrs["has_labels"] else None
+        has_labels = self.attrs["has_labels"]
+        sweep = read_sweep(self.group, s, ("points", "features", "valid", "occ_centres", "occ_labels")
+                           + (("labels",) if has_labels else ()))
+        points, feats, valid = sweep["points"], sweep["features"], sweep["valid"]
+        queries, labels = sweep["occ_centres"], sweep["occ_labels"]
+        point_labels = FINE_TO_EVAL[sweep["labels"]] if has_labels else None
+
         def keep_points(keep):  # every per-point array, as it stands now, follows the points
             return (points[keep], feats[keep], valid[keep],
                     point_labels[keep] if point_labels is not None else None)
@@ -166,7 +165,6 @@ class StoreDataset(torch.utils.data.Dataset):
             keep = np.sort(np.random.default_rng([self.cfg.seed, self.epoch, s, CAP_STREAM])
                            .choice(len(points), self.cfg.max_points, replace=False))
             points, feats, valid, point_labels = keep_points(keep)
-        queries = self.occ_lower + (voxels + 0.5) * self.occ_voxel
         hidden = None
         if self.cfg.mask.active:
             hidden, asked = hide(points[:, :3], queries, self.occ_lower, self.occ_voxel, self.cfg.mask,

@@ -95,7 +95,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     still stops on one: a score over other sweeps would not be comparable)."""
     from tqdm import tqdm
 
-    from pipeline.schema import open_store
+    from pipeline.store import open_store
     from trainer.train import store_fingerprint
 
     group = open_store(store)

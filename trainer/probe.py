@@ -157,7 +157,7 @@ def linear_probe(store: str, checkpoint: str | None, arch: str, cfg: ProbeConfig
                  device: str = "cpu") -> dict:
     """Fit the probe on the frozen backbone (a pretraining checkpoint's, or a random one seeded by
     ``cfg.seed``), evaluate it on the val scenes, write OUT/segmenter.pt and OUT/result.json."""
-    from pipeline.schema import open_store
+    from pipeline.store import open_store
     from trainer.evaluate import evaluate_model
     from trainer.model import new_segmenter, segmenter_record
     from trainer.splits import label_subset

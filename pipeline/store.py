@@ -1,5 +1,7 @@
-"""The teacher-feature store: every array and attribute, in one place. ``storage_schema.md`` describes
-exactly this module; ``tests/test_schema_doc.py`` holds the two together.
+"""The teacher-feature store: every array, dtype, fill, chunking, codec and attribute, in one place, and
+the functions that create, open and read stores. ``storage_schema.md`` describes exactly this module;
+``tests/test_schema_doc.py`` holds the two together. The writer (``extract.py``), ``info``/``verify``
+and the trainer all go through it.
 
 A store is one Zarr v3 group. Sweeps (LiDAR keyframes) lie along axis 0 of every array; per-point arrays
 are padded to ``P`` (the largest sweep) and per-query arrays to ``Q``, with ``num_points`` and
@@ -10,7 +12,7 @@ never share a file. ``features`` is not sharded: a sweep's chunk is already a fi
 zarr's sharding codec costs an extra fill and copy of every chunk it writes. ``done[s]`` is written
 after everything else of sweep s: a sweep whose ``done`` is 0 is absent, whatever its other arrays read.
 
-Light module (zarr and numpy only): the trainer imports it.
+Light module (zarr and numpy only; no devkit, Dask or timm): the trainer imports it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# 3: a crc32c checksum on every chunk, failure and warnings per sweep; 2: free occupancy voxels near the
-# surface; 1: free voxels anywhere along the rays
+# 3: a crc32c checksum on every chunk, failure and warnings per sweep, camera image sizes, the teacher's
+# construction, resize and forward recorded; 2: free occupancy voxels near the surface; 1: free voxels
+# anywhere along the rays
 SCHEMA_VERSION = 3
 
 
@@ -56,6 +59,7 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("scene_index", "int32", (), -1, "index into attrs scenes"),
     ArraySpec("timestamp", "int64", (), 0, "LiDAR timestamp (microseconds)"),
     ArraySpec("camera_timestamp", "int64", ("C",), 0, "timestamp of each camera image (microseconds)"),
+    ArraySpec("camera_hw", "int32", ("C", 2), 0, "original (height, width) of each camera's image, pixels"),
     ArraySpec("sample_token", "str", (), "", "dataset sample token"),
     ArraySpec("lidar_token", "str", (), "", "dataset LiDAR sample_data token"),
     ArraySpec("failure", "str", (), "", "why the sweep could not be extracted (its last attempt); empty if it was not"),
@@ -78,9 +82,10 @@ ATTRIBUTES: dict[str, str] = {
     "has_labels": "bool, whether labels holds dataset labels",
     "dataset": "{name, version, split, dataroot}",
     "teacher": "{name, weights (sha256 of the file, or 'random'), architecture, stand_in, random_init_seed, layer, "
-               "image_size [H, W], patch_size, mean, std, timm_version}",
+               "image_size [H, W], patch_size, mean, std, timm_version, create_model, resize, normalise, forward}",
     "projection": "{min_depth_m, multi_view_rule, pixel_convention, sampling}",
-    "occupancy": "{voxel_size_m, lower [x, y, z], shape [nx, ny, nz], free_per_occupied, near_surface_m, frame, seed}",
+    "occupancy": "{voxel_size_m, lower [x, y, z], shape [nx, ny, nz], free_per_occupied, near_surface_m, frame, seed, "
+                 "free_draw}",
     "provenance": "{code_version, created_utc, command, torch_version, zarr_version}",
 }
 
@@ -124,11 +129,43 @@ def codecs(spec: ArraySpec) -> dict:
     return {"compressors": (compressor, Crc32cCodec())}
 
 
+def dims(attrs: dict) -> dict[str, int]:
+    """The symbolic sizes of the arrays' trailing dimensions, from the store's attributes."""
+    return {"P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"], "C": len(attrs["cameras"])}
+
+
+def expected_arrays(attrs: dict) -> list[ArraySpec]:
+    """The arrays a store with these attributes holds (``labels`` only when it has labels)."""
+    return [spec for spec in ARRAYS if spec.name != "labels" or attrs.get("has_labels")]
+
+
+def grid(spec: ArraySpec, attrs: dict) -> tuple[tuple, tuple, tuple | None]:
+    """(shape, chunks, shards) of array ``spec`` in a store with these attributes: per-point arrays have one
+    sweep per chunk and ``sweeps_per_shard`` per shard (features: no shards); per-sweep arrays have
+    ``sweeps_per_shard`` sweeps per chunk and no shards."""
+    shape = spec.shape(attrs["num_sweeps"], dims(attrs))
+    k = attrs["sweeps_per_shard"]
+    if spec.per_point:
+        return shape, (1, *shape[1:]), ((k, *shape[1:]) if spec.sharded else None)
+    return shape, (k, *shape[1:]), None
+
+
+def create_arrays(group, attrs: dict) -> None:
+    """Every array of a new store, empty, with its dtype, fill, chunks, shards and codecs."""
+    for spec in expected_arrays(attrs):
+        shape, chunks, shards = grid(spec, attrs)
+        group.create_array(spec.name, shape=shape, dtype=str if spec.dtype == "str" else spec.dtype,
+                           chunks=chunks, shards=shards, fill_value=spec.fill, **codecs(spec))
+
+
 def check_compatible(attrs: dict, where: str) -> None:
     """Refuse a store written under another schema version."""
     version = attrs.get("schema_version")
     if version is None:
         raise StoreError(f"{where} is not a teacher-feature store (no schema_version attribute)")
+    if version in (1, 2):
+        raise StoreError(f"{where} has schema_version {version}; this code reads version {SCHEMA_VERSION}. Upgrade a "
+                         f"copy with `cdpipe migrate {where} --out NEW_STORE` (no teacher needed), or re-extract it.")
     if version != SCHEMA_VERSION:
         raise StoreError(f"{where} has schema_version {version}; this code reads version {SCHEMA_VERSION}. "
                          f"Re-extract the store with this version of cdpipe, or use the cdpipe release that wrote it.")
@@ -236,4 +273,29 @@ def read_column(group, name: str, on_damage=None) -> np.ndarray:
             if on_damage is None or not isinstance(error, DamagedChunk):
                 raise error from None
             on_damage(s0, error)
+    return out
+
+
+def read_sweep(store, s: int, fields: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The real rows of sweep ``s``: ``points`` [n,5], ``features`` [n,D] float16, ``valid`` [n], ``camera``
+    [n], ``pixel`` [n,2], ``labels`` [n] (when the store has labels), ``occ_voxels`` [q,3],
+    ``occ_labels`` [q] and ``occ_centres`` [q,3] (voxel centres, m, LiDAR frame), or only ``fields`` of
+    them. ``store``: a path, a URL or an opened store. A sweep that is not complete raises a StoreError;
+    a chunk that does not decode, a ``DamagedChunk``."""
+    group = open_store(store) if isinstance(store, str) else store
+    if int(read_rows(group, "done", s)) != 1:
+        why = str(read_rows(group, "failure", s))
+        raise StoreError(f"{store_url(group)}: sweep {s} is not complete" + (f" (it failed: {why})" if why else ""))
+    attrs = group.attrs
+    names = [spec.name for spec in ARRAYS if spec.per_point and spec.name in group] + ["occ_centres"]
+    n, q = int(read_rows(group, "num_points", s)), int(read_rows(group, "num_queries", s))
+    out = {}
+    for name in fields or names:
+        if name == "occ_centres":
+            occ = attrs["occupancy"]
+            voxels = out["occ_voxels"] if "occ_voxels" in out else read_rows(group, "occ_voxels", s, q)
+            out[name] = (np.asarray(occ["lower"], np.float32)
+                         + (voxels.astype(np.float32) + 0.5) * np.float32(occ["voxel_size_m"]))
+        else:
+            out[name] = read_rows(group, name, s, q if ARRAY_SPECS[name].trailing[0] == "Q" else n)
     return out

@@ -1,0 +1,127 @@
+"""``cdpipe migrate OLD --out NEW``: rewrite a store of an older schema (1 or 2) as the current one,
+without running the teacher again.
+
+What an older store lacks, and how the new one gets it:
+
+- every chunk is written again with the current codecs, so each carries its crc32c checksum;
+- ``failure`` and ``warnings`` are empty (the old job recorded neither; its incomplete sweeps stay
+  incomplete, ``done`` is copied);
+- ``camera_hw``, the original size of each camera's image, is read from the dataset's tables by sample
+  token (the dataroot the store records, or ``--dataroot``);
+- the teacher attribute gains how the teacher was built and fed (``create_model``, ``resize``...), from
+  its recorded name, architecture and input size; the PIL version the old job used was not recorded
+  (null);
+- schema 1 only: its free occupancy voxels were drawn anywhere along the rays, so the occupancy
+  targets are computed again from the stored points, with the recorded grid and seed, as ``extract``
+  does today.
+
+Points, labels, features, valid, camera, pixel, tokens and timestamps are copied unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+
+import numpy as np
+
+from pipeline.store import ARRAYS, SCHEMA_VERSION, StoreError, create_arrays, expected_arrays
+
+
+def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", progress: bool = True) -> dict:
+    """Write ``out``, the current-schema copy of the store at ``old``; returns {sweeps, from_schema, out}."""
+    import zarr
+    from tqdm import tqdm
+
+    from pipeline.extract import _open_for_writing, check_out, consolidate, local_path
+    from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
+    from pipeline.teacher import how_built
+
+    try:
+        src = zarr.open_group(old, mode="r")
+        attrs = dict(src.attrs)
+    except Exception as e:
+        raise StoreError(f"no store at {old}: {type(e).__name__}: {e}") from None
+    version = attrs.get("schema_version")
+    if version == SCHEMA_VERSION:
+        raise StoreError(f"{old} already has schema_version {SCHEMA_VERSION}: nothing to migrate")
+    if version not in (1, 2):
+        raise StoreError(f"{old} has schema_version {version!r}; cdpipe migrate upgrades versions 1 and 2")
+    out = local_path(out)
+    if os.path.exists(out):
+        raise StoreError(f"--out {out} exists; migrate writes a new store (the old one is left as it is)")
+    check_out(out, overwrite=False)
+    camera_hw = _camera_sizes(src, attrs, dataroot or attrs["dataset"]["dataroot"])
+
+    new = dict(attrs)
+    new["schema_version"] = SCHEMA_VERSION
+    t = dict(attrs["teacher"])
+    t.update(how_built(t["name"], t.get("architecture") or {}, t["image_size"], t["weights"] == "random",
+                       pil_version=None))
+    new["teacher"] = t
+    occ = {"near_surface_m": 1.5, **attrs["occupancy"], "free_draw": FREE_DRAW}
+    new["occupancy"] = occ
+    new["provenance"] = {**attrs["provenance"], "migrated": {
+        "from_schema_version": version, "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command}}
+    dst = zarr.open_group(out, mode="w")
+    dst.attrs.update(new)
+    create_arrays(dst, new)
+    consolidate(out)
+
+    grid = OccupancyGrid(voxel_size=occ["voxel_size_m"], lower=tuple(occ["lower"]), shape=tuple(occ["shape"]),
+                         free_per_occupied=occ["free_per_occupied"], near_surface_m=occ["near_surface_m"])
+    n, k, q_max = new["num_sweeps"], new["sweeps_per_shard"], new["max_queries"]
+    arrays = _open_for_writing(out)
+    copied = [spec.name for spec in expected_arrays(new) if spec.name in src and spec.name != "done"]
+    for s0 in tqdm(range(0, n, k), desc="migrate sweeps", unit="task", disable=not progress):
+        rows = slice(s0, min(s0 + k, n))
+        block = {name: src[name][rows] for name in copied}
+        block["camera_hw"] = camera_hw[rows]
+        for name in ("failure", "warnings"):  # not recorded by the old job; written, so every chunk exists
+            block[name] = np.full(rows.stop - rows.start, "", dtype=object)
+        done = src["done"][rows]
+        if version == 1:  # the occupancy targets of today's rule, from the stored points
+            block["occ_voxels"] = np.full(block["occ_voxels"].shape, -1, np.int16)
+            block["occ_labels"] = np.zeros(block["occ_labels"].shape, np.uint8)
+            block["num_queries"] = np.zeros(len(done), np.int32)
+            for i in np.nonzero(done == 1)[0]:
+                xyz = block["points"][i, :int(block["num_points"][i]), :3]
+                voxels, labels = occupancy_targets(xyz, grid, np.random.default_rng([occ["seed"], s0 + int(i)]))
+                if len(labels) > q_max:
+                    raise StoreError(f"{old}: sweep {s0 + i} gets {len(labels)} occupancy queries, more than "
+                                     f"max_queries {q_max}; re-extract it")
+                block["occ_voxels"][i, :len(labels)] = voxels
+                block["occ_labels"][i, :len(labels)] = labels
+                block["num_queries"][i] = len(labels)
+        for spec in ARRAYS:
+            if spec.name in block:
+                arrays[spec.name][rows] = block[spec.name]
+        arrays["done"][rows] = done  # last, as extract writes
+    return {"out": out, "sweeps": int(n), "from_schema": version}
+
+
+def _camera_sizes(src, attrs: dict, dataroot: str) -> np.ndarray:
+    """[S, C, 2] (height, width) of each sweep's camera images, from the dataset's sample_data records."""
+    from pipeline.dataroot import load_nuscenes
+
+    try:
+        nusc = load_nuscenes(dataroot, attrs["dataset"]["version"])
+    except (FileNotFoundError, OSError) as e:
+        raise StoreError(f"the camera image sizes come from the dataset's tables, which are not at {dataroot} "
+                         f"({e}); pass --dataroot") from None
+    tokens = src["sample_token"][:]
+    out = np.zeros((len(tokens), len(attrs["cameras"]), 2), np.int32)
+    for s, token in enumerate(tokens):
+        if not token:
+            continue  # a sweep the old job never reached
+        try:
+            data = nusc.get("sample", str(token))["data"]
+            for c, channel in enumerate(attrs["cameras"]):
+                if channel in data:
+                    record = nusc.get("sample_data", data[channel])
+                    out[s, c] = record["height"], record["width"]
+        except KeyError:
+            raise StoreError(f"sample {token} (sweep {s}) is not in the tables at {dataroot}; pass the --dataroot "
+                             f"the store was extracted from") from None
+    return out
