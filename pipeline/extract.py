@@ -137,7 +137,7 @@ def create_or_open_store(cfg: ExtractConfig, attrs: dict):
     if group is not None:
         old = dict(group.attrs)
         check_compatible(old, cfg.out)
-        diff = [k for k in _RESUME_KEYS if _jsonable(old.get(k)) != _jsonable(attrs[k])]
+        diff = [k for k in _RESUME_KEYS if _resume_view(k, old.get(k)) != _resume_view(k, attrs[k])]
         if diff:
             raise StoreError(f"{cfg.out} was written with other settings ({', '.join(diff)} differ), so this run "
                              f"cannot resume it. Write to a new --out, or pass --overwrite to start it again.")
@@ -159,6 +159,21 @@ def consolidate(url: str) -> None:
     with warnings.catch_warnings():  # "not part of the Zarr v3 specification": readers may ignore it
         warnings.simplefilter("ignore", category=UserWarning)
         zarr.consolidate_metadata(url)
+
+
+def _resume_view(key: str, value):
+    """An attribute as a resume compares it: as JSON, the teacher without what may differ between runs."""
+    from pipeline.teacher import RUN_SPECIFIC
+
+    value = _jsonable(value)
+    if key == "teacher" and isinstance(value, dict):
+        for path in RUN_SPECIFIC:
+            node = value
+            for part in path[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(path[-1], None)
+    return value
 
 
 def _jsonable(value):

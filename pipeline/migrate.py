@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from pipeline.store import ARRAYS, SCHEMA_VERSION, StoreError, create_arrays, expected_arrays
+from pipeline.store import ARRAY_SPECS, ARRAYS, SCHEMA_VERSION, StoreError, create_arrays, expected_arrays
 
 
 def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", progress: bool = True) -> dict:
@@ -34,8 +34,7 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     from tqdm import tqdm
 
     from pipeline.extract import _open_for_writing, check_out, consolidate, local_path
-    from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
-    from pipeline.teacher import how_built
+    from pipeline.occupancy import OccupancyGrid, occupancy_targets
 
     try:
         src = zarr.open_group(old, mode="r")
@@ -48,31 +47,28 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     if version not in (1, 2):
         raise StoreError(f"{old} has schema_version {version!r}; cdpipe migrate upgrades versions 1 and 2")
     out = local_path(out)
-    if os.path.exists(out):
-        raise StoreError(f"--out {out} exists; migrate writes a new store (the old one is left as it is)")
+    partial = out.rstrip("/") + ".migrating"  # renamed to ``out`` once complete: no half-migrated store at --out
+    for path in (out, partial):
+        if os.path.exists(path):
+            raise StoreError(f"{path} exists; migrate writes a new store (the old one is left as it is)"
+                             + ("; it is a migration that stopped: delete it and rerun" if path == partial else ""))
     check_out(out, overwrite=False)
-    camera_hw = _camera_sizes(src, attrs, dataroot or attrs["dataset"]["dataroot"])
-
-    new = dict(attrs)
-    new["schema_version"] = SCHEMA_VERSION
-    t = dict(attrs["teacher"])
-    t.update(how_built(t["name"], t.get("architecture") or {}, t["image_size"], t["weights"] == "random",
-                       pil_version=None))
-    new["teacher"] = t
-    occ = {"near_surface_m": 1.5, **attrs["occupancy"], "free_draw": FREE_DRAW}
-    new["occupancy"] = occ
-    new["provenance"] = {**attrs["provenance"], "migrated": {
-        "from_schema_version": version, "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command}}
-    dst = zarr.open_group(out, mode="w")
+    try:
+        new = _current_attrs(attrs, version, dataroot, command)
+    except (KeyError, TypeError) as e:
+        raise StoreError(f"{old}: its attributes lack what schema {version} requires ({type(e).__name__}: {e})") from None
+    done_all = src["done"][:]
+    camera_hw = _camera_sizes(src, attrs, new["dataset"]["dataroot"], done_all)
+    occ = new["occupancy"]
+    dst = zarr.open_group(partial, mode="w")
     dst.attrs.update(new)
     create_arrays(dst, new)
-    consolidate(out)
+    consolidate(partial)
 
     grid = OccupancyGrid(voxel_size=occ["voxel_size_m"], lower=tuple(occ["lower"]), shape=tuple(occ["shape"]),
                          free_per_occupied=occ["free_per_occupied"], near_surface_m=occ["near_surface_m"])
     n, k, q_max = new["num_sweeps"], new["sweeps_per_shard"], new["max_queries"]
-    arrays = _open_for_writing(out)
+    arrays = _open_for_writing(partial)
     copied = [spec.name for spec in expected_arrays(new) if spec.name in src and spec.name != "done"]
     for s0 in tqdm(range(0, n, k), desc="migrate sweeps", unit="task", disable=not progress):
         rows = slice(s0, min(s0 + k, n))
@@ -82,9 +78,8 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
             block[name] = np.full(rows.stop - rows.start, "", dtype=object)
         done = src["done"][rows]
         if version == 1:  # the occupancy targets of today's rule, from the stored points
-            block["occ_voxels"] = np.full(block["occ_voxels"].shape, -1, np.int16)
-            block["occ_labels"] = np.zeros(block["occ_labels"].shape, np.uint8)
-            block["num_queries"] = np.zeros(len(done), np.int32)
+            for name in ("occ_voxels", "occ_labels", "num_queries"):
+                block[name] = np.full(block[name].shape, ARRAY_SPECS[name].fill, block[name].dtype)
             for i in np.nonzero(done == 1)[0]:
                 xyz = block["points"][i, :int(block["num_points"][i]), :3]
                 voxels, labels = occupancy_targets(xyz, grid, np.random.default_rng([occ["seed"], s0 + int(i)]))
@@ -98,11 +93,49 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
             if spec.name in block:
                 arrays[spec.name][rows] = block[spec.name]
         arrays["done"][rows] = done  # last, as extract writes
+    os.rename(partial, out)
     return {"out": out, "sweeps": int(n), "from_schema": version}
 
 
-def _camera_sizes(src, attrs: dict, dataroot: str) -> np.ndarray:
-    """[S, C, 2] (height, width) of each sweep's camera images, from the dataset's sample_data records."""
+def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str) -> dict:
+    """The attributes of the migrated store."""
+    from pipeline.occupancy import FREE_DRAW
+    from pipeline.teacher import how_built
+
+    new = dict(attrs)
+    new["schema_version"] = SCHEMA_VERSION
+    t = dict(attrs["teacher"])
+    random = t["weights"] == "random"
+    # the earliest stores had no architecture record; their random teachers were built with init_values 1
+    t.setdefault("architecture", {"init_values": 1.0} if random else {})
+    t.setdefault("stand_in", None)
+    weights = None if random else _weights_path(attrs)
+    t.update(how_built(t["name"], t["architecture"], t["image_size"], weights, pil_version=None))
+    if weights is None and not random:  # the file is unknown: say so rather than guess
+        t["create_model"]["pretrained_cfg_overlay"] = {"file": None}
+    new["teacher"] = t
+    new["occupancy"] = {"near_surface_m": 1.5, **attrs["occupancy"], "free_draw": FREE_DRAW}
+    migrated = {"from_schema_version": version, "command": command,
+                "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if dataroot and os.path.abspath(dataroot) != attrs["dataset"]["dataroot"]:
+        migrated["old_dataroot"] = attrs["dataset"]["dataroot"]
+        new["dataset"] = {**attrs["dataset"], "dataroot": os.path.abspath(dataroot)}
+    new["provenance"] = {**attrs["provenance"], "migrated": migrated}
+    return new
+
+
+def _weights_path(attrs: dict) -> str | None:
+    """The teacher weights file named in the extract command that wrote the store, if it is there."""
+    words = (attrs.get("provenance") or {}).get("command", "").split()
+    if "--teacher-weights" in words[:-1]:
+        path = os.path.abspath(words[words.index("--teacher-weights") + 1])
+        return path if os.path.isfile(path) else None
+    return None
+
+
+def _camera_sizes(src, attrs: dict, dataroot: str, done: np.ndarray) -> np.ndarray:
+    """[S, C, 2] (height, width) of each complete sweep's camera images, from the dataset's sample_data
+    records (0 for a sweep that is not complete, as its other arrays are fill)."""
     from pipeline.dataroot import load_nuscenes
 
     try:
@@ -113,8 +146,8 @@ def _camera_sizes(src, attrs: dict, dataroot: str) -> np.ndarray:
     tokens = src["sample_token"][:]
     out = np.zeros((len(tokens), len(attrs["cameras"]), 2), np.int32)
     for s, token in enumerate(tokens):
-        if not token:
-            continue  # a sweep the old job never reached
+        if not token or done[s] != 1:
+            continue  # a sweep the old job never completed
         try:
             data = nusc.get("sample", str(token))["data"]
             for c, channel in enumerate(attrs["cameras"]):

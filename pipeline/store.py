@@ -17,6 +17,7 @@ Light module (zarr and numpy only; no devkit, Dask or timm): the trainer imports
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,11 +83,12 @@ ATTRIBUTES: dict[str, str] = {
     "has_labels": "bool, whether labels holds dataset labels",
     "dataset": "{name, version, split, dataroot}",
     "teacher": "{name, weights (sha256 of the file, or 'random'), architecture, stand_in, random_init_seed, layer, "
-               "image_size [H, W], patch_size, mean, std, timm_version, create_model, resize, normalise, forward}",
+               "image_size [H, W], patch_size, mean, std, timm_version, create_model, resize, normalise, forward, device}",
     "projection": "{min_depth_m, multi_view_rule, pixel_convention, sampling}",
     "occupancy": "{voxel_size_m, lower [x, y, z], shape [nx, ny, nz], free_per_occupied, near_surface_m, frame, seed, "
                  "free_draw}",
-    "provenance": "{code_version, created_utc, command, torch_version, zarr_version}",
+    "provenance": "{code_version, created_utc, command, torch_version, zarr_version; migrated: {from_schema_version, "
+                  "utc, command, old_dataroot} when cdpipe migrate wrote the store}",
 }
 
 MULTI_VIEW_RULE = ("a point seen by several cameras takes the view whose pixel lies farthest from that image's "
@@ -282,7 +284,13 @@ def read_sweep(store, s: int, fields: tuple[str, ...] | None = None) -> dict[str
     ``occ_labels`` [q] and ``occ_centres`` [q,3] (voxel centres, m, LiDAR frame), or only ``fields`` of
     them. ``store``: a path, a URL or an opened store. A sweep that is not complete raises a StoreError;
     a chunk that does not decode, a ``DamagedChunk``."""
-    group = open_store(store) if isinstance(store, str) else store
+    if isinstance(store, (str, os.PathLike)):
+        group = open_store(os.fspath(store))
+    else:
+        group = store
+        check_compatible(dict(group.attrs), store_url(group))
+    if not 0 <= s < group["done"].shape[0]:
+        raise StoreError(f"{store_url(group)}: no sweep {s} (the store has {group['done'].shape[0]})")
     if int(read_rows(group, "done", s)) != 1:
         why = str(read_rows(group, "failure", s))
         raise StoreError(f"{store_url(group)}: sweep {s} is not complete" + (f" (it failed: {why})" if why else ""))

@@ -91,22 +91,33 @@ def architecture(cfg: TeacherConfig) -> tuple[dict, dict | None]:
     return dict(meta.get("timm_kwargs") or {}), meta.get("stand_in")
 
 
-def how_built(name: str, arch: dict, image_size, random: bool, pil_version: str | None = "current") -> dict:
+def how_built(name: str, arch: dict, image_size, weights: str | None, pil_version: str | None = "current",
+              device: str | None = None) -> dict:
     """What a reader needs, beyond name, weights, mean, std and layer, to rebuild the teacher and its input
-    from a store alone (the store's teacher attribute holds it; storage_schema.md)."""
+    from a store alone (the store's teacher attribute holds it; storage_schema.md). ``weights``: the
+    weights file (None: a random teacher); ``device``: where the features were computed (cpu: float32;
+    cuda: under fp16 autocast)."""
     import PIL
 
     h, w = image_size
+    overlay = {"file": os.path.abspath(weights)} if weights else None
     return {
-        "create_model": {"model_name": name, "pretrained": not random, "kwargs": {"img_size": [h, w], **arch},
-                         "seeding": "torch.manual_seed(random_init_seed) right before create_model" if random else None},
+        "create_model": {"model_name": name, "pretrained": weights is not None, "pretrained_cfg_overlay": overlay,
+                         "kwargs": {"img_size": [h, w], **arch},
+                         "seeding": None if weights else "torch.manual_seed(random_init_seed) right before create_model"},
         "resize": {"library": "PIL", "version": PIL.__version__ if pil_version == "current" else pil_version,
                    "call": f"Image.resize(({w}, {h}), Image.BICUBIC)", "filter": "bicubic", "antialias": True,
                    "input": "the camera image decoded to 8-bit RGB; skipped when it already has the size"},
         "normalise": "x = (rgb / 255 - mean) / std per channel, float32, channels first",
         "forward": ("model.forward_intermediates(x, indices=1, norm=(layer == 'last_norm'), output_fmt='NCHW', "
-                    "intermediates_only=True)[-1] in float32 (fp16 autocast on CUDA)"),
+                    "intermediates_only=True)[-1] in float32 on the CPU, under fp16 autocast on CUDA"),
+        "device": device,
     }
+
+
+#: Parts of the teacher record that may differ between two runs writing one store: where the weights
+#: file lies, the Pillow version and the device. A rerun that differs only in these resumes the store.
+RUN_SPECIFIC = (("create_model", "pretrained_cfg_overlay"), ("resize", "version"), ("device",))
 
 
 def check_teacher(cfg: TeacherConfig) -> None:
@@ -213,7 +224,9 @@ class FrozenTeacher(torch.nn.Module):
                 "random_init_seed": self.cfg.seed if self.cfg.random else None, "layer": self.cfg.layer,
                 "image_size": [h, w], "patch_size": self.patch_size,
                 "mean": self.data_mean, "std": self.data_std,
-                "timm_version": timm.__version__, **how_built(self.cfg.name, self.arch, (h, w), self.cfg.random)}
+                "timm_version": timm.__version__,
+                **how_built(self.cfg.name, self.arch, (h, w), None if self.cfg.random else self.cfg.weights,
+                            device=self.mean.device.type)}
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         """uint8 RGB images [H0,W0,3] (any sizes) -> normalised batch [B,3,H,W] at the teacher's size."""

@@ -63,7 +63,8 @@ def test_store_read_with_the_document_alone(small_store):
     xyz, feats = g["points"][s, :n, :3], g["features"][s, :n]
     q = g["num_queries"][s]
     occ = attrs["occupancy"]
-    centres = np.array(occ["lower"]) + (g["occ_voxels"][s, :q] + 0.5) * occ["voxel_size_m"]
+    centres = (np.asarray(occ["lower"], np.float32)
+               + (g["occ_voxels"][s, :q].astype(np.float32) + 0.5) * np.float32(occ["voxel_size_m"]))
     assert xyz.shape == (n, 3) and feats.shape == (n, d["D"]) and centres.shape == (q, 3)
     assert (centres >= np.array(occ["lower"])).all()
     # and gives what the reader API gives
@@ -71,6 +72,6 @@ def test_store_read_with_the_document_alone(small_store):
     np.testing.assert_array_equal(sweep["points"][:, :3], xyz)
     np.testing.assert_array_equal(sweep["features"], feats)
     np.testing.assert_array_equal(sweep["valid"], g["valid"][s, :n])
-    np.testing.assert_allclose(sweep["occ_centres"], centres, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(sweep["occ_centres"], centres)
     assert set(sweep) == {"points", "labels", "features", "valid", "camera", "pixel", "occ_voxels", "occ_labels",
                           "occ_centres"}

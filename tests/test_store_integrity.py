@@ -556,9 +556,44 @@ def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_store
     for name in ref.array_keys():
         np.testing.assert_array_equal(ref[name][:], got[name][:], err_msg=name)
     a, b = dict(ref.attrs), dict(got.attrs)
-    assert b["teacher"]["resize"]["version"] is None
+    assert b["teacher"]["resize"]["version"] is None and b["teacher"]["device"] is None  # not recorded then
     b["teacher"]["resize"]["version"] = a["teacher"]["resize"]["version"]
+    b["teacher"]["device"] = a["teacher"]["device"]
     assert b["provenance"]["migrated"]["from_schema_version"] == version
     assert {k: v for k, v in a.items() if k != "provenance"} == {k: v for k, v in b.items() if k != "provenance"}
     res = runner.invoke(cdpipe, ["migrate", new, "--out", str(tmp_path / "again.zarr")])
     assert res.exit_code == 2 and "nothing to migrate" in res.output
+    assert not os.path.exists(tmp_path / "again.zarr")
+
+
+def test_migrated_store_of_the_earliest_kind_rebuilds_and_resumes(small_store, small_dataroot, tmp_path):
+    """A schema-1 store from before the teacher recorded its architecture (a random teacher built with
+    init_values 1), with two sweeps never written and its dataset moved: migrate (given the new dataroot)
+    records init_values, so the teacher rebuilds from the store; and extract resumes the migrated store
+    and completes it."""
+    from tests.test_extract import reference_features
+
+    cfg, _ = small_store
+    old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
+    _downgrade(cfg.out, old, 1)
+    g = zarr.open_group(old, mode="r+")
+    attrs = dict(g.attrs)
+    teacher = {k: v for k, v in attrs["teacher"].items() if k not in ("architecture", "stand_in")}
+    moved = tmp_path / "moved" / "nuscenes"
+    shutil.copytree(small_dataroot[0].out, moved)
+    g.attrs.update(teacher=teacher, dataset={**attrs["dataset"], "dataroot": "/nonexistent/nuscenes"})
+    for name in ("done",):
+        done = g[name][:]
+        done[[1, 4]] = 0
+        g[name][:] = done
+    res = runner.invoke(cdpipe, ["migrate", old, "--out", new, "--dataroot", str(moved)])
+    assert res.exit_code == 0, res.output
+    got = open_store(new).attrs
+    assert got["teacher"]["create_model"]["kwargs"]["init_values"] == 1.0
+    assert got["dataset"]["dataroot"] == str(moved)
+    assert got["provenance"]["migrated"]["old_dataroot"] == "/nonexistent/nuscenes"
+    stored, ref = reference_features(new, 3)
+    assert np.abs(stored - ref).max() < 2e-2
+    resumed = run_extract(dataclasses.replace(cfg, out=new, dataroot=str(moved)), progress=False)
+    assert resumed["sweeps"] == 6 and resumed["resumed_from"] == 2  # the tasks of sweeps 0-1 and 4-5 ran
+    assert verify_store(new, progress=False)["problems"] == []
