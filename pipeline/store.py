@@ -294,13 +294,18 @@ def read_sweep(store, s: int, fields: tuple[str, ...] | None = None) -> dict[str
     if int(read_rows(group, "done", s)) != 1:
         why = str(read_rows(group, "failure", s))
         raise StoreError(f"{store_url(group)}: sweep {s} is not complete" + (f" (it failed: {why})" if why else ""))
-    attrs = group.attrs
+    return sweep_rows(group, s, fields)
+
+
+def sweep_rows(group, s: int, fields: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """``read_sweep`` without its checks, for a reader that has already opened the store and chosen
+    complete sweeps (the trainer's dataset, once per item)."""
     names = [spec.name for spec in ARRAYS if spec.per_point and spec.name in group] + ["occ_centres"]
     n, q = int(read_rows(group, "num_points", s)), int(read_rows(group, "num_queries", s))
     out = {}
     for name in fields or names:
         if name == "occ_centres":
-            occ = attrs["occupancy"]
+            occ = group.attrs["occupancy"]
             voxels = out["occ_voxels"] if "occ_voxels" in out else read_rows(group, "occ_voxels", s, q)
             out[name] = (np.asarray(occ["lower"], np.float32)
                          + (voxels.astype(np.float32) + 0.5) * np.float32(occ["voxel_size_m"]))

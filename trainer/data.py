@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.classes import FINE_TO_EVAL
-from pipeline.store import DamagedChunk, open_store, read_column, read_sweep
+from pipeline.store import DamagedChunk, open_store, read_column, sweep_rows
 from trainer.occupancy import MaskConfig, balance_by_offset, hide
 
 MASK_STREAM = 1  # the mask's random stream, apart from the augmentation's
@@ -69,7 +69,7 @@ def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_dam
         unreadable[s0:s0 + step] = True
         on_damage(s0, error)
 
-    done = read_column(group, "done", on_damage=mark if on_damage else None).astype(bool) & ~unreadable
+    done = read_column(group, "done", on_damage=mark if on_damage else None).astype(bool)
     scene_of = read_column(group, "scene_index", on_damage=mark if on_damage else None)
     done &= ~unreadable
     scene_of = np.where(unreadable, 0, scene_of)
@@ -147,7 +147,7 @@ class StoreDataset(torch.utils.data.Dataset):
         from scipy.spatial import cKDTree
 
         has_labels = self.attrs["has_labels"]
-        sweep = read_sweep(self.group, s, ("points", "features", "valid", "occ_centres", "occ_labels")
+        sweep = sweep_rows(self.group, s, ("points", "features", "valid", "occ_centres", "occ_labels")
                            + (("labels",) if has_labels else ()))
         points, feats, valid = sweep["points"], sweep["features"], sweep["valid"]
         queries, labels = sweep["occ_centres"], sweep["occ_labels"]
