@@ -128,6 +128,11 @@ def extract(
     occ_free_ratio: float = typer.Option(1.0, help="Near-surface free voxels sampled per occupied voxel."),
     occ_near: float = typer.Option(1.5, help="Free voxels are drawn among those a ray enters at most this many "
                                               "metres before its return (storage_schema.md, Occupancy)."),
+    layout: str = typer.Option("patches", help="How the store carries the teacher features: patches (each camera's "
+                                                "patch map; ~10x smaller) or points (a feature per point; the "
+                                                "simplest to read with plain zarr). storage_schema.md compares them."),
+    feature_encoding: str = typer.Option("float16", help="float16, or int8 (each vector with its own scale: half "
+                                                         "the size, cosine >= 0.9999 to float16)."),
     sweeps_per_shard: int = typer.Option(2, help="Sweeps per shard = per task (small tasks keep the last workers busy at the end of a job)."),
     workers: int = typer.Option(1, help="Dask worker processes of the local cluster (one teacher each)."),
     tasks_per_worker: int = typer.Option(0, help="Tasks a local worker runs at once in threads sharing its teacher (0: cores / workers)."),
@@ -139,8 +144,8 @@ def extract(
     break_lock: bool = typer.Option(False, "--break-lock", help="Break the store's lock when its job is gone "
                                                                 "(never a live job's)."),
 ):
-    """Run the frozen teacher once over every camera frame; write per-point features, occupancy targets,
-    points and labels into a Zarr store (resumable: rerun the same command after an interruption)."""
+    """Run the frozen teacher once over every camera frame; write its patch maps (or per-point features),
+    each point's camera and pixel, occupancy targets, points and labels into a Zarr store (resumable: rerun the same command after an interruption)."""
     import sys
 
     from pipeline.extract import ExtractConfig, ExtractError, check_out, run_extract
@@ -158,7 +163,8 @@ def extract(
             teacher=TeacherConfig(name=teacher, weights=str(teacher_weights) if teacher_weights else None,
                                   random=random_teacher, seed=teacher_seed, image_size=(h, w),
                                   layer="last_norm" if normed else "last_prenorm"),
-            min_depth=min_depth, occupancy=grid, sweeps_per_shard=sweeps_per_shard, workers=workers,
+            min_depth=min_depth, occupancy=grid, layout=layout, feature_encoding=feature_encoding,
+            sweeps_per_shard=sweeps_per_shard, workers=workers,
             tasks_per_worker=tasks_per_worker, torch_threads=torch_threads, scheduler=scheduler, overwrite=overwrite)
     except ValueError as e:
         fail(str(e))
@@ -202,9 +208,14 @@ def print_store_summary(s: dict) -> None:
     lo, hi = s["occupancy_queries_min_max"]
     typer.echo(f"  occupancy  {s['occupancy_queries_per_sweep']:.0f} query voxels per sweep ({lo}-{hi}), "
                f"{100.0 * s['occupancy_occupied_fraction']:.1f}% occupied")
+    h, w = s["patch_grid"]
+    typer.echo(f"  features   layout {s['layout']}" + (f" ({h}x{w} patch map per camera)" if s["layout"] == "patches" else
+                                                      " (one vector per point)") + f", {s['feature_encoding']}")
     if s.get("bytes"):
-        typer.echo(f"  size       {s['bytes'] / 2**20:.1f} MiB, {s['bytes_per_point']:.0f} bytes/point "
-                   f"(raw float16 features alone: {s['raw_float16_bytes_per_point']})")
+        typer.echo(f"  size       {s['bytes'] / 2**20:.1f} MiB, {s['bytes_per_point']:.0f} bytes/point, "
+                   f"{s['store_fraction_of_raw']:.3f} of raw float16 per-point features "
+                   f"({s['raw_float16_bytes_per_point']} bytes/point); the feature arrays alone "
+                   f"{s['feature_bytes_per_point']:.1f} bytes/point, {s['feature_fraction_of_raw']:.3f} of raw")
         per = {k: v for k, v in s["bytes_per_point_per_array"].items() if v is not None and v >= 0.05}
         typer.echo("             per point: " + ", ".join(f"{k} {v:.1f}" for k, v in
                                                           sorted(per.items(), key=lambda kv: -kv[1])))

@@ -26,8 +26,10 @@ from pipeline import __version__
 from pipeline.frames import ExtractError, FrameIndex
 from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
 from pipeline.projection import assign_views
-from pipeline.store import (ARRAYS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING, SCHEMA_VERSION, StoreError,
-                             check_compatible, create_arrays, decode_reason, read_column)
+from pipeline.store import (ARRAYS, ENCODINGS, FEATURE_ARRAYS, LAYOUTS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING, SCHEMA_VERSION,
+                             StoreError, check_compatible, create_arrays, decode_reason, encode_int8, expected_arrays,
+                             store_dims,
+                             read_column)
 from pipeline.teacher import TeacherConfig
 
 
@@ -43,6 +45,10 @@ class ExtractConfig:
     occupancy: OccupancyGrid = field(default_factory=OccupancyGrid)
     occupancy_seed: int = 0
     sweeps_per_shard: int = 2
+    # the arrays that carry the teacher features (storage_schema.md, "Layouts and encodings"): each
+    # camera's patch map, ~10x smaller than a feature per point at the same fidelity, or a feature per point
+    layout: str = "patches"
+    feature_encoding: str = "float16"
     # The local cluster: ``workers`` processes, each holding one teacher and running ``tasks_per_worker``
     # tasks at once in threads (0: cores // workers), each task's torch ops on ``torch_threads`` threads
     # (0: cores // (workers x tasks_per_worker), at least 1). On the CPU, threads sharing one teacher run
@@ -64,6 +70,10 @@ class ExtractConfig:
             raise ValueError("--tasks-per-worker and --torch-threads must be 0 (automatic) or more")
         if self.min_depth <= 0:
             raise ValueError("--min-depth must be positive")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"--layout {self.layout!r}: choose one of {', '.join(LAYOUTS)}")
+        if self.feature_encoding not in ENCODINGS:
+            raise ValueError(f"--feature-encoding {self.feature_encoding!r}: choose one of {', '.join(ENCODINGS)}")
 
     @property
     def tasks(self) -> int:
@@ -100,6 +110,9 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
         "max_points": max_points,
         "max_queries": max_queries,
         "feature_dim": feature_dim,
+        "layout": cfg.layout,
+        "feature_encoding": cfg.feature_encoding,
+        "patch_grid": [teacher["image_size"][0] // teacher["patch_size"], teacher["image_size"][1] // teacher["patch_size"]],
         "sweeps_per_shard": cfg.sweeps_per_shard,
         "cameras": list(index.cameras),
         "scenes": [dict(s) for s in index.scenes],
@@ -119,8 +132,8 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
 
 # attributes that must agree for a rerun to resume into an existing store. The padded sizes P and Q are
 # the store's: a rerun keeps them (a sweep fixed since, and now larger than P, fails on its own).
-_RESUME_KEYS = ("schema_version", "num_sweeps", "feature_dim", "sweeps_per_shard", "cameras", "has_labels",
-                "dataset", "teacher", "projection", "occupancy")
+_RESUME_KEYS = ("schema_version", "num_sweeps", "feature_dim", "layout", "feature_encoding", "patch_grid",
+                "sweeps_per_shard", "cameras", "has_labels", "dataset", "teacher", "projection", "occupancy")
 
 
 def create_or_open_store(cfg: ExtractConfig, attrs: dict):
@@ -257,7 +270,8 @@ def read_image(path: str, hw, size: tuple[int, int] | None = None) -> np.ndarray
 
 
 def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims: dict, job: str = "") -> dict:
-    """Extract sweeps ``first_sweep .. first_sweep + len(index)`` and write them.
+    """Extract sweeps ``first_sweep .. first_sweep + len(index)`` and write them (``dims``: the store's
+    sizes P, Q, D, h, w).
 
     A sweep that fails (its index entry, or a file read here: LiDAR, labels, an image) is written as fill
     with its ``failure`` and ``done`` 0; the others complete. ``job`` is the id in the store's lock: if
@@ -267,14 +281,14 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
     """
     import torch
 
-    from pipeline.teacher import sample_features
-
     torch.set_num_threads(cfg.threads)
     teacher = _teacher(cfg.teacher)
     n, p, q = len(index), dims["P"], dims["Q"]
+    specs = expected_arrays({"layout": cfg.layout, "feature_encoding": cfg.feature_encoding,
+                             "has_labels": index.label_path is not None})
     # every array of the group as its fill (dtypes and fills from the schema), then what the index knows
     out = {spec.name: np.full(spec.shape(n, {**dims, "C": len(index.cameras)}), spec.fill,
-                              dtype=object if spec.dtype == "str" else spec.dtype) for spec in ARRAYS}
+                              dtype=object if spec.dtype == "str" else spec.dtype) for spec in specs}
     for name, value in (("scene_index", index.scene_index), ("timestamp", index.timestamp),
                         ("camera_timestamp", index.camera_timestamp), ("camera_hw", index.image_hw),
                         ("sample_token", index.sample_token), ("lidar_token", index.lidar_token)):
@@ -310,8 +324,8 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
             camera, uv = assign_views(points, index.cam_from_lidar[i, cams], index.intrinsics[i, cams],
                                       index.image_hw[i, cams], cfg.min_depth)
             if len(cams):
-                sample_features(fmaps[[slot[i, j] for j in cams]], camera, uv, index.image_hw[i, cams],
-                                 out=out["features"][i, :m])
+                _write_features(cfg, out, i, fmaps[[slot[i, j] for j in cams]], cams, camera, uv,
+                                index.image_hw[i, cams])
             clock.lap("project")
             rng = np.random.default_rng([cfg.occupancy_seed, first_sweep + i])
             voxels, occ = occupancy_targets(points[:, :3], cfg.occupancy, rng)
@@ -321,7 +335,9 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
                                    f"with --overwrite to rebuild the store with room for them")
         except ExtractError as e:
             failure[i] = f"{e} (sample {index.sample_token[i]})" if index.sample_token[i] not in str(e) else str(e)
-            out["features"][i] = 0
+            for spec in specs:  # the features written before the failure
+                if spec.name in FEATURE_ARRAYS:
+                    out[spec.name][i] = spec.fill
             continue
         out["points"][i, :m] = points
         if labels is not None:
@@ -342,8 +358,8 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         check_holder(cfg.out, job)  # a task of a job that lost the store's lock writes nothing
     arrays = _open_for_writing(cfg.out)
     arrays["done"][sl] = np.zeros(n, np.uint8)  # first: a sweep being rewritten is not complete meanwhile
-    for spec in ARRAYS:
-        if spec.name != "done" and spec.name in arrays:
+    for spec in specs:
+        if spec.name != "done":
             arrays[spec.name][sl] = out[spec.name]
     if job:
         check_holder(cfg.out, job)  # nor marks anything done
@@ -369,6 +385,27 @@ def _open_for_writing(url: str) -> dict:
     with _ZARR_CONFIG_LOCK, zarr.config.set({"array.write_empty_chunks": True}):
         group = zarr.open_group(url, mode="r+")
         return {spec.name: group[spec.name] for spec in ARRAYS if spec.name in group}
+
+
+def _write_features(cfg: ExtractConfig, out: dict, i: int, maps, cams: np.ndarray, camera: np.ndarray,
+                    uv: np.ndarray, image_hw: np.ndarray) -> None:
+    """Sweep ``i``'s teacher features into ``out``, in the store's layout and encoding: ``maps`` [c,D,h,w]
+    float32 are the patch maps of cameras ``cams``; ``camera`` [m] indexes ``cams`` (-1: no camera), ``uv``
+    [m,2] the points' pixels, ``image_hw`` [c,2] the cameras' original sizes."""
+    from pipeline.teacher import sample_features
+
+    m = len(camera)
+    if cfg.layout == "patches":
+        cells = maps.permute(0, 2, 3, 1).numpy()  # [c, h, w, D]
+        if cfg.feature_encoding == "float16":
+            out["patches"][i, cams] = cells
+        else:
+            out["patches_int8"][i, cams], out["patches_scale"][i, cams] = encode_int8(cells)
+    elif cfg.feature_encoding == "float16":
+        sample_features(maps, camera, uv, image_hw, out=out["features"][i, :m])
+    else:
+        feats = sample_features(maps, camera, uv, image_hw, out=np.empty((m, maps.shape[1]), np.float32))
+        out["features_int8"][i, :m], out["features_scale"][i, :m] = encode_int8(feats)
 
 
 class _StageClock:
@@ -508,7 +545,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
         k = cfg.sweeps_per_shard
         todo = [s0 for s0 in range(0, len(index), k) if not done[s0:s0 + k].all()]
         n_done_before = len(index) - sum(min(k, len(index) - s0) for s0 in todo)
-        dims = {"P": group.attrs["max_points"], "Q": group.attrs["max_queries"], "D": feature_dim}
+        dims = store_dims(dict(group.attrs))
         task_started = time.perf_counter()
         stage_seconds: dict[str, float] = {}
         futures = {client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, dims,

@@ -1,7 +1,10 @@
-"""``cdpipe migrate OLD --out NEW``: rewrite a store of an older schema (1 or 2) as the current one,
+"""``cdpipe migrate OLD --out NEW``: rewrite a store of an older schema (1, 2 or 3) as the current one,
 without running the teacher again.
 
-What an older store lacks, and how the new one gets it:
+Every older store has one feature per point: the new store has the ``points`` layout in ``float16``
+(attributes ``layout``, ``feature_encoding`` and ``patch_grid``, version 4). A patch-layout store cannot
+be made from it without the teacher (the per-point features do not give back the maps): re-extract for
+that. What a schema 1 or 2 store also lacks, and how the new one gets it:
 
 - every chunk is written again with the current codecs, so each carries its crc32c checksum;
 - ``failure`` and ``warnings`` are empty (the old job recorded neither; its incomplete sweeps stay
@@ -15,7 +18,8 @@ What an older store lacks, and how the new one gets it:
   targets are computed again from the stored points, with the recorded grid and seed, as ``extract``
   does today.
 
-Points, labels, features, valid, camera, pixel, tokens and timestamps are copied unchanged.
+Points, labels, features, valid, camera, pixel, tokens and timestamps (a schema 3 store: every array) are
+copied unchanged.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     version = attrs.get("schema_version")
     if version == SCHEMA_VERSION:
         raise StoreError(f"{old} already has schema_version {SCHEMA_VERSION}: nothing to migrate")
-    if version not in (1, 2):
-        raise StoreError(f"{old} has schema_version {version!r}; cdpipe migrate upgrades versions 1 and 2")
+    if version not in (1, 2, 3):
+        raise StoreError(f"{old} has schema_version {version!r}; cdpipe migrate upgrades versions 1, 2 and 3")
     out = local_path(out)
     partial = out.rstrip("/") + ".migrating"  # renamed to ``out`` once complete: no half-migrated store at --out
     for path in (out, partial):
@@ -58,7 +62,7 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     except (KeyError, TypeError) as e:
         raise StoreError(f"{old}: its attributes lack what schema {version} requires ({type(e).__name__}: {e})") from None
     done_all = src["done"][:]
-    camera_hw = _camera_sizes(src, attrs, new["dataset"]["dataroot"], done_all)
+    camera_hw = src["camera_hw"][:] if version >= 3 else _camera_sizes(src, attrs, new["dataset"]["dataroot"], done_all)
     occ = new["occupancy"]
     dst = zarr.open_group(partial, mode="w")
     dst.attrs.update(new)
@@ -74,8 +78,9 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
         rows = slice(s0, min(s0 + k, n))
         block = {name: src[name][rows] for name in copied}
         block["camera_hw"] = camera_hw[rows]
-        for name in ("failure", "warnings"):  # not recorded by the old job; written, so every chunk exists
-            block[name] = np.full(rows.stop - rows.start, "", dtype=object)
+        for name in ("failure", "warnings"):  # not recorded before schema 3; written, so every chunk exists
+            if name not in block:
+                block[name] = np.full(rows.stop - rows.start, "", dtype=object)
         done = src["done"][rows]
         if version == 1:  # the occupancy targets of today's rule, from the stored points
             for name in ("occ_voxels", "occ_labels", "num_queries"):
@@ -105,6 +110,11 @@ def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str
     new = dict(attrs)
     new["schema_version"] = SCHEMA_VERSION
     t = dict(attrs["teacher"])
+    new.update(layout="points", feature_encoding="float16",
+               patch_grid=[t["image_size"][0] // t["patch_size"], t["image_size"][1] // t["patch_size"]])
+    if version >= 3:  # the teacher and occupancy records are complete
+        new["provenance"] = {**attrs["provenance"], "migrated": _migrated(version, command)}
+        return _moved(new, attrs, dataroot)
     random = t["weights"] == "random"
     # the earliest stores had no architecture record; their random teachers were built with init_values 1
     t.setdefault("architecture", {"init_values": 1.0} if random else {})
@@ -115,12 +125,20 @@ def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str
         t["create_model"]["pretrained_cfg_overlay"] = {"file": None}
     new["teacher"] = t
     new["occupancy"] = {"near_surface_m": 1.5, **attrs["occupancy"], "free_draw": FREE_DRAW}
-    migrated = {"from_schema_version": version, "command": command,
-                "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    new["provenance"] = {**attrs["provenance"], "migrated": _migrated(version, command)}
+    return _moved(new, attrs, dataroot)
+
+
+def _migrated(version: int, command: str) -> dict:
+    return {"from_schema_version": version, "command": command,
+            "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _moved(new: dict, attrs: dict, dataroot: str | None) -> dict:
+    """``new`` with the dataset's dataroot moved to ``dataroot`` when given (the old one kept in provenance)."""
     if dataroot and os.path.abspath(dataroot) != attrs["dataset"]["dataroot"]:
-        migrated["old_dataroot"] = attrs["dataset"]["dataroot"]
+        new["provenance"]["migrated"]["old_dataroot"] = attrs["dataset"]["dataroot"]
         new["dataset"] = {**attrs["dataset"], "dataroot": os.path.abspath(dataroot)}
-    new["provenance"] = {**attrs["provenance"], "migrated": migrated}
     return new
 
 

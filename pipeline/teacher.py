@@ -262,45 +262,15 @@ class FrozenTeacher(torch.nn.Module):
 
 
 def sample_features(fmaps: torch.Tensor, camera: np.ndarray, uv: np.ndarray, image_hw: np.ndarray,
-                    out: np.ndarray | None = None, block: int = 512) -> np.ndarray:
-    """Bilinear sample of the patch maps ``fmaps`` [C,D,h,w] (one per camera) at each point's pixel.
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear sample of the patch maps ``fmaps`` [C,D,h,w] (one per camera) at each point's pixel, by the
+    store's rule (``pipeline.store.bilinear_cells``, which states it): ``camera`` [N] is the camera that
+    sees each point (-1: none), ``uv`` [N,2] its continuous pixel in that camera's original image,
+    ``image_hw`` [C,2] the original (H0, W0) of each camera. Computed in float32 and written into ``out``
+    (float16 [N,D] allocated when None; its dtype otherwise) once; points no camera sees get zeros."""
+    from pipeline.store import bilinear_cells, sample_cells
 
-    ``camera`` [N] is the camera that sees each point (-1: none), ``uv`` [N,2] its continuous pixel in
-    that camera's original image, ``image_hw`` [C,2] the original (H0, W0) of each camera. Writes float16
-    [N,D] into ``out`` (allocated when None) and returns it; points no camera sees get zeros.
-
-    The map covers the whole image: patch cell (i, j) has its centre at image pixel coordinates
-    ((j + 0.5) W0 / w, (i + 0.5) H0 / h); this is ``grid_sample`` with ``align_corners=False`` and
-    ``padding_mode="border"``, equal to upsampling the map to the image with ``interpolate(bilinear,
-    align_corners=False)`` and reading it at (u, v). Points beyond the outer patch centres take the
-    border value. Computed in float32 as a weighted sum of four map cells per point (one
-    ``embedding_bag`` over every camera at once, in blocks of ``block`` points so the float32
-    intermediate stays in cache), then rounded once to float16.
-    """
     c_, d, h, w = fmaps.shape
-    n = len(camera)
-    if out is None:
-        out = np.empty((n, d), np.float16)
-    seen = camera >= 0
-    cam = np.where(seen, camera, 0).astype(np.int64)
-    hw0 = np.asarray(image_hw, dtype=np.float64)[cam]
-    # continuous map coordinates (cell centres at integers), clamped to the outer centres (border)
-    x = np.clip(uv[:, 0] * (w / hw0[:, 1]) - 0.5, 0, w - 1)
-    y = np.clip(uv[:, 1] * (h / hw0[:, 0]) - 0.5, 0, h - 1)
-    x0 = np.minimum(np.floor(x), max(w - 2, 0))
-    y0 = np.minimum(np.floor(y), max(h - 2, 0))
-    fx, fy = x - x0, y - y0
-    dx, dy = int(w > 1), w * int(h > 1)  # a one-cell-wide map has no right / lower neighbour
-    base = cam * (h * w) + y0.astype(np.int64) * w + x0.astype(np.int64)
-    idx = np.stack([base, base + dx, base + dy, base + dx + dy], 1)
-    idx[~seen] = c_ * h * w  # points no camera sees read an appended zero row with weight 0: exactly +0
-    wts = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1).astype(np.float32)
-    wts[~seen] = 0
-    cells = fmaps.detach().float().cpu().permute(0, 2, 3, 1).reshape(c_ * h * w, d)
-    table = torch.cat([cells, cells.new_zeros(1, d)])
-    idx_t, wts_t, dst = torch.from_numpy(idx), torch.from_numpy(wts), torch.from_numpy(out)
-    for s in range(0, n, block):
-        e = min(s + block, n)
-        dst[s:e].copy_(torch.nn.functional.embedding_bag(idx_t[s:e], table, per_sample_weights=wts_t[s:e],
-                                                         mode="sum"))
-    return out
+    idx, wts = bilinear_cells(camera, uv, image_hw, h, w)
+    cells = fmaps.detach().float().cpu().permute(0, 2, 3, 1).reshape(c_ * h * w, d).numpy()
+    return sample_cells(cells, idx, wts, out)

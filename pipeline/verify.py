@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.store import (ATTRIBUTES, StoreError, chunk_key, decode_reason, expected_arrays, grid, open_store,
-                            read_column, read_rows, store_url)
+from pipeline.store import (ATTRIBUTES, StoreError, chunk_key, decode_reason, expected_arrays, feature_arrays, grid,
+                            open_store, read_column, read_rows, store_url)
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,12 @@ def check_layout(group) -> list[Problem]:
 def _value_problems(rows: dict, attrs: dict) -> list[tuple[str, str]]:
     """(array, message) for out-of-range values in one complete sweep's rows."""
     out = []
-    for name in ("features", "points", "pixel"):
-        bad = int((~np.isfinite(rows[name].astype(np.float32))).any(axis=-1).sum())
-        if bad:
-            out.append((name, f"{bad} rows hold NaN or inf"))
+    for name, row in rows.items():
+        if row.dtype.kind == "f":
+            vectors = row.reshape(-1, row.shape[-1]) if row.ndim > 1 else row.reshape(-1, 1)
+            bad = int((~np.isfinite(vectors.astype(np.float32))).any(axis=-1).sum())
+            if bad:
+                out.append((name, f"{bad} vectors hold NaN or inf"))
     shape = np.asarray(attrs["occupancy"]["shape"])
     vox = rows["occ_voxels"]
     if len(vox) and ((vox < 0) | (vox >= shape)).any():
@@ -103,8 +105,8 @@ def verify_store(url: str, progress: bool = True) -> dict:
                 "problems": [asdict(p) for p in problems], "warnings": []}
     n = attrs["num_sweeps"]
     specs = expected_arrays(attrs)
-    per_sweep = [s for s in specs if not s.per_point]
-    per_point = [s for s in specs if s.per_point]
+    per_sweep = [s for s in specs if not s.sweep_chunks]
+    per_point = [s for s in specs if s.sweep_chunks]  # one chunk per sweep: per-point, per-query, patch maps
     columns, chunks_read = {}, 0
     unknown = np.zeros(n, bool)  # sweeps whose per-sweep values could not be read: not checked further
     for spec in per_sweep:  # chunks of k sweeps: each read alone, so every damaged one is named
@@ -181,7 +183,7 @@ def verify_store(url: str, progress: bool = True) -> dict:
                 problems.append(Problem("damaged", f"does not decode: {decode_reason(e)}", array=spec.name, sweep=s,
                                         sample_token=tok, chunk=key))
                 continue
-            rows[spec.name] = row[:nq if spec.trailing[0] == "Q" else npts]
+            rows[spec.name] = {"Q": row[:nq], "P": row[:npts]}.get(spec.trailing[0], row)
         if complete and counts_ok and len(rows) == len(per_point):
             problems += [Problem("values", msg, array=name, sweep=s, sample_token=tok, chunk=chunk_key(group[name], s))
                          for name, msg in _value_problems(rows, attrs)]
@@ -226,7 +228,10 @@ def store_info(url: str) -> dict:
     t = a["teacher"]
     per_array = {spec.name: array_bytes(group, spec.name) for spec in expected_arrays(a)}
     size = None if any(v is None for v in per_array.values()) else sum(per_array.values())
+    carriers = [per_array[name] for name in feature_arrays(a)]
+    feature_size = None if any(v is None for v in carriers) else sum(carriers)
     total_points = int(n_points.sum())
+    raw = 2 * a["feature_dim"] * total_points
     return {
         "store": store_url(group) if "://" in url else url, "schema_version": a["schema_version"],
         "sweeps": int(done.sum()), "sweeps_total": a["num_sweeps"],
@@ -241,6 +246,12 @@ def store_info(url: str) -> dict:
         "bytes_per_point_per_array": {k: (v / total_points if v is not None and total_points else None)
                                       for k, v in per_array.items()},
         "raw_float16_bytes_per_point": 2 * a["feature_dim"],
+        "layout": a["layout"], "feature_encoding": a["feature_encoding"], "patch_grid": a["patch_grid"],
+        "feature_arrays": feature_arrays(a),
+        "feature_bytes_per_point": feature_size / total_points if feature_size and total_points else None,
+        # against raw float16 per-point features (2 D bytes per real point)
+        "feature_fraction_of_raw": feature_size / raw if feature_size and raw else None,
+        "store_fraction_of_raw": size / raw if size and raw else None,
         "teacher": t["name"], "teacher_weights": t["weights"], "random_teacher": t["weights"] == "random",
         "teacher_architecture": t.get("architecture") or {}, "teacher_stand_in": t.get("stand_in"),
         "layer": t["layer"], "image_size": t["image_size"], "cameras": a["cameras"],

@@ -18,11 +18,24 @@ def small_dataroot(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_store(small_dataroot, tmp_path_factory):
-    """The small dataroot extracted with a small random ViT-S/14 input (112x224), 1 worker, 1 thread."""
+    """The small dataroot extracted with a small random ViT-S/14 input (112x224), 1 worker, 1 thread, in
+    the default layout (patch maps, float16)."""
     from pipeline.extract import run_extract
 
     synth_cfg, _ = small_dataroot
     cfg = store_config(synth_cfg, str(tmp_path_factory.mktemp("store") / "store.zarr"))
+    summary = run_extract(cfg, progress=False)
+    return cfg, summary
+
+
+@pytest.fixture(scope="session")
+def small_points_store(small_dataroot, tmp_path_factory):
+    """The same store in the points layout (a float16 feature per point), the layout of every store
+    before schema 4."""
+    from pipeline.extract import run_extract
+
+    synth_cfg, _ = small_dataroot
+    cfg = store_config(synth_cfg, str(tmp_path_factory.mktemp("store") / "points.zarr"), layout="points")
     summary = run_extract(cfg, progress=False)
     return cfg, summary
 

@@ -189,6 +189,7 @@ def test_distillation_gain_is_measured_against_the_mean_teacher_direction(small_
     import numpy as np
     import zarr
 
+    from pipeline.store import read_sweep
     from trainer.evaluate import distillation_gain
 
     store = small_store[0].out
@@ -199,7 +200,7 @@ def test_distillation_gain_is_measured_against_the_mean_teacher_direction(small_
 
     def unit_feats(s):
         n = int(g["num_points"][s])
-        q = g["features"][s, :n].astype(np.float64)[g["valid"][s, :n]]
+        q = read_sweep(g, s, ("features",))["features"].astype(np.float64)[g["valid"][s, :n]]
         return q / np.linalg.norm(q, axis=1, keepdims=True)
 
     m = sum(unit_feats(s).sum(0) for s in np.nonzero(split_of == "train")[0])

@@ -1,22 +1,33 @@
-"""storage_schema.md is exactly true: a store read with only the names, dtypes, shapes, chunks, shards
-and fill values that its tables give, and nothing else in the store or in pipeline/store.py."""
+"""storage_schema.md is exactly true: stores of every layout and encoding read with only the names,
+dtypes, shapes, chunks, shards and fill values that its tables give, and with its reading recipes run
+as written, agree with pipeline/store.py and with ``read_sweep``."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
-from pipeline.store import ARRAYS, ATTRIBUTES, read_sweep
+from pipeline.store import ARRAYS, ATTRIBUTES, SCHEMA_VERSION, read_sweep
 
 DOC = Path(__file__).resolve().parents[1] / "storage_schema.md"
 
 
+def _section(name: str) -> str:
+    return DOC.read_text().split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def _table(section: str) -> list[list[str]]:
-    text = DOC.read_text().split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in text.splitlines() if line.startswith("|")]
+    rows = [line for line in _section(section).splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def _recipes() -> list[str]:
+    """The python blocks of "Layouts and encodings": the common part, the points layout, the patches layout."""
+    return re.findall(r"```python\n(.*?)```", _section("Layouts and encodings"), re.S)
 
 
 def _dims(text: str, d: dict) -> tuple:
@@ -25,26 +36,56 @@ def _dims(text: str, d: dict) -> tuple:
     return tuple(d[t] if t in d else int(t) for t in (p.strip() for p in text.split(",")))
 
 
+def _held_by(row_in: str, attrs: dict) -> bool:
+    """Whether a store with these attributes holds an array whose "in" column says ``row_in``."""
+    have = {attrs["layout"], attrs["feature_encoding"], *(("labels",) if attrs["has_labels"] else ())}
+    return row_in == "all" or {w.strip() for w in row_in.split(",")} <= have
+
+
 def test_doc_tables_match_schema_module():
     arrays = {row[0]: row for row in _table("Arrays")}
     assert set(arrays) == {a.name for a in ARRAYS}
     for spec in ARRAYS:
         assert arrays[spec.name][1] == spec.dtype, spec.name
         assert arrays[spec.name][2] == ", ".join(["S", *map(str, spec.trailing)]), spec.name
+        assert arrays[spec.name][6] == (", ".join(spec.when) or "all"), spec.name
     assert {row[0] for row in _table("Attributes")} == set(ATTRIBUTES)
+    assert f"schema version {SCHEMA_VERSION}" in DOC.read_text().splitlines()[0]
+    assert len(_recipes()) == 3
 
 
-def test_store_read_with_the_document_alone(small_store):
-    cfg, _ = small_store
-    g = zarr.open_group(cfg.out, mode="r")
+@pytest.fixture(scope="module")
+def stores(small_store, small_points_store, small_dataroot, tmp_path_factory):
+    """The small world in all four layouts and encodings (two extracted here, int8)."""
+    import dataclasses
+
+    from pipeline.extract import run_extract
+
+    out = {("patches", "float16"): small_store[0].out, ("points", "float16"): small_points_store[0].out}
+    for cfg in (small_store[0], small_points_store[0]):
+        int8 = dataclasses.replace(cfg, feature_encoding="int8",
+                                   out=str(tmp_path_factory.mktemp("int8") / f"{cfg.layout}.zarr"))
+        run_extract(int8, progress=False)
+        out[cfg.layout, "int8"] = int8.out
+    return out
+
+
+@pytest.mark.parametrize("layout, encoding", [("patches", "float16"), ("points", "float16"), ("patches", "int8"),
+                                              ("points", "int8")])
+def test_store_read_with_the_document_alone(stores, layout, encoding):
+    """The tables give every array of the store (and no other), with its dtype, shape, chunks, shards and
+    fill; the document's recipe for the store's layout, run as written, gives what read_sweep gives."""
+    store = stores[layout, encoding]
+    g = zarr.open_group(store, mode="r")
     attrs = dict(g.attrs)
     assert set(attrs) == {row[0] for row in _table("Attributes")}
-    assert attrs["schema_version"] == 3
+    assert (attrs["layout"], attrs["feature_encoding"]) == (layout, encoding)
     d = {"S": attrs["num_sweeps"], "P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"],
-         "C": len(attrs["cameras"]), "k": attrs["sweeps_per_shard"]}
-    rows = _table("Arrays")
-    assert set(g.array_keys()) == {r[0] for r in rows}  # has_labels is true here
-    for name, dtype, shape, chunk, shard, fill, _ in rows:
+         "C": len(attrs["cameras"]), "k": attrs["sweeps_per_shard"], "h": attrs["patch_grid"][0],
+         "w": attrs["patch_grid"][1]}
+    rows = [r for r in _table("Arrays") if _held_by(r[6], attrs)]
+    assert set(g.array_keys()) == {r[0] for r in rows}
+    for name, dtype, shape, chunk, shard, fill, _, _ in rows:
         a = g[name]
         if dtype == "str":
             assert a.dtype.kind in "OUT", name
@@ -56,22 +97,40 @@ def test_store_read_with_the_document_alone(small_store):
         assert a.shape == _dims(shape, d), name
         assert a.chunks == _dims(chunk, d), name
         assert a.shards == _dims(shard, d), name
-    # the reading recipe of the document works
-    s = 0
-    assert g["done"][s] == 1
-    n = g["num_points"][s]
-    xyz, feats = g["points"][s, :n, :3], g["features"][s, :n]
-    q = g["num_queries"][s]
-    occ = attrs["occupancy"]
-    centres = (np.asarray(occ["lower"], np.float32)
-               + (g["occ_voxels"][s, :q].astype(np.float32) + 0.5) * np.float32(occ["voxel_size_m"]))
-    assert xyz.shape == (n, 3) and feats.shape == (n, d["D"]) and centres.shape == (q, 3)
-    assert (centres >= np.array(occ["lower"])).all()
-    # and gives what the reader API gives
-    sweep = read_sweep(cfg.out, s)
-    np.testing.assert_array_equal(sweep["points"][:, :3], xyz)
-    np.testing.assert_array_equal(sweep["features"], feats)
-    np.testing.assert_array_equal(sweep["valid"], g["valid"][s, :n])
-    np.testing.assert_array_equal(sweep["occ_centres"], centres)
-    assert set(sweep) == {"points", "labels", "features", "valid", "camera", "pixel", "occ_voxels", "occ_labels",
-                          "occ_centres"}
+    common, points, patches = _recipes()
+    for s in (0, 3):
+        scope = {"STORE": store, "s": s}
+        exec(common + (points if layout == "points" else patches), scope)  # the recipes as written
+        sweep = read_sweep(store, s)
+        n, q = scope["n"], scope["q"]
+        assert scope["xyz"].shape == (n, 3) and scope["centres"].shape == (q, 3)
+        np.testing.assert_array_equal(sweep["points"][:, :3], scope["xyz"])
+        np.testing.assert_array_equal(sweep["valid"], scope["valid"])
+        np.testing.assert_array_equal(sweep["occ_centres"], scope["centres"])
+        feats = scope["feats"]
+        assert feats.dtype == np.float16 and feats.shape == (n, d["D"]) and scope["valid"].mean() > 0.5
+        # equal to float16 rounding (numpy and read_sweep sum the four cells in different orders)
+        np.testing.assert_allclose(sweep["features"].astype(np.float32), feats.astype(np.float32), rtol=2 ** -10,
+                                   atol=1e-3)
+        assert set(sweep) == {"points", "labels", "features", "valid", "camera", "pixel", "occ_voxels", "occ_labels",
+                              "occ_centres"}
+
+
+def test_both_layouts_and_encodings_give_the_same_features(stores):
+    """The patch layout gives the per-point features of the points layout through read_sweep, to float16
+    rounding; int8 in either layout stays within cosine 0.9999 of them."""
+    for s in range(6):
+        ref = read_sweep(stores["points", "float16"], s)
+        valid = ref["valid"]
+        exact = ref["features"].astype(np.float32)
+        for key, store in stores.items():
+            got = read_sweep(store, s)
+            for name in ("points", "valid", "camera", "pixel", "occ_voxels", "occ_labels"):
+                np.testing.assert_array_equal(got[name], ref[name], err_msg=f"{key} {name}")
+            feats = got["features"].astype(np.float32)
+            assert not feats[~valid].any()
+            if key[1] == "float16":  # the maps are rounded to float16 before the blend, the features after
+                np.testing.assert_allclose(feats, exact, rtol=2 ** -9, atol=2e-3, err_msg=str(key))
+            cos = (feats[valid] * exact[valid]).sum(1) / (np.linalg.norm(feats[valid], axis=1)
+                                                          * np.linalg.norm(exact[valid], axis=1))
+            assert cos.min() >= (0.99999 if key[1] == "float16" else 0.9999), (key, cos.min())

@@ -21,7 +21,7 @@ from pipeline.cli import app as cdpipe
 from pipeline.extract import run_extract
 from pipeline.frames import build_nuscenes_index
 from pipeline.lock import LockError, StoreLock, check_holder, lock_path, read_lock
-from pipeline.store import DamagedChunk, StoreError, chunk_key, open_store, read_rows
+from pipeline.store import DamagedChunk, StoreError, chunk_key, open_store, read_rows, store_dims
 from pipeline.verify import store_info, verify_store
 from tests.conftest import store_config
 from tests.http_store import serve
@@ -45,28 +45,28 @@ def store_copy(small_store, tmp_path):
 
 
 def test_verify_names_every_damaged_and_missing_chunk(store_copy, small_store):
-    """One byte flipped in a chunk of each kind of array (unsharded features, a shard of points, a chunk of
+    """One byte flipped in a chunk of each kind of array (unsharded patch maps, a shard of points, a chunk of
     per-sweep numbers, a chunk of strings) and one chunk deleted: verify names each with its array,
     sweep, sample token (where readable) and chunk key, and exits 1; a plain zarr reader raises on the
     flipped chunk instead of returning wrong numbers; the untouched store verifies clean."""
     g = zarr.open_group(store_copy, mode="r")
     tokens = g["sample_token"][:]
-    flip_byte(os.path.join(store_copy, chunk_key(g["features"], 1)))  # features/c/1/0/0
+    flip_byte(os.path.join(store_copy, chunk_key(g["patches"], 1)))  # patches/c/1/0/0/0/0
     flip_byte(os.path.join(store_copy, chunk_key(g["points"], 2)), 0.3)  # shard of sweeps 2-3
     flip_byte(os.path.join(store_copy, chunk_key(g["num_queries"], 2)))  # sweeps 2-3
     flip_byte(os.path.join(store_copy, chunk_key(g["lidar_token"], 0)))  # sweeps 0-1
     os.remove(os.path.join(store_copy, chunk_key(g["occ_labels"], 0)))  # shard of sweeps 0-1, gone
     with pytest.raises(ValueError, match="checksum"):
-        zarr.open_group(store_copy, mode="r")["features"][1]
+        zarr.open_group(store_copy, mode="r")["patches"][1]
 
     report = verify_store(store_copy, progress=False)
     found = {(p["kind"], p["array"], p["sweep"]): p for p in report["problems"]}
     (points_sweep,) = [s for kind, name, s in found if name == "points"]  # the inner chunk the flip hit
     assert points_sweep in (2, 3)  # named although the sweep's num_queries chunk is damaged too
-    assert set(found) == {("damaged", "features", 1), ("damaged", "points", points_sweep),
+    assert set(found) == {("damaged", "patches", 1), ("damaged", "points", points_sweep),
                           ("damaged", "num_queries", 2), ("damaged", "lidar_token", 0), ("missing", "occ_labels", 0)}
-    assert found["damaged", "features", 1]["chunk"] == "features/c/1/0/0"
-    assert found["damaged", "features", 1]["sample_token"] == tokens[1]
+    assert found["damaged", "patches", 1]["chunk"] == "patches/c/1/0/0/0/0"
+    assert found["damaged", "patches", 1]["sample_token"] == tokens[1]
     assert found["damaged", "points", points_sweep]["sample_token"] == tokens[points_sweep]
     assert found["damaged", "points", points_sweep]["chunk"] == "points/c/1/0/0"
     assert found["missing", "occ_labels", 0]["chunk"] == "occ_labels/c/0/0"
@@ -74,7 +74,7 @@ def test_verify_names_every_damaged_and_missing_chunk(store_copy, small_store):
     res = runner.invoke(cdpipe, ["verify", store_copy, "--no-progress"])
     assert res.exit_code == 1
     lines = [line for line in res.output.splitlines() if line.startswith(("damaged", "missing"))]
-    assert len(lines) == 5 and any("array features, sweep 1, sample " + tokens[1] + ", chunk features/c/1/0/0" in line
+    assert len(lines) == 5 and any("array patches, sweep 1, sample " + tokens[1] + ", chunk patches/c/1/0/0/0/0" in line
                                    for line in lines)
     res = runner.invoke(cdpipe, ["verify", store_copy, "--json", "--no-progress"])
     assert res.exit_code == 1 and len(json.loads(res.output)["problems"]) == 5
@@ -91,17 +91,17 @@ def test_verify_names_every_damaged_and_missing_chunk(store_copy, small_store):
 
 
 def test_verify_reports_non_finite_features_and_schema_problems(store_copy):
-    """Values written wrong but with valid checksums (NaN in features, a voxel off the grid), a shape
+    """Values written wrong but with valid checksums (NaN in a patch map, a voxel off the grid), a shape
     that disagrees with the attributes, and an older schema: each is named."""
     g = zarr.open_group(store_copy, mode="r+")
-    feats = g["features"][2]
-    feats[5, 7] = np.nan
-    g["features"][2] = feats
+    maps = g["patches"][2]
+    maps[1, 2, 3, 7] = np.nan
+    g["patches"][2] = maps
     vox = g["occ_voxels"][3]
     vox[0] = (999, 0, 0)
     g["occ_voxels"][3] = vox
     kinds = {(p["kind"], p["array"], p["sweep"]) for p in verify_store(store_copy, progress=False)["problems"]}
-    assert kinds == {("values", "features", 2), ("values", "occ_voxels", 3)}
+    assert kinds == {("values", "patches", 2), ("values", "occ_voxels", 3)}
     g.attrs["max_points"] = g.attrs["max_points"] + 1
     assert any(p["kind"] == "shape" and p["array"] == "points"
                for p in verify_store(store_copy, progress=False)["problems"])
@@ -115,18 +115,18 @@ def test_damaged_chunk_stops_pretraining_in_one_line_or_is_skipped(store_copy, t
     """The same flip stops `cdtrain pretrain` (loader in a worker process) with one line naming array,
     sweep, token and chunk; with --skip-bad-sweeps it trains on and records the sweep."""
     g = zarr.open_group(store_copy, mode="r")
-    flip_byte(os.path.join(store_copy, chunk_key(g["features"], 1)))
+    flip_byte(os.path.join(store_copy, chunk_key(g["patches"], 1)))
     args = ["pretrain", "--store", store_copy, "--model", "minkunet-tiny", "--head-hidden", "32", "--steps", "3",
             "--workers", "1", "--max-points", "3000"]
     res = runner.invoke(cdtrain, [*args, "--out", str(tmp_path / "stop")])
     assert res.exit_code == 2
     (line,) = [x for x in res.output.splitlines() if x.startswith("error:")]
-    assert f"array features, sweep 1 (sample {g['sample_token'][1]}), chunk features/c/1/0/0" in line
+    assert f"array patches, sweep 1 (sample {g['sample_token'][1]}), chunk patches/c/1/0/0/0/0" in line
     assert "crc32c checksum mismatch" in line and "Traceback" not in res.output
     res = runner.invoke(cdtrain, [*args, "--out", str(tmp_path / "skip"), "--skip-bad-sweeps"])
     assert res.exit_code == 0, res.output
     skipped = [json.loads(x) for x in open(tmp_path / "skip" / "skipped_sweeps.jsonl")]
-    assert {r["sweep"] for r in skipped} == {1} and "features/c/1/0/0" in skipped[0]["error"]
+    assert {r["sweep"] for r in skipped} == {1} and "patches/c/1/0/0/0/0" in skipped[0]["error"]
 
 
 def test_damaged_chunk_error_survives_a_loader_worker():
@@ -365,8 +365,8 @@ def test_a_task_of_a_job_that_lost_the_lock_writes_nothing(store_copy, small_sto
     cfg = dataclasses.replace(small_store[0], out=store_copy)
     index = build_nuscenes_index(cfg.dataroot, cfg.version).select(range(0, 2))
     g = zarr.open_group(store_copy, mode="r")
-    before = {name: g[name][:2] for name in ("done", "num_points", "features")}
-    dims = {"P": g.attrs["max_points"], "Q": g.attrs["max_queries"], "D": g.attrs["feature_dim"]}
+    before = {name: g[name][:2] for name in ("done", "num_points", "patches")}
+    dims = store_dims(dict(g.attrs))
     holder = StoreLock(store_copy).acquire()
     try:
         with pytest.raises(Exception, match="no longer holds the store's lock"):
@@ -399,8 +399,8 @@ def test_store_read_by_http_url(small_store, tmp_path):
         with pytest.raises(StoreError, match="read-only"):
             open_store(url, mode="r+")
         g = open_store(url)
-    with pytest.raises(StoreError, match="array features, sweep 0 .*could not be read") as error:
-        read_rows(g, "features", 0)  # the server is gone: not a damaged chunk, and not skipped as one
+    with pytest.raises(StoreError, match="array patches, sweep 0 .*could not be read") as error:
+        read_rows(g, "patches", 0)  # the server is gone: not a damaged chunk, and not skipped as one
     assert not isinstance(error.value, DamagedChunk)
     with pytest.raises(StoreError, match="could not be reached"):
         open_store(url)
@@ -504,14 +504,22 @@ def test_resume_from_a_pickled_checkpoint_is_refused_in_one_line(small_store, tm
 
 
 def _downgrade(src: str, dst: str, version: int) -> None:
-    """Write ``src`` (current schema) as the schema ``version`` store it stands for: no checksums, no
-    failure/warnings/camera_hw arrays, none of the attributes added since; schema 1 also shards
-    features and loses its occupancy targets (replaced by junk, as its rule differed)."""
+    """Write ``src`` (current schema, points layout in float16) as the schema ``version`` store it stands
+    for: without the layout attributes; before 3, no checksums, no failure/warnings/camera_hw arrays,
+    none of the attributes added in 3; schema 1 also shards features and loses its occupancy targets
+    (replaced by junk, as its rule differed)."""
     from zarr.codecs import BloscCodec
 
     g = zarr.open_group(src, mode="r")
-    attrs = dict(g.attrs)
+    attrs = {k: v for k, v in g.attrs.items() if k not in ("layout", "feature_encoding", "patch_grid")}
     attrs["schema_version"] = version
+    if version == 3:  # the arrays as they are
+        shutil.copytree(src, dst)
+        out = zarr.open_group(dst, mode="r+")
+        out.attrs.clear()
+        out.attrs.update(attrs)
+        zarr.consolidate_metadata(dst)
+        return
     attrs["teacher"] = {k: v for k, v in attrs["teacher"].items()
                         if k not in ("create_model", "resize", "normalise", "forward")}
     attrs["occupancy"] = {k: v for k, v in attrs["occupancy"].items()
@@ -535,13 +543,13 @@ def _downgrade(src: str, dst: str, version: int) -> None:
     zarr.consolidate_metadata(dst)
 
 
-@pytest.mark.parametrize("version", [2, 1])
-def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_store, tmp_path, version):
-    """A schema-1 or -2 store is refused in one line that names `cdpipe migrate`; migrate writes a store
-    that verifies clean and equals the one extract writes today, array by array (schema 1: occupancy
-    targets recomputed from the points), and attribute by attribute (but for the PIL version, which
-    the old job did not record, and the provenance)."""
-    cfg, _ = small_store
+@pytest.mark.parametrize("version", [3, 2, 1])
+def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_points_store, tmp_path, version):
+    """A schema-1, -2 or -3 store is refused in one line that names `cdpipe migrate`; migrate writes a
+    store that verifies clean and equals the one extract writes today in the points layout, array by
+    array (schema 1: occupancy targets recomputed from the points), and attribute by attribute (but for
+    the PIL version and device, which the jobs before schema 3 did not record, and the provenance)."""
+    cfg, _ = small_points_store
     old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
     _downgrade(cfg.out, old, version)
     with pytest.raises(StoreError, match=f"schema_version {version}.*cdpipe migrate"):
@@ -556,9 +564,10 @@ def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_store
     for name in ref.array_keys():
         np.testing.assert_array_equal(ref[name][:], got[name][:], err_msg=name)
     a, b = dict(ref.attrs), dict(got.attrs)
-    assert b["teacher"]["resize"]["version"] is None and b["teacher"]["device"] is None  # not recorded then
-    b["teacher"]["resize"]["version"] = a["teacher"]["resize"]["version"]
-    b["teacher"]["device"] = a["teacher"]["device"]
+    if version < 3:
+        assert b["teacher"]["resize"]["version"] is None and b["teacher"]["device"] is None  # not recorded then
+        b["teacher"]["resize"]["version"] = a["teacher"]["resize"]["version"]
+        b["teacher"]["device"] = a["teacher"]["device"]
     assert b["provenance"]["migrated"]["from_schema_version"] == version
     assert {k: v for k, v in a.items() if k != "provenance"} == {k: v for k, v in b.items() if k != "provenance"}
     res = runner.invoke(cdpipe, ["migrate", new, "--out", str(tmp_path / "again.zarr")])
@@ -566,14 +575,14 @@ def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_store
     assert not os.path.exists(tmp_path / "again.zarr")
 
 
-def test_migrated_store_of_the_earliest_kind_rebuilds_and_resumes(small_store, small_dataroot, tmp_path):
+def test_migrated_store_of_the_earliest_kind_rebuilds_and_resumes(small_points_store, small_dataroot, tmp_path):
     """A schema-1 store from before the teacher recorded its architecture (a random teacher built with
     init_values 1), with two sweeps never written and its dataset moved: migrate (given the new dataroot)
     records init_values, so the teacher rebuilds from the store; and extract resumes the migrated store
     and completes it."""
     from tests.test_extract import reference_features
 
-    cfg, _ = small_store
+    cfg, _ = small_points_store
     old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
     _downgrade(cfg.out, old, 1)
     g = zarr.open_group(old, mode="r+")
