@@ -27,22 +27,22 @@ import argparse
 import json
 
 import numpy as np
-import zarr
 from numcodecs import Blosc
 
 BLOSC = Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)
 
 
 def sweep_features(store: str, n_sweeps: int) -> tuple[list[np.ndarray], dict]:
-    """The valid stored features of ``n_sweeps`` complete sweeps spread over the store (plain zarr: any
-    schema version reads)."""
-    g = zarr.open_group(store, mode="r")
+    """The valid per-point features of ``n_sweeps`` complete sweeps spread over the store (any layout)."""
+    from pipeline.store import open_store, read_sweep
+
+    g = open_store(store)
     done = np.nonzero(g["done"][:] == 1)[0]
     pick = done[np.linspace(0, len(done) - 1, min(n_sweeps, len(done))).round().astype(int)]
     out = []
     for s in pick:
-        n = int(g["num_points"][s])
-        out.append(g["features"][s, :n][g["valid"][s, :n]])
+        sweep = read_sweep(g, int(s), ("features", "valid"))
+        out.append(sweep["features"][sweep["valid"]])
     return out, dict(g.attrs)
 
 

@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/store_codecs.py STORE [--sweeps 8] [--sweeps-per-task 2] [--codecs lz4] [--rounds 1]
 
-Copies the first sweeps of STORE's ``features`` (the bulk of every store) and ``points`` into scratch
+Copies the first sweeps of STORE's per-point features (as ``read_sweep`` gives them, from any layout: the
+bulk of a points-layout store) and ``points`` into scratch
 arrays with each candidate codec and layout, and prints bytes per point, write and whole-sweep read
 throughput. The figures chosen from are recorded in storage_schema.md. Writes go as ``cdpipe extract``
 sends them: ``--sweeps-per-task`` sweeps per assignment (whole shards), with zarr's all-fill chunk
@@ -62,9 +63,15 @@ def main() -> None:
     from pipeline.worker_setup import keep_freed_memory
 
     keep_freed_memory()  # as in an extract worker: large buffers from the heap up to 32 MiB
-    src = zarr.open_group(args.store, mode="r")
-    n = min(args.sweeps, src["features"].shape[0])
-    feats = src["features"][:n]
+    from pipeline.store import open_store, read_sweep
+
+    src = open_store(args.store)
+    n = min(args.sweeps, src["points"].shape[0])
+    # per-point float16 features padded to P as the points layout stores them, from any layout
+    feats = np.zeros((n, src.attrs["max_points"], src.attrs["feature_dim"]), np.float16)
+    for s in range(n):
+        f = read_sweep(src, s, ("features",))["features"]
+        feats[s, :len(f)] = f
     points = src["points"][:n]
     n_points = int(src["num_points"][:n].sum())
     p, d = feats.shape[1], feats.shape[2]

@@ -59,10 +59,12 @@ def exact_features(store: str, sweeps: list[int]) -> dict[int, np.ndarray]:
     for s in sweeps:
         assert index.sample_token[s] == str(g["sample_token"][s])
         row = read_sweep(g, s, ("camera", "pixel"))
-        images = [read_image(index.image_path[s][c], index.image_hw[s, c], cfg.image_size)
-                  for c in range(len(a["cameras"]))]
+        cams = np.nonzero(index.camera_ok[s])[0]  # a camera left out of the sweep keeps a zero map
+        images = [read_image(index.image_path[s][c], index.image_hw[s, c], cfg.image_size) for c in cams]
+        h, w = a["patch_grid"]
+        fmaps = torch.zeros(len(a["cameras"]), a["feature_dim"], h, w)
         with torch.inference_mode():
-            fmaps = teacher.features(images)
+            fmaps[cams] = teacher.features(images)
         out[s] = sample_features(fmaps, row["camera"], row["pixel"], g["camera_hw"][s],
                                  out=np.empty((len(row["camera"]), a["feature_dim"]), np.float32))
     return out

@@ -255,13 +255,14 @@ def info(url: str = typer.Argument(..., help="Store: a local path, or a file://,
 
 
 @app.command()
-def migrate(old: str = typer.Argument(..., help="Store of schema version 1 or 2 (left as it is)."),
+def migrate(old: str = typer.Argument(..., help="Store of schema version 1, 2 or 3 (left as it is)."),
             out: str = typer.Option(..., "--out", help="New store to write (a local path)."),
             dataroot: Path = typer.Option(None, help="Dataset the store was extracted from (default: the dataroot "
                                                      "it records), for the camera image sizes.")):
-    """Rewrite an older store in the current schema without the teacher: checksums on every chunk, camera
-    image sizes from the tables, the teacher's construction record, and (schema 1) today's occupancy
-    targets from the stored points."""
+    """Rewrite an older store in the current schema without the teacher, in the points layout (older
+    stores hold a feature per point; re-extract for the ~10x smaller patches layout). Schema 1 and 2 also
+    gain checksums on every chunk, camera image sizes from the tables and the teacher's construction
+    record, and schema 1 today's occupancy targets from the stored points."""
     import sys
 
     from pipeline.migrate import migrate as run
@@ -303,6 +304,29 @@ def verify(url: str = typer.Argument(..., help="Store: a local path, or a file:/
                    + ("" if n else ": OK"))
     if report["problems"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def preview(url: str = typer.Argument(..., help="Store: a local path, or a file://, http(s)://, s3:// or gs:// URL."),
+            out: Path = typer.Option(..., "--out", help="PNG to write."),
+            sweep: int = typer.Option(0, help="Sweep index (0 .. num_sweeps - 1)."),
+            dataroot: Path = typer.Option(None, help="Where the camera images are (default: the dataroot the store "
+                                                     "records; without them the points are drawn alone).")):
+    """Picture one sweep: each camera with its points coloured by a PCA of their teacher features, the
+    same from above, the lidarseg labels from above, and slices of the occupancy targets."""
+    from pipeline.preview import draw_preview, sweep_preview
+    from pipeline.store import StoreError
+
+    if out.suffix.lower() != ".png":
+        fail(f"--out {out}: the preview is a PNG; name it FILE.png")
+    if not out.parent.is_dir():
+        fail(f"--out {out}: no folder {out.parent}")
+    try:
+        view = sweep_preview(url, sweep, str(dataroot) if dataroot else None)
+    except StoreError as e:
+        fail(str(e))
+    draw_preview(view, out)
+    typer.echo(f"{out}: sweep {sweep} of {url}" + (f" ({view.image_note})" if view.image_note else ""))
 
 
 if __name__ == "__main__":

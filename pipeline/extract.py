@@ -4,9 +4,9 @@ Client: start the Dask workers (each imports torch and timm and builds the teach
 also gives the store its teacher record), meanwhile build the frame index from the tables, create the
 store (or reopen it to resume), and hand groups of ``sweeps_per_shard`` consecutive sweeps to the
 workers. Worker task (``extract_group``): read the LiDAR sweeps and all their camera images, run the
-teacher on the whole batch of images, project every point into every camera, sample features, build
-occupancy targets, and write whole shards (whole chunks where an array has no shards) of every array;
-``done`` last. A rerun skips groups whose ``done`` flags are all set, so a killed
+teacher on the whole batch of images, project every point into every camera, keep the patch maps (the
+patches layout) or sample each point's feature (the points layout), build occupancy targets, and write
+whole shards (whole chunks where an array has no shards) of every array; ``done`` last. A rerun skips groups whose ``done`` flags are all set, so a killed
 job loses at most the groups in flight.
 """
 
@@ -151,6 +151,12 @@ def create_or_open_store(cfg: ExtractConfig, attrs: dict):
         old = dict(group.attrs)
         check_compatible(old, cfg.out)
         diff = [k for k in _RESUME_KEYS if _resume_view(k, old.get(k)) != _resume_view(k, attrs[k])]
+        options = {"layout": "--layout", "feature_encoding": "--feature-encoding"}
+        if diff and set(diff) <= set(options):
+            hint = " ".join(f"{options[k]} {old.get(k)}" for k in options if k in diff)
+            raise StoreError(f"{cfg.out} holds its features as {old.get('layout')} in {old.get('feature_encoding')}, "
+                             f"this run asks for {attrs['layout']} in {attrs['feature_encoding']}: rerun with {hint} "
+                             f"to resume it, or write to a new --out")
         if diff:
             raise StoreError(f"{cfg.out} was written with other settings ({', '.join(diff)} differ), so this run "
                              f"cannot resume it. Write to a new --out, or pass --overwrite to start it again.")

@@ -112,26 +112,33 @@ def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str
     t = dict(attrs["teacher"])
     new.update(layout="points", feature_encoding="float16",
                patch_grid=[t["image_size"][0] // t["patch_size"], t["image_size"][1] // t["patch_size"]])
-    if version >= 3:  # the teacher and occupancy records are complete
-        new["provenance"] = {**attrs["provenance"], "migrated": _migrated(version, command)}
+    new["provenance"] = {**attrs["provenance"], "migrated": _migrated(version, command, attrs["provenance"])}
+    complete = "device" in t and "pretrained_cfg_overlay" in (t.get("create_model") or {})
+    if version >= 3 and complete:  # the teacher and occupancy records are as today's
         return _moved(new, attrs, dataroot)
+    # schema 1 and 2, and the first schema-3 stores (their teacher record lacked the device and the
+    # weights file): the record is written again from what the store knows
     random = t["weights"] == "random"
     # the earliest stores had no architecture record; their random teachers were built with init_values 1
     t.setdefault("architecture", {"init_values": 1.0} if random else {})
     t.setdefault("stand_in", None)
     weights = None if random else _weights_path(attrs)
-    t.update(how_built(t["name"], t["architecture"], t["image_size"], weights, pil_version=None))
+    t.update(how_built(t["name"], t["architecture"], t["image_size"], weights,
+                       pil_version=(t.get("resize") or {}).get("version")))
     if weights is None and not random:  # the file is unknown: say so rather than guess
         t["create_model"]["pretrained_cfg_overlay"] = {"file": None}
     new["teacher"] = t
     new["occupancy"] = {"near_surface_m": 1.5, **attrs["occupancy"], "free_draw": FREE_DRAW}
-    new["provenance"] = {**attrs["provenance"], "migrated": _migrated(version, command)}
     return _moved(new, attrs, dataroot)
 
 
-def _migrated(version: int, command: str) -> dict:
-    return {"from_schema_version": version, "command": command,
-            "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+def _migrated(version: int, command: str, provenance: dict) -> dict:
+    """This migration's record; an earlier one (a store migrated before) is kept under ``previous``."""
+    record = {"from_schema_version": version, "command": command,
+              "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if provenance.get("migrated"):
+        record["previous"] = provenance["migrated"]
+    return record
 
 
 def _moved(new: dict, attrs: dict, dataroot: str | None) -> dict:

@@ -21,7 +21,8 @@ Two layouts carry the teacher features (attribute ``layout``), each in one of tw
 - ``points``: the feature of every point [P, D], as the extract computed it.
 - ``float16``, or ``int8``: each vector scaled by its own max |x| / 127 (the scale kept as float32).
 
-``read_sweep`` returns the same per-point features for every layout and encoding.
+``read_sweep`` returns the same per-point features for every layout and encoding (to float16 rounding;
+int8 to cosine >= 0.9999).
 
 Light module (zarr and numpy; torch only to sample patch maps faster where it is installed; no devkit,
 Dask or timm): the trainer imports it.
@@ -123,7 +124,7 @@ ATTRIBUTES: dict[str, str] = {
     "occupancy": "{voxel_size_m, lower [x, y, z], shape [nx, ny, nz], free_per_occupied, near_surface_m, frame, seed, "
                  "free_draw}",
     "provenance": "{code_version, created_utc, command, torch_version, zarr_version; migrated: {from_schema_version, "
-                  "utc, command, old_dataroot} when cdpipe migrate wrote the store}",
+                  "utc, command, old_dataroot, previous} when cdpipe migrate wrote the store}",
 }
 
 MULTI_VIEW_RULE = ("a point seen by several cameras takes the view whose pixel lies farthest from that image's "
@@ -211,7 +212,8 @@ def check_compatible(attrs: dict, where: str) -> None:
         raise StoreError(f"{where} is not a teacher-feature store (no schema_version attribute)")
     if version in (1, 2, 3):
         raise StoreError(f"{where} has schema_version {version}; this code reads version {SCHEMA_VERSION}. Upgrade a "
-                         f"copy with `cdpipe migrate {where} --out NEW_STORE` (no teacher needed), or re-extract it.")
+                         f"copy with `cdpipe migrate {where} --out NEW_STORE` (no teacher needed; it keeps a feature "
+                         f"per point), or re-extract it (patch maps: ~10x smaller).")
     if version != SCHEMA_VERSION:
         raise StoreError(f"{where} has schema_version {version}; this code reads version {SCHEMA_VERSION}. "
                          f"Re-extract the store with this version of cdpipe, or use the cdpipe release that wrote it.")

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.store import (ATTRIBUTES, StoreError, chunk_key, decode_reason, expected_arrays, feature_arrays, grid,
-                            open_store, read_column, read_rows, store_url)
+from pipeline.store import (ARRAY_SPECS, ATTRIBUTES, ENCODINGS, LAYOUTS, StoreError, chunk_key, decode_reason,
+                            expected_arrays, feature_arrays, grid, open_store, read_column, read_rows, store_url)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,19 @@ def check_layout(group) -> list[Problem]:
     missing = [k for k in ATTRIBUTES if k not in attrs]
     if missing:
         return [Problem("attributes", f"attributes missing: {', '.join(missing)}")]
+    if attrs["layout"] not in LAYOUTS or attrs["feature_encoding"] not in ENCODINGS:
+        return [Problem("attributes", f"layout {attrs['layout']!r} / feature_encoding {attrs['feature_encoding']!r}: "
+                                      f"expected one of {LAYOUTS} / {ENCODINGS}")]
+    t = attrs["teacher"]
+    grid_hw = [t["image_size"][0] // t["patch_size"], t["image_size"][1] // t["patch_size"]]
+    if list(attrs["patch_grid"]) != grid_hw:
+        return [Problem("attributes", f"patch_grid {attrs['patch_grid']} is not the teacher's image_size "
+                                      f"{t['image_size']} over its patch_size {t['patch_size']} ({grid_hw})")]
     problems = []
+    foreign = sorted(set(group.array_keys()) - {spec.name for spec in expected_arrays(attrs)})
+    if foreign:
+        problems.append(Problem("shape", f"arrays that a {attrs['layout']}/{attrs['feature_encoding']} store does not "
+                                         f"hold: {', '.join(foreign)}"))
     for spec in expected_arrays(attrs):
         if spec.name not in group:
             problems.append(Problem("shape", "array missing from the store", array=spec.name))
@@ -66,15 +78,15 @@ def check_layout(group) -> list[Problem]:
     return problems
 
 
-def _value_problems(rows: dict, attrs: dict) -> list[tuple[str, str]]:
+def _value_problems(rows: dict, attrs: dict, camera_hw: np.ndarray) -> list[tuple[str, str]]:
     """(array, message) for out-of-range values in one complete sweep's rows."""
     out = []
     for name, row in rows.items():
-        if row.dtype.kind == "f":
-            vectors = row.reshape(-1, row.shape[-1]) if row.ndim > 1 else row.reshape(-1, 1)
+        if row.dtype.kind == "f":  # a vector: a point's row of points or pixel, a feature, a patch cell
+            vectors = row.reshape(-1, row.shape[-1]) if ARRAY_SPECS[name].trailing[-1] in ("D", 2, 5) else row.reshape(-1, 1)
             bad = int((~np.isfinite(vectors.astype(np.float32))).any(axis=-1).sum())
             if bad:
-                out.append((name, f"{bad} vectors hold NaN or inf"))
+                out.append((name, f"{bad} {'vectors' if vectors.shape[1] > 1 else 'values'} hold NaN or inf"))
     shape = np.asarray(attrs["occupancy"]["shape"])
     vox = rows["occ_voxels"]
     if len(vox) and ((vox < 0) | (vox >= shape)).any():
@@ -85,6 +97,8 @@ def _value_problems(rows: dict, attrs: dict) -> list[tuple[str, str]]:
     cam = rows["camera"]
     if ((cam >= len(attrs["cameras"])) | (cam < -1)).any() or not np.array_equal(rows["valid"], cam >= 0):
         out.append(("camera", "camera indices out of range, or valid does not equal camera >= 0"))
+    elif len(cam) and (camera_hw[np.unique(cam[cam >= 0])] <= 0).any():  # the frame of pixel, and of the features
+        out.append(("camera_hw", "a camera that sees points has no image size"))
     return out
 
 
@@ -186,7 +200,7 @@ def verify_store(url: str, progress: bool = True) -> dict:
             rows[spec.name] = {"Q": row[:nq], "P": row[:npts]}.get(spec.trailing[0], row)
         if complete and counts_ok and len(rows) == len(per_point):
             problems += [Problem("values", msg, array=name, sweep=s, sample_token=tok, chunk=chunk_key(group[name], s))
-                         for name, msg in _value_problems(rows, attrs)]
+                         for name, msg in _value_problems(rows, attrs, columns["camera_hw"][s])]
     return {"store": url, "sweeps": n, "sweeps_done": int((done == 1).sum()), "chunks_read": chunks_read,
             "problems": [asdict(p) for p in problems], "warnings": warnings}
 

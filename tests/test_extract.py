@@ -247,6 +247,10 @@ def test_resume_with_other_settings_is_refused(small_store, tmp_path):
     other = type(cfg)(**{**cfg.__dict__, "out": str(copy), "min_depth": 2.0})
     with pytest.raises(StoreError, match="projection"):
         run_extract(other, progress=False)
+    # another layout: the message says which options resume the store as it is
+    other = type(cfg)(**{**cfg.__dict__, "out": str(copy), "layout": "points", "feature_encoding": "int8"})
+    with pytest.raises(StoreError, match="rerun with --layout patches --feature-encoding float16 to resume it"):
+        run_extract(other, progress=False)
 
 
 def test_refuses_to_write_over_a_directory_that_is_not_a_store(small_dataroot, tmp_path):

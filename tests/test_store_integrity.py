@@ -100,8 +100,17 @@ def test_verify_reports_non_finite_features_and_schema_problems(store_copy):
     vox = g["occ_voxels"][3]
     vox[0] = (999, 0, 0)
     g["occ_voxels"][3] = vox
+    hw = g["camera_hw"][:]
+    hw[4] = 0  # the frame of sweep 4's pixels (and of its features) lost
+    g["camera_hw"][:] = hw
     kinds = {(p["kind"], p["array"], p["sweep"]) for p in verify_store(store_copy, progress=False)["problems"]}
-    assert kinds == {("values", "patches", 2), ("values", "occ_voxels", 3)}
+    assert kinds == {("values", "patches", 2), ("values", "occ_voxels", 3), ("values", "camera_hw", 4)}
+    for key, value, says in (("layout", "cubes", "layout 'cubes'"), ("patch_grid", [8, 8], "patch_grid [8, 8]")):
+        old = g.attrs[key]
+        g.attrs[key] = value
+        (problem,) = verify_store(store_copy, progress=False)["problems"]
+        assert problem["kind"] == "attributes" and says in problem["message"]
+        g.attrs[key] = old
     g.attrs["max_points"] = g.attrs["max_points"] + 1
     assert any(p["kind"] == "shape" and p["array"] == "points"
                for p in verify_store(store_copy, progress=False)["problems"])
@@ -573,6 +582,31 @@ def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_point
     res = runner.invoke(cdpipe, ["migrate", new, "--out", str(tmp_path / "again.zarr")])
     assert res.exit_code == 2 and "nothing to migrate" in res.output
     assert not os.path.exists(tmp_path / "again.zarr")
+
+
+def test_an_early_schema_3_store_migrated_twice_keeps_its_history(small_points_store, tmp_path):
+    """The first schema-3 stores lacked the teacher's device and weights-file record: migrate writes them
+    (unknown: null) rather than copy an incomplete record, and keeps the record of an earlier migration
+    under provenance.migrated.previous."""
+    cfg, _ = small_points_store
+    old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
+    _downgrade(cfg.out, old, 3)
+    g = zarr.open_group(old, mode="r+")
+    attrs = dict(g.attrs)
+    teacher = {k: v for k, v in attrs["teacher"].items() if k != "device"}
+    teacher["create_model"] = {k: v for k, v in teacher["create_model"].items() if k != "pretrained_cfg_overlay"}
+    earlier = {"from_schema_version": 1, "utc": "2026-11-30T00:00:00+00:00", "command": "cdpipe migrate a --out b"}
+    g.attrs.update(teacher=teacher, provenance={**attrs["provenance"], "migrated": earlier})
+    zarr.consolidate_metadata(old)
+    res = runner.invoke(cdpipe, ["migrate", old, "--out", new])
+    assert res.exit_code == 0, res.output
+    got = open_store(new).attrs
+    assert got["teacher"]["device"] is None and got["teacher"]["create_model"]["pretrained_cfg_overlay"] is None
+    assert got["teacher"]["resize"] == attrs["teacher"]["resize"]  # the PIL version it did record is kept
+    assert got["provenance"]["migrated"]["from_schema_version"] == 3
+    assert got["provenance"]["migrated"]["previous"] == earlier
+    assert (got["layout"], got["feature_encoding"]) == ("points", "float16")
+    assert verify_store(new, progress=False)["problems"] == []
 
 
 def test_migrated_store_of_the_earliest_kind_rebuilds_and_resumes(small_points_store, small_dataroot, tmp_path):
