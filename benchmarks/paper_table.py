@@ -334,22 +334,43 @@ def bootstrap_ci(d: np.ndarray, reps: int = 10000, seed: int = 0) -> tuple[float
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def make_table(args) -> str:
+def load_seeds() -> list[dict]:
+    """The seed files in RESULTS, by seed; refused unless they are one experiment (same settings)."""
     files = sorted(f for f in os.listdir(RESULTS) if f.startswith("seed_") and f.endswith(".json"))
     seeds = [json.load(open(os.path.join(RESULTS, f))) for f in files]
     if not seeds:
         sys.exit(f"no seed files in {RESULTS}: run `{sys.argv[0]} run --seed K` first")
     seeds.sort(key=lambda s: s["seed"])
-    ks = [s["seed"] for s in seeds]
     odd = [s["seed"] for s in seeds if (s["settings"], s["occ_weight"]) != (seeds[0]["settings"], seeds[0]["occ_weight"])]
     if odd:
         sys.exit(f"seed files {odd} were made with other settings than seed {seeds[0]['seed']}: one table, one "
                  f"experiment; move them aside or rerun them")
+    return seeds
+
+
+def row_values(seeds: list[dict], row: str, col: str) -> np.ndarray | None:
+    """A row's value in one column, per seed (None unless every seed has it)."""
+    v = [s["rows"].get(row, {}).get(col) for s in seeds]
+    return None if any(x is None for x in v) else np.asarray(v, dtype=float)
+
+
+def paired_difference(seeds: list[dict], a: str, b: str, col: str) -> tuple[np.ndarray, float, float] | None:
+    """Row a minus row b in column ``col`` (in the column's display scale), per seed, with the 95%
+    bootstrap interval of its mean; None where either row lacks the column."""
+    va, vb = row_values(seeds, a, col), row_values(seeds, b, col)
+    if va is None or vb is None:
+        return None
+    d = COLUMNS[col][2] * (va - vb)
+    return (d, *bootstrap_ci(d))
+
+
+def make_table(args) -> str:
+    seeds = load_seeds()
+    ks = [s["seed"] for s in seeds]
     names = list(FLOORS) + list(ROWS)
 
     def values(row, col):
-        v = [s["rows"].get(row, {}).get(col) for s in seeds]
-        return None if any(x is None for x in v) else np.asarray(v, dtype=float)
+        return row_values(seeds, row, col)
 
     def cell(v, col, spread=True):
         _, digits, scale = COLUMNS[col]
@@ -366,13 +387,12 @@ def make_table(args) -> str:
     for a, b in DIFFS:
         cells = []
         for col in COLUMNS:
-            va, vb = values(a, col), values(b, col)
-            if va is None or vb is None:
+            diff = paired_difference(seeds, a, b, col)
+            if diff is None:
                 cells.append("-")
                 continue
-            _, digits, scale = COLUMNS[col]
-            d = scale * (va - vb)
-            lo, hi = bootstrap_ci(d)
+            d, lo, hi = diff
+            digits = COLUMNS[col][1]
             cells.append(f"{d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] ({(d > 0).sum()}/{len(d)})")
         diff_lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
     s0 = seeds[0]
@@ -439,6 +459,30 @@ def make_table(args) -> str:
     return text
 
 
+def make_figure(out: str) -> str:
+    """The paired differences of the table as a figure: per column, each difference's mean, 95% bootstrap
+    interval and per-seed values against 0."""
+    from trainer.plots import Difference, plot_paired_differences
+
+    seeds = load_seeds()
+    short = {"random init": "random", "linear head": "linear", "3-layer MLP head": "MLP",
+             "MLP head + occupancy": "MLP+occ"}
+    panels = {}
+    for col, (title, _, scale) in COLUMNS.items():
+        diffs = []
+        for a, b in DIFFS:
+            diff = paired_difference(seeds, a, b, col)
+            if diff is not None:
+                d, lo, hi = diff
+                diffs.append(Difference(f"{short[a]} - {short[b]}", d, float(d.mean()), lo, hi))
+        panels[title + (" (points)" if scale == 100.0 else "")] = diffs
+    n = len(seeds)
+    title = (f"Paired differences over {n} seeds ({', '.join(str(s['seed']) for s in seeds)}): mean (diamond), 95% "
+             f"bootstrap interval (bar; green above 0, red below), each seed (grey)"
+             + (f"; interim, {n} of {MIN_SEEDS} seeds" if n < MIN_SEEDS else ""))
+    return str(plot_paired_differences(panels, out, title))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=("run", "sweep-occ", "table"))
@@ -462,6 +506,7 @@ def main() -> None:
         with open(args.out, "w") as f:
             f.write(text + "\n")
         print(text)
+        print(f"figure: {make_figure(os.path.splitext(args.out)[0] + '.png')}")
     elif args.command == "sweep-occ":
         args.seed = SWEEP_SEED if args.seed is None else args.seed
         sweep_occ(args)

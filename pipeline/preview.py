@@ -99,7 +99,7 @@ class SweepPreview:
 def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPreview:
     """Read sweep ``s`` of ``store`` (a path or URL) and compute what ``draw_preview`` shows. The images
     come from ``dataroot`` (default: the one the store records) when it holds the sweep's camera frames."""
-    from pipeline.store import StoreError, open_store, read_sweep
+    from pipeline.store import StoreError, open_store, read_rows, read_sweep
 
     group = open_store(os.fspath(store))
     attrs = dict(group.attrs)
@@ -116,12 +116,12 @@ def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPrevi
     colours[valid] = pca.colour(features[valid])
     labels = FINE_TO_EVAL[sweep["labels"]] if "labels" in sweep else None
     cameras = tuple(attrs["cameras"])
-    camera_hw = np.asarray(group["camera_hw"][s])
-    sample_token = str(group["sample_token"][s])
+    camera_hw = np.asarray(read_rows(group, "camera_hw", s))
+    sample_token = str(read_rows(group, "sample_token", s))
     dataset = attrs["dataset"]
     images, note = camera_images(dataroot or dataset["dataroot"], dataset["version"], sample_token, cameras,
-                                 np.asarray(group["camera_timestamp"][s]), camera_hw)
-    scene = attrs["scenes"][int(group["scene_index"][s])]
+                                 np.asarray(read_rows(group, "camera_timestamp", s)), camera_hw)
+    scene = attrs["scenes"][int(read_rows(group, "scene_index", s))]
     teacher = attrs["teacher"]
     h, w = attrs["patch_grid"]
     layout = attrs["layout"] + (f" ({h}x{w} patch map per camera)" if attrs["layout"] == "patches" else
@@ -228,7 +228,7 @@ def draw_preview(p: SweepPreview, out: str | os.PathLike, dpi: int = 100) -> Pat
     bev = cam_w  # the big bird's-eye panels are as wide as a camera panel
     caption_h = 0.75
     fig = Figure(figsize=(3 * cam_w, 2 * cam_h + bev + caption_h + 0.6), dpi=dpi, facecolor="white")
-    outer = fig.add_gridspec(2, 1, height_ratios=[2 * cam_h, bev], hspace=0.08, left=0.01, right=0.99,
+    outer = fig.add_gridspec(2, 1, height_ratios=[2 * cam_h, bev], hspace=0.08, left=0.025, right=0.99,
                              top=1 - caption_h / fig.get_figheight(), bottom=0.02)
     cams = outer[0].subgridspec(2, 3, wspace=0.02, hspace=0.12)
     for r, row in enumerate(CAMERA_GRID):
@@ -236,7 +236,7 @@ def draw_preview(p: SweepPreview, out: str | os.PathLike, dpi: int = 100) -> Pat
             _camera_panel(fig.add_subplot(cams[r, c]), p, name)
     below = outer[1].subgridspec(2, 4, width_ratios=[2, 2, 1, 1], wspace=0.12, hspace=0.22)
     ax = fig.add_subplot(below[:, 0])
-    _bev_points(ax, p.xyz, p.colours, order=p.valid)
+    _bev_points(ax, p.xyz, p.colours, order=p.valid, ylabel=True)
     ax.set_title("teacher features from above (grey: no camera sees the point)", fontsize=8, pad=3)
     ax = fig.add_subplot(below[:, 1])
     if p.eval_labels is not None:
@@ -257,9 +257,9 @@ def draw_preview(p: SweepPreview, out: str | os.PathLike, dpi: int = 100) -> Pat
     cells = [below[0, 2], below[0, 3], below[1, 2]]
     for cell, (title, state) in zip(cells, occupancy_slabs(p)):
         ax = fig.add_subplot(cell)
-        # picture rows run along -x (forward is up), columns along -y (left is left)
-        ax.imshow(lut[state[::-1, ::-1]], interpolation="nearest",
-                  extent=(-(lower[1] + ny * size), -lower[1], lower[0], lower[0] + nx * size))
+        # state is [i, j] along (x, y): the picture's rows run along y (upwards), its columns along x
+        ax.imshow(lut[state.T], origin="lower", interpolation="nearest",
+                  extent=(lower[0], lower[0] + nx * size, lower[1], lower[1] + ny * size))
         _bev_axes(ax)
         ax.set_title(title, fontsize=7, pad=2)
     ax = fig.add_subplot(below[1, 3])
@@ -311,17 +311,23 @@ def _camera_panel(ax, p: SweepPreview, name: str) -> None:
     ax.set_title(f"{name}: {seen.sum()} points" + ("" if image is not None else " (no image)"), fontsize=8, pad=2)
 
 
-def _bev_axes(ax) -> None:
+def _bev_axes(ax, xlabel: bool = False, ylabel: bool = False) -> None:
+    """A bird's-eye panel in the LiDAR frame: x to the right, y up (nuScenes' LIDAR_TOP: y is forward)."""
     ax.set_facecolor("#202024")
     ax.set_xlim(-BEV_HALF_M, BEV_HALF_M)
     ax.set_ylim(-BEV_HALF_M, BEV_HALF_M)
     ax.set_aspect("equal")
     ax.tick_params(labelsize=6, length=2, pad=1)
-    ax.plot([0], [0], marker="^", color="white", markersize=4)  # the sensor, facing forward (up)
+    if xlabel:
+        ax.set_xlabel("LiDAR x (m)", fontsize=7, labelpad=1)
+    if ylabel:
+        ax.set_ylabel("LiDAR y (m; nuScenes: forward)", fontsize=7, labelpad=1)
+    ax.plot([0], [0], marker="o", color="white", markersize=3)  # the sensor
 
 
-def _bev_points(ax, xyz: np.ndarray, colours: np.ndarray, order: np.ndarray | None = None) -> None:
-    """Points from above: forward (+x) up, left (+y) left, metres; ``order`` True points drawn last."""
-    idx = np.argsort(order, kind="stable") if order is not None else np.argsort(xyz[:, 2], kind="stable")
-    ax.scatter(-xyz[idx, 1], xyz[idx, 0], c=colours[idx], s=0.6, linewidths=0, antialiased=False)
-    _bev_axes(ax)
+def _bev_points(ax, xyz: np.ndarray, colours: np.ndarray, order: np.ndarray | None = None,
+                ylabel: bool = False) -> None:
+    """Points from above (``_bev_axes``), drawn in increasing ``order`` (default: height)."""
+    idx = np.argsort(order if order is not None else xyz[:, 2], kind="stable")
+    ax.scatter(xyz[idx, 0], xyz[idx, 1], c=colours[idx], s=0.6, linewidths=0, antialiased=False)
+    _bev_axes(ax, xlabel=True, ylabel=ylabel)

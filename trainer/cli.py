@@ -8,6 +8,12 @@ app = typer.Typer(help="cdtrain: Zarr store -> batches -> sparse student + heads
                   no_args_is_help=True, add_completion=False)
 
 
+def fail(message: str, code: int = 2):
+    """Print one line on stderr and exit (2: bad input, found before any work)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
 @app.callback()
 def main() -> None:
     """Train and evaluate LiDAR students from teacher-feature stores written by ``cdpipe extract``."""
@@ -253,6 +259,9 @@ def evaluate(
     if out:
         with open(out, "w") as f:
             json.dump(result, f, indent=1)
+        from trainer.plots import plot_evaluation
+
+        typer.echo(f"  wrote {out}, " + " and ".join(map(str, plot_evaluation(result, out))))
 
 
 @app.command()
@@ -272,6 +281,28 @@ def rankme(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"RankMe {value:.1f} ({checkpoint}, {used} {split} sweeps of {store})")
+
+
+@app.command()
+def plot(
+    runs: list[str] = typer.Argument(..., help="Run directories of cdtrain pretrain or finetune (overlaid)."),
+    out: str = typer.Option(..., "--out", help="PNG to write."),
+):
+    """Training curves of one or more runs: distillation, occupancy and total loss (raw and smoothed), learning
+    rate, RankMe, and the fine-tuning loss and held-out mIoU, each where the runs logged it."""
+    import os
+
+    from trainer.plots import plot_runs
+
+    if not out.lower().endswith(".png"):
+        fail(f"--out {out}: the plot is a PNG; name it FILE.png")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        fail(f"--out {out}: no folder {os.path.dirname(os.path.abspath(out))}")
+    try:
+        path = plot_runs(runs, out)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    typer.echo(f"{path}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ augmentation from epoch t, so a resumed run sees the batches a straight one woul
 Every ``checkpoint_every`` steps OUT/segmenter.pt is rewritten (atomically) with the weights, the
 optimiser and the step; ``resume`` continues from it after checking that the settings match. With
 ``eval_every``, the val mIoU is measured along the way into OUT/curve.jsonl (with the mean training
-loss of the steps since the last entry), so a reader can see whether training had converged.
+loss of the steps since the last entry), so a reader can see whether training had converged
+(``cdtrain plot`` draws it); with tensorboard installed, each step's loss and rate and every val mIoU
+also go to TensorBoard scalars in OUT/tb.
 The linear probe is ``trainer/probe.py`` (a convex fit, not SGD); scoring is ``trainer/evaluate.py``.
 """
 
@@ -96,7 +98,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     from tqdm import tqdm
 
     from pipeline.store import open_store
-    from trainer.train import store_fingerprint
+    from trainer.train import store_fingerprint, tensorboard_writer
 
     group = open_store(store)
     if not group.attrs["has_labels"]:
@@ -143,6 +145,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     curve = open(curve_path, "w")
     curve.writelines(rows)
     last_row = json.loads(rows[-1])["step"] if rows else 0
+    tb = tensorboard_writer(cfg.out)
     bar = tqdm(total=cfg.steps, initial=start, desc="finetune", unit="step", disable=not progress)
     try:  # the bar is closed however the loop ends, so an error prints on its own line
         for step in range(start, cfg.steps):
@@ -160,6 +163,9 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
             scaler.step(opt)
             scaler.update()
             losses.append(loss.item())
+            if tb is not None:
+                tb.add_scalar("loss", loss.item(), step + 1)
+                tb.add_scalar("lr", lr_at(step, cfg), step + 1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             bar.update()
             done = step + 1
@@ -167,12 +173,17 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
                 r = evaluate_model(model, store, "val", voxel_size, device=device)
                 curve.write(json.dumps({"step": done, "train_loss": float(np.mean(losses)), "val_miou": r["miou"]}) + "\n")
                 curve.flush()
+                if tb is not None:
+                    tb.add_scalar("val_miou", r["miou"], done)
                 losses.clear()
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 save(done)
     finally:
         bar.close()
     result = evaluate_model(model, store, "val", voxel_size, device=device)
+    if tb is not None:
+        tb.add_scalar("val_miou", result["miou"], cfg.steps)
+        tb.close()
     if last_row < cfg.steps:
         curve.write(json.dumps({"step": cfg.steps, "train_loss": float(np.mean(losses)) if losses else None,
                                 "val_miou": result["miou"]}) + "\n")

@@ -11,7 +11,8 @@ A checkpoint holds the model, data and train configs, the store's fingerprint, t
 gradient-scaler state, the step and the RNG state; it is plain tensors and Python values, loaded with
 ``weights_only=True``. On a GPU the step runs under fp16 autocast with gradient scaling; under torchrun
 each rank takes its slice of every global batch (DDP). RankMe of the backbone's point features is
-logged with every checkpoint.
+logged with every checkpoint. Every step's metrics go to OUT/metrics.jsonl (``cdtrain plot`` draws them),
+and also to TensorBoard scalars in OUT/tb when tensorboard is installed.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     model.train()
     lead = rank == 0
     log = open(os.path.join(tcfg.out, "metrics.jsonl"), "a") if lead else None
-    tb = _tensorboard(tcfg.out) if lead else None
+    tb = tensorboard_writer(tcfg.out) if lead else None
     bar = tqdm(total=tcfg.steps, initial=start, desc="pretrain", unit="step", disable=not (progress and lead))
     metrics: dict = {}
     step = start
@@ -244,8 +245,9 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     return {"metrics": metrics, "checkpoint": ckpt_path, "step": step}
 
 
-def _tensorboard(out: str):
-    """A SummaryWriter in OUT/tb when tensorboard is installed, else None (metrics.jsonl has everything)."""
+def tensorboard_writer(out: str):
+    """A SummaryWriter in OUT/tb when tensorboard is installed (the ``tensorboard`` extra), else None: the
+    JSONL files beside it are always written and hold everything."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
