@@ -435,7 +435,14 @@ def sample_cells(cells: np.ndarray, idx: np.ndarray, wts: np.ndarray, out: np.nd
     d = cells.shape[1]
     if out is None:
         out = np.empty((len(idx), d), np.float16)
-    table = np.concatenate([np.asarray(cells, np.float32), np.zeros((1, d), np.float32)])
+    seen = idx[:, 0] < len(cells)  # points no camera sees (a quarter, typically) get their zero directly
+    if not seen.all():
+        out[~seen] = 0
+        if seen.any():
+            out[seen] = sample_cells(cells, idx[seen], wts[seen], np.empty((int(seen.sum()), d), out.dtype), block)
+        return out
+    table = np.empty((len(cells) + 1, d), np.float32)
+    table[:-1], table[-1] = cells, 0
     try:
         import torch
     except ImportError:
