@@ -6,8 +6,8 @@ store (or reopen it to resume), and hand groups of ``sweeps_per_shard`` consecut
 workers. Worker task (``extract_group``): read the LiDAR sweeps and all their camera images, run the
 teacher on the whole batch of images, project every point into every camera, keep the patch maps (the
 patches layout) or sample each point's feature (the points layout), build occupancy targets, and write
-whole shards (whole chunks where an array has no shards) of every array; ``done`` last. A rerun skips groups whose ``done`` flags are all set, so a killed
-job loses at most the groups in flight.
+whole shards (whole chunks where an array has no shards) of every array; ``done`` last. A rerun skips
+groups whose ``done`` flags are all set, so a killed job loses at most the groups in flight.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from pipeline import __version__
 from pipeline.frames import ExtractError, FrameIndex
 from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
 from pipeline.projection import assign_views
-from pipeline.store import (ARRAYS, ENCODINGS, FEATURE_ARRAYS, LAYOUTS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING, SCHEMA_VERSION,
-                             StoreError, check_compatible, create_arrays, decode_reason, encode_int8, expected_arrays,
-                             store_dims,
-                             read_column)
+from pipeline.store import (ARRAYS, ENCODINGS, FEATURE_ARRAYS, LAYOUTS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING,
+                            SCHEMA_VERSION, StoreError, check_compatible, create_arrays, decode_reason, encode_int8,
+                            expected_arrays, patch_grid, read_column, store_dims)
 from pipeline.teacher import TeacherConfig
 
 
@@ -112,7 +111,7 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
         "feature_dim": feature_dim,
         "layout": cfg.layout,
         "feature_encoding": cfg.feature_encoding,
-        "patch_grid": [teacher["image_size"][0] // teacher["patch_size"], teacher["image_size"][1] // teacher["patch_size"]],
+        "patch_grid": patch_grid(teacher),
         "sweeps_per_shard": cfg.sweeps_per_shard,
         "cameras": list(index.cameras),
         "scenes": [dict(s) for s in index.scenes],

@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from pipeline.store import ARRAY_SPECS, ARRAYS, SCHEMA_VERSION, StoreError, create_arrays, expected_arrays
+from pipeline.store import ARRAY_SPECS, ARRAYS, SCHEMA_VERSION, StoreError, create_arrays, expected_arrays, patch_grid
 
 
 def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", progress: bool = True) -> dict:
@@ -110,8 +110,7 @@ def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str
     new = dict(attrs)
     new["schema_version"] = SCHEMA_VERSION
     t = dict(attrs["teacher"])
-    new.update(layout="points", feature_encoding="float16",
-               patch_grid=[t["image_size"][0] // t["patch_size"], t["image_size"][1] // t["patch_size"]])
+    new.update(layout="points", feature_encoding="float16", patch_grid=patch_grid(t))
     new["provenance"] = {**attrs["provenance"], "migrated": _migrated(version, command, attrs["provenance"])}
     complete = "device" in t and "pretrained_cfg_overlay" in (t.get("create_model") or {})
     if version >= 3 and complete:  # the teacher and occupancy records are as today's

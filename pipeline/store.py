@@ -181,6 +181,12 @@ def expected_arrays(attrs: dict) -> list[ArraySpec]:
     return [spec for spec in ARRAYS if set(spec.when) <= have]
 
 
+def patch_grid(teacher: dict) -> list[int]:
+    """[h, w] of the teacher's patch map per camera, from its record (``image_size`` over ``patch_size``)."""
+    h, w = teacher["image_size"]
+    return [h // teacher["patch_size"], w // teacher["patch_size"]]
+
+
 def feature_arrays(attrs: dict) -> list[str]:
     """The arrays of a store that carry the teacher features (its layout's, in its encoding)."""
     return [spec.name for spec in expected_arrays(attrs) if spec.name in FEATURE_ARRAYS]

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.store import (ARRAY_SPECS, ATTRIBUTES, ENCODINGS, LAYOUTS, StoreError, chunk_key, decode_reason,
-                            expected_arrays, feature_arrays, grid, open_store, read_column, read_rows, store_url)
+                            expected_arrays, feature_arrays, grid, open_store, patch_grid, read_column, read_rows,
+                            store_url)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def check_layout(group) -> list[Problem]:
         return [Problem("attributes", f"layout {attrs['layout']!r} / feature_encoding {attrs['feature_encoding']!r}: "
                                       f"expected one of {LAYOUTS} / {ENCODINGS}")]
     t = attrs["teacher"]
-    grid_hw = [t["image_size"][0] // t["patch_size"], t["image_size"][1] // t["patch_size"]]
+    grid_hw = patch_grid(t)
     if list(attrs["patch_grid"]) != grid_hw:
         return [Problem("attributes", f"patch_grid {attrs['patch_grid']} is not the teacher's image_size "
                                       f"{t['image_size']} over its patch_size {t['patch_size']} ({grid_hw})")]
