@@ -157,8 +157,8 @@ def main() -> None:
           f"(excludes {t_whole - t_tasks:.1f} s: cluster, teacher and index start-up, store summary)")
     print(f"stored bytes/point    : {summary['bytes_per_point']:.1f}, {summary['store_fraction_of_raw']:.3f} of raw "
           f"float16 per-point features ({raw} bytes/point); the feature arrays "
-          f"{summary['feature_bytes_per_point']:.1f}, {summary['feature_fraction_of_raw']:.3f} of raw; {summary['points']} points, "
-          f"{100 * summary['points_with_feature'] / summary['points']:.1f}% with a feature")
+          f"{summary['feature_bytes_per_point']:.1f}, {summary['feature_fraction_of_raw']:.3f} of raw; "
+          f"{summary['points']} points, {100 * summary['points_with_feature'] / summary['points']:.1f}% with a feature")
     stages = summary["stage_seconds"]
     total = sum(stages.values())
     print("task time by stage    : " + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in stages.items())
@@ -166,8 +166,9 @@ def main() -> None:
     # what bounds the ratio: the teacher's own speed inside the tasks, and everything else
     per_scan = stages.get("teacher", 0.0) / n_scans
     print(f"teacher in the tasks  : {per_scan:.2f} s/scan per task slot vs {cores / rate_teacher:.2f} alone "
-          f"(per thread or process of the reference); other stages {(total - stages.get('teacher', 0.0)) / n_scans:.2f} "
-          f"s/scan; idle {max(0.0, slots * t_tasks - total):.1f} slot-seconds in the task phase")
+          f"(per thread or process of the reference); other stages "
+          f"{(total - stages.get('teacher', 0.0)) / n_scans:.2f} s/scan; "
+          f"idle {max(0.0, slots * t_tasks - total):.1f} slot-seconds in the task phase")
     print(f"store: {cfg.out} ({directory_bytes(cfg.out) / 2**20:.0f} MiB){'' if args.keep else ', removed'}")
     if not args.keep:
         shutil.rmtree(tmp)

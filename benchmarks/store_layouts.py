@@ -42,10 +42,10 @@ def exact_features(store: str, sweeps: list[int]) -> dict[int, np.ndarray]:
     teacher run again on the sweeps' images, its float32 maps sampled in float32 at the stored pixels."""
     import torch
 
-    from pipeline.extract import read_image
-    from pipeline.frames import build_nuscenes_index
+    from pipeline.frames import build_nuscenes_index, read_image
+    from pipeline.projection import sample_features
     from pipeline.store import open_store, read_sweep
-    from pipeline.teacher import FrozenTeacher, TeacherConfig, sample_features
+    from pipeline.teacher import FrozenTeacher, TeacherConfig
 
     g = open_store(store)
     a = g.attrs
@@ -129,7 +129,8 @@ def measure(dataroot: str, version: str, teacher: str, work: str, n_fidelity: in
         })
         r = rows[-1]
         print(f"  {teacher:<8} {layout:<7} {encoding:<7} features {r['feature_fraction_of_raw']:.3f} of raw, store "
-              f"{r['store_fraction_of_raw']:.3f}; 1 - cosine mean {1 - r['cosine_mean']:.1e} p1 {1 - r['cosine_p1']:.1e}; "
+              f"{r['store_fraction_of_raw']:.3f}; 1 - cosine mean {1 - r['cosine_mean']:.1e} "
+              f"p1 {1 - r['cosine_p1']:.1e}; "
               f"write {1000 * r['write_s_per_sweep']:.0f} ms/sweep, read {1000 * r['read_sweep_s']:.0f} ms/sweep",
               flush=True)
         shutil.rmtree(out)
@@ -171,7 +172,8 @@ def main() -> None:
         print(f"{r['teacher']:<9}{r['feature_dim']:>4} {r['layout']:<8}{r['encoding']:<9}"
               f"{r['feature_fraction_of_raw']:>9.3f}{r['store_fraction_of_raw']:>7.3f}{r['store_bytes_per_point']:>8.1f}"
               f"{1 - r['cosine_mean']:>11.1e}{1 - r['cosine_p1']:>10.1e}{1000 * r['write_s_per_sweep']:>9.0f}"
-              f"{1000 * r['task_s_per_sweep']:>8.0f}{1000 * r['read_sweep_s']:>8.0f}{1000 * r['read_features_s']:>8.0f}")
+              f"{1000 * r['task_s_per_sweep']:>8.0f}{1000 * r['read_sweep_s']:>8.0f}"
+              f"{1000 * r['read_features_s']:>8.0f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": "benchmarks/store_layouts.py " + " ".join(

@@ -67,7 +67,8 @@ def colour_maps(images: np.ndarray) -> torch.Tensor:
     return F.avg_pool2d(x, PATCH)
 
 
-def probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, n_classes: int) -> tuple[np.ndarray, dict]:
+def probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+          n_classes: int) -> tuple[np.ndarray, dict]:
     """Standardised multinomial logistic regression by full-batch L-BFGS; predictions on ``test_x``."""
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     xs, xt = (train_x - mean) / std, (test_x - mean) / std
@@ -114,7 +115,8 @@ def main() -> None:
     paths = camera_images(args.world)
     scenes = sorted({scene_of(p) for p in paths})
     if len(scenes) <= args.probe_scenes:
-        raise SystemExit(f"error: {args.world} has {len(scenes)} scenes; need more than --probe-scenes {args.probe_scenes}")
+        raise SystemExit(f"error: {args.world} has {len(scenes)} scenes; "
+                         f"need more than --probe-scenes {args.probe_scenes}")
     images, classes = load_frames(args.world, paths, SIZE, labels=True)
     labels = patch_classes(classes, PATCH)  # [N,16,32]
     is_train = np.array([scene_of(p) in scenes[:args.probe_scenes] for p in paths])

@@ -1,7 +1,16 @@
 """cdpipe: camera frames + LiDAR -> teacher features, occupancy targets -> Zarr store.
 
+The modules, in the order of the data path:
+    frames.py      the frame index from the nuScenes tables; reading LiDAR files and camera images
+    teacher.py     the frozen 2D teacher: images -> patch maps
+    projection.py  points -> pixels -> each point's feature from its camera's patch map
+    occupancy.py   self-supervised occupancy targets from the LiDAR alone
+    store.py       the store's schema, and reading and writing it (storage_schema.md describes it)
+    extract.py     the Dask job that runs the stages above and writes the store (lock.py: one writer)
+    verify.py, migrate.py, preview.py   checking, upgrading and looking at a store
+    synth/, dataroot.py   the synthetic nuScenes-format world; a dataroot through the devkit
 The package imports nothing heavy at import time; the modules that need dask, timm or the nuScenes
-devkit import them themselves. ``pipeline.geometry`` and ``pipeline.classes`` are light and shared
+devkit import them themselves. ``classes``, ``errors``, ``geometry`` and ``store`` are light and shared
 with the trainer.
 """
 

@@ -89,6 +89,9 @@ _FINE_TO_EVAL_NAME: dict[str, str] = {
     "static.vegetation": "vegetation",
 }
 
+#: Classes a segmenter predicts: evaluation classes 1..16 (0, ignore, is never a target).
+NUM_EVAL_CLASSES = len(EVAL_CLASSES) - 1
+
 #: ``FINE_TO_EVAL[fine_label]`` is the evaluation class index (0 = ignore), a uint8 lookup table.
 FINE_TO_EVAL: np.ndarray = np.array(
     [EVAL_CLASSES.index(_FINE_TO_EVAL_NAME.get(name, "ignore")) for name in FINE_CLASSES], dtype=np.uint8

@@ -133,10 +133,13 @@ def extract(
                                                 "simplest to read with plain zarr). storage_schema.md compares them."),
     feature_encoding: str = typer.Option("float16", help="float16, or int8 (each vector with its own scale: half "
                                                          "the size, cosine >= 0.9999 to float16)."),
-    sweeps_per_shard: int = typer.Option(2, help="Sweeps per shard = per task (small tasks keep the last workers busy at the end of a job)."),
+    sweeps_per_shard: int = typer.Option(2, help="Sweeps per shard = per task (small tasks keep the last workers "
+                                                 "busy at the end of a job)."),
     workers: int = typer.Option(1, help="Dask worker processes of the local cluster (one teacher each)."),
-    tasks_per_worker: int = typer.Option(0, help="Tasks a local worker runs at once in threads sharing its teacher (0: cores / workers)."),
-    torch_threads: int = typer.Option(0, help="torch threads per task (0: cores / (workers x tasks per worker); 1 with --scheduler)."),
+    tasks_per_worker: int = typer.Option(0, help="Tasks a local worker runs at once in threads sharing its "
+                                                 "teacher (0: cores / workers)."),
+    torch_threads: int = typer.Option(0, help="torch threads per task (0: cores / (workers x tasks per worker); 1 "
+                                              "with --scheduler)."),
     scheduler: str = typer.Option(None, help="Address of a running Dask scheduler instead of a local cluster."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start the store again instead of resuming it."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first sweep that fails (default: record it in "
@@ -145,19 +148,21 @@ def extract(
                                                                 "(never a live job's)."),
 ):
     """Run the frozen teacher once over every camera frame; write its patch maps (or per-point features),
-    each point's camera and pixel, occupancy targets, points and labels into a Zarr store (resumable: rerun the same command after an interruption)."""
+    each point's camera and pixel, occupancy targets, points and labels into a Zarr store
+    (resumable: rerun the same command after an interruption)."""
     import sys
 
-    from pipeline.extract import ExtractConfig, ExtractError, check_out, run_extract
+    from pipeline.errors import ExtractError
+    from pipeline.extract import ExtractConfig, run_extract
     from pipeline.lock import LockError
-    from pipeline.occupancy import OccupancyGrid
-    from pipeline.store import StoreError
+    from pipeline.occupancy import OccupancyGrid, grid_shape
+    from pipeline.store import StoreError, check_out
     from pipeline.teacher import TeacherConfig, check_teacher
 
     h, w = parse_teacher_input(image_size)
     try:
         grid = OccupancyGrid(voxel_size=occ_voxel, free_per_occupied=occ_free_ratio, near_surface_m=occ_near,
-                             shape=tuple(int(round(e / occ_voxel)) for e in (100.0, 100.0, 8.0)))
+                             shape=grid_shape(occ_voxel))
         cfg = ExtractConfig(
             dataroot=str(dataroot), version=version, out=out, dataset=dataset, split=split,
             teacher=TeacherConfig(name=teacher, weights=str(teacher_weights) if teacher_weights else None,
@@ -200,17 +205,20 @@ def print_store_summary(s: dict) -> None:
     from pipeline.verify import teacher_label
 
     typer.echo(f"\nteacher-feature store: {s['store']}  (schema version {s['schema_version']})")
-    typer.echo(f"  teacher    {teacher_label(s)}, layer {s['layer']}, input HxW {s['image_size'][0]}x{s['image_size'][1]}")
+    typer.echo(f"  teacher    {teacher_label(s)}, layer {s['layer']}, input HxW "
+               f"{s['image_size'][0]}x{s['image_size'][1]}")
     d = s["dataset"]
-    typer.echo(f"  dataset    {d['name']} {d['version']} split {d['split']}, {s['scenes']} scenes, from {d['dataroot']}")
-    typer.echo(f"  sweeps     {s['sweeps']} of {s['sweeps_total']} written ({s['sweeps_failed']} failed), {s['points']} "
-               f"points, {100.0 * s['fraction_with_feature']:.1f}% with a teacher feature (D = {s['feature_dim']})")
+    typer.echo(f"  dataset    {d['name']} {d['version']} split {d['split']}, {s['scenes']} scenes, from "
+               f"{d['dataroot']}")
+    typer.echo(f"  sweeps     {s['sweeps']} of {s['sweeps_total']} written ({s['sweeps_failed']} failed), "
+               f"{s['points']} points, {100.0 * s['fraction_with_feature']:.1f}% with a teacher feature "
+               f"(D = {s['feature_dim']})")
     lo, hi = s["occupancy_queries_min_max"]
     typer.echo(f"  occupancy  {s['occupancy_queries_per_sweep']:.0f} query voxels per sweep ({lo}-{hi}), "
                f"{100.0 * s['occupancy_occupied_fraction']:.1f}% occupied")
     h, w = s["patch_grid"]
-    typer.echo(f"  features   layout {s['layout']}" + (f" ({h}x{w} patch map per camera)" if s["layout"] == "patches" else
-                                                      " (one vector per point)") + f", {s['feature_encoding']}")
+    grid = f" ({h}x{w} patch map per camera)" if s["layout"] == "patches" else " (one vector per point)"
+    typer.echo(f"  features   layout {s['layout']}{grid}, {s['feature_encoding']}")
     if s.get("bytes"):
         typer.echo(f"  size       {s['bytes'] / 2**20:.1f} MiB, {s['bytes_per_point']:.0f} bytes/point, "
                    f"{s['store_fraction_of_raw']:.3f} of raw float16 per-point features "
@@ -221,8 +229,8 @@ def print_store_summary(s: dict) -> None:
                                                           sorted(per.items(), key=lambda kv: -kv[1])))
     p = s.get("provenance") or {}
     if p:
-        typer.echo(f"  written    {p.get('created_utc')} by cdpipe {p.get('code_version')} (torch {p.get('torch_version')}, "
-                   f"zarr {p.get('zarr_version')}): {p.get('command')}")
+        typer.echo(f"  written    {p.get('created_utc')} by cdpipe {p.get('code_version')} (torch "
+                   f"{p.get('torch_version')}, zarr {p.get('zarr_version')}): {p.get('command')}")
     if s.get("seconds") is not None:
         typer.echo(f"  time       {s['seconds']:.1f} s" + (f" (resumed: {s['resumed_from']} sweeps were already done)"
                                                         if s.get("resumed_from") else ""))
@@ -299,8 +307,9 @@ def verify(url: str = typer.Argument(..., help="Store: a local path, or a file:/
         for w in report["warnings"]:
             typer.echo(f"warning: sweep {w['sweep']}, sample {w['sample_token']}: {w['warning']}")
         n = len(report["problems"])
-        typer.echo(f"{url}: {report['sweeps_done']} of {report['sweeps']} sweeps complete, {report['chunks_read']} chunks "
-                   f"decoded, {n} problem{'s' if n != 1 else ''}, {len(report['warnings'])} warnings"
+        typer.echo(f"{url}: {report['sweeps_done']} of {report['sweeps']} sweeps complete, "
+                   f"{report['chunks_read']} chunks decoded, {n} problem{'s' if n != 1 else ''}, "
+                   f"{len(report['warnings'])} warnings"
                    + ("" if n else ": OK"))
     if report["problems"]:
         raise typer.Exit(1)
@@ -329,5 +338,12 @@ def preview(url: str = typer.Argument(..., help="Store: a local path, or a file:
     typer.echo(f"{out}: sweep {sweep} of {url}" + (f" ({view.image_note})" if view.image_note else ""))
 
 
+def console_script() -> None:
+    """The installed script (pyproject.toml's [project.scripts])."""
+    from pipeline.errors import run_cli
+
+    run_cli(app)
+
+
 if __name__ == "__main__":
-    app()
+    console_script()

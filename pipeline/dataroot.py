@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.classes import EVAL_CLASSES, FINE_TO_EVAL
+from pipeline.frames import LIDAR, LIDAR_RECORD_BYTES
 
 CAMERA_LAYOUT = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"), ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"))
 
@@ -35,8 +36,8 @@ def inspect_dataroot(dataroot: str | os.PathLike, version: str) -> dict:
     split_of = {name: s for s in ("train", "val", "mini_train", "mini_val") for name in splits[s]}
     n_points, fine = [], np.zeros(256, dtype=np.int64)
     for sample in nusc.sample:
-        sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-        n = os.path.getsize(os.path.join(nusc.dataroot, sd["filename"])) // (5 * 4)
+        sd = nusc.get("sample_data", sample["data"][LIDAR])
+        n = os.path.getsize(os.path.join(nusc.dataroot, sd["filename"])) // LIDAR_RECORD_BYTES
         n_points.append(n)
         if hasattr(nusc, "lidarseg") and nusc.lidarseg:
             labels = np.fromfile(os.path.join(nusc.dataroot, nusc.get("lidarseg", sd["token"])["filename"]), np.uint8)
@@ -76,7 +77,7 @@ def write_preview(dataroot: str | os.PathLike, version: str, sample_index: int =
 
     explorer = NuScenesExplorer(nusc)
     sample = nusc.sample[sample_index]
-    lidar_tok = sample["data"]["LIDAR_TOP"]
+    lidar_tok = sample["data"][LIDAR]
     tiles = []
     for row in CAMERA_LAYOUT:
         for ch in row:

@@ -23,12 +23,34 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline import __version__
-from pipeline.frames import ExtractError, FrameIndex
+from pipeline.errors import ExtractError
+from pipeline.frames import FrameIndex, read_image, read_lidar
 from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
-from pipeline.projection import assign_views
-from pipeline.store import (ARRAYS, ENCODINGS, FEATURE_ARRAYS, LAYOUTS, MULTI_VIEW_RULE, PIXEL_CONVENTION, SAMPLING,
-                            SCHEMA_VERSION, StoreError, check_compatible, create_arrays, decode_reason, encode_int8,
-                            expected_arrays, patch_grid, read_column, store_dims)
+from pipeline.projection import assign_views, sample_features
+from pipeline.store import (
+    ENCODINGS,
+    FEATURE_ARRAYS,
+    LAYOUTS,
+    MULTI_VIEW_RULE,
+    PIXEL_CONVENTION,
+    SAMPLING,
+    SCHEMA_VERSION,
+    StoreError,
+    as_attribute,
+    check_compatible,
+    check_out,
+    consolidate,
+    create_arrays,
+    decode_reason,
+    encode_int8,
+    expected_arrays,
+    local_path,
+    open_for_writing,
+    open_store,
+    patch_grid,
+    read_column,
+    store_dims,
+)
 from pipeline.teacher import TeacherConfig
 
 
@@ -167,23 +189,11 @@ def create_or_open_store(cfg: ExtractConfig, attrs: dict):
     return zarr.open_group(cfg.out, mode="r+")
 
 
-def consolidate(url: str) -> None:
-    """Copy every array's metadata into the root ``zarr.json`` (once, when the store is created): opening
-    the store and its arrays is then one read instead of one per array, which each extract task does."""
-    import warnings
-
-    import zarr
-
-    with warnings.catch_warnings():  # "not part of the Zarr v3 specification": readers may ignore it
-        warnings.simplefilter("ignore", category=UserWarning)
-        zarr.consolidate_metadata(url)
-
-
 def _resume_view(key: str, value):
     """An attribute as a resume compares it: as JSON, the teacher without what may differ between runs."""
     from pipeline.teacher import RUN_SPECIFIC
 
-    value = _jsonable(value)
+    value = as_attribute(value)
     if key == "teacher" and isinstance(value, dict):
         for path in RUN_SPECIFIC:
             node = value
@@ -192,12 +202,6 @@ def _resume_view(key: str, value):
             if isinstance(node, dict):
                 node.pop(path[-1], None)
     return value
-
-
-def _jsonable(value):
-    import json
-
-    return json.loads(json.dumps(value))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,50 +232,6 @@ def warm_worker(cfg: TeacherConfig) -> tuple[dict, int]:
     """Build (and keep) the teacher in this worker; return its provenance record and feature size."""
     teacher = _teacher(cfg)
     return teacher.describe(), teacher.feature_dim
-
-
-def read_sweep(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-    path = index.lidar_path[i]
-    try:
-        raw = np.fromfile(path, dtype=np.float32)
-    except OSError as e:
-        raise ExtractError(f"cannot read LiDAR file {path}: {e}") from None
-    if raw.size % 5 or raw.size // 5 != index.num_points[i]:
-        raise ExtractError(f"LiDAR file {path} holds {raw.size} floats, expected {index.num_points[i]} points x 5 "
-                           f"(x, y, z, intensity, ring): the file is truncated or not a nuScenes .pcd.bin")
-    points = raw.reshape(-1, 5)
-    labels = None
-    if index.label_path is not None:
-        lpath = index.label_path[i]
-        try:
-            labels = np.fromfile(lpath, dtype=np.uint8)
-        except OSError as e:
-            raise ExtractError(f"cannot read lidarseg file {lpath}: {e}") from None
-        if len(labels) != len(points):
-            raise ExtractError(f"lidarseg file {lpath} has {len(labels)} labels for {len(points)} points in {path}")
-    return points, labels
-
-
-def read_image(path: str, hw, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode one camera image, check it has the size its record says (``hw`` = (H, W)), and resize it
-    to ``size`` = (h, w) with PIL bicubic when given (what ``FrozenTeacher.preprocess`` would do, but
-    without a round trip through numpy). Returns uint8 RGB [H, W, 3]."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.size != (int(hw[1]), int(hw[0])):
-                raise ExtractError(f"camera image {path} is {im.size[0]}x{im.size[1]}, but its sample_data record "
-                                   f"says {hw[1]}x{hw[0]}")
-            im = im if im.mode == "RGB" else im.convert("RGB")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BICUBIC)  # decodes, then resizes
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise ExtractError(f"camera image missing: {path}") from None
-    except (OSError, UnidentifiedImageError) as e:
-        raise ExtractError(f"camera image unreadable (corrupt or truncated): {path}: {e}") from None
-    return arr
 
 
 def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims: dict, job: str = "") -> dict:
@@ -320,7 +280,7 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         if failure[i]:
             continue
         try:
-            points, labels = read_sweep(index, i)
+            points, labels = read_lidar(index, i)
             m = len(points)
             if m > p:
                 raise ExtractError(f"{index.lidar_path[i]} has {m} points, more than the {p} rows the store was "
@@ -361,7 +321,7 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         from pipeline.lock import check_holder
 
         check_holder(cfg.out, job)  # a task of a job that lost the store's lock writes nothing
-    arrays = _open_for_writing(cfg.out)
+    arrays = open_for_writing(cfg.out)
     arrays["done"][sl] = np.zeros(n, np.uint8)  # first: a sweep being rewritten is not complete meanwhile
     for spec in specs:
         if spec.name != "done":
@@ -376,29 +336,11 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
             "warnings": {first_sweep + i: list(w) for i, w in enumerate(index.warnings) if w and not failure[i]}}
 
 
-_ZARR_CONFIG_LOCK = threading.Lock()
-
-
-def _open_for_writing(url: str) -> dict:
-    """The store's arrays, opened to write whole chunks. Every chunk a task writes holds sweeps, and
-    zarr's check for all-fill chunks (to skip writing them) scans each chunk at about the cost of
-    compressing it (float16 compares are slow), so the arrays are opened with the check off. zarr
-    reads that setting when an array is opened, from its process-wide config, whose ``set`` restores
-    the old value on exit without a lock: tasks in other threads open theirs one at a time."""
-    import zarr
-
-    with _ZARR_CONFIG_LOCK, zarr.config.set({"array.write_empty_chunks": True}):
-        group = zarr.open_group(url, mode="r+")
-        return {spec.name: group[spec.name] for spec in ARRAYS if spec.name in group}
-
-
 def _write_features(cfg: ExtractConfig, out: dict, i: int, maps, cams: np.ndarray, camera: np.ndarray,
                     uv: np.ndarray, image_hw: np.ndarray) -> None:
     """Sweep ``i``'s teacher features into ``out``, in the store's layout and encoding: ``maps`` [c,D,h,w]
     float32 are the patch maps of cameras ``cams``; ``camera`` [m] indexes ``cams`` (-1: no camera), ``uv``
     [m,2] the points' pixels, ``image_hw`` [c,2] the cameras' original sizes."""
-    from pipeline.teacher import sample_features
-
     m = len(camera)
     if cfg.layout == "patches":
         cells = maps.permute(0, 2, 3, 1).numpy()  # [c, h, w, D]
@@ -538,7 +480,8 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
             teacher_desc, feature_dim = next(as_completed(warm)).result()
         except KilledWorker:
             raise ExtractError(f"Dask workers died repeatedly while building the teacher {cfg.teacher.name} (often "
-                               f"out of memory: lower --workers or --tasks-per-worker, or give the workers more memory)") from None
+                               "out of memory: lower --workers or --tasks-per-worker, or give the workers more "
+                               "memory)") from None
         except Exception as e:  # weights that do not fit the model, a model without patch tokens...
             raise ExtractError(f"the teacher {cfg.teacher.name} could not be built: {decode_reason(e)}") from None
         max_points = int(index.num_points.max())
@@ -568,7 +511,8 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
                            else f"{type(e).__name__}: {decode_reason(e)}")
                     rows = range(s0, min(s0 + k, len(index)))
                     result = {"sweeps": len(rows), "done": 0, "warnings": {},
-                              "failures": {s: f"task for sweeps {rows.start}-{rows.stop - 1} failed: {why}" for s in rows}}
+                              "failures": {s: f"task for sweeps {rows.start}-{rows.stop - 1} failed: "
+                                              f"{why}" for s in rows}}
                     result["failures"] = record_failures(cfg.out, index, result["failures"])
                 bar.update(result["sweeps"])
                 failures.update(result.pop("failures"))
@@ -611,9 +555,9 @@ def record_failures(url: str, index: FrameIndex, failures: dict[int, str]) -> di
     no other task writes), with the sweeps' tokens so that the records name them. A sweep still marked
     done keeps its data and is not a failure (the task died before touching it); returns the failures
     recorded."""
-    arrays = _open_for_writing(url)
+    arrays = open_for_writing(url)
     s0, s1 = min(failures), max(failures) + 1
-    done = read_column(_open_group(url), "done", on_damage=lambda s, e: None)[s0:s1]
+    done = read_column(open_store(url), "done", on_damage=lambda s, e: None)[s0:s1]
     failures = {s: why for s, why in failures.items() if not done[s - s0]}
     old = arrays["failure"][s0:s1]
     arrays["sample_token"][s0:s1] = np.array(index.sample_token[s0:s1], dtype=object)
@@ -621,45 +565,3 @@ def record_failures(url: str, index: FrameIndex, failures: dict[int, str]) -> di
     arrays["failure"][s0:s1] = np.array([failures.get(s, old[s - s0] if done[s - s0] else "")
                                          for s in range(s0, s1)], dtype=object)
     return failures
-
-
-def _open_group(url: str):
-    import zarr
-
-    return zarr.open_group(url, mode="r")
-
-
-def local_path(url: str) -> str:
-    """The local path of a store URL that may be written (a path or a file:// URL)."""
-    if url.startswith("file://"):
-        return url[len("file://"):]
-    if "://" in url:
-        raise StoreError(f"--out {url}: stores are written to local paths only (a shared file system, or a "
-                         f"file:// URL); read them anywhere by URL")
-    return url
-
-
-def check_out(url: str, overwrite: bool) -> None:
-    """Refuse, before any work, an ``--out`` that is a file, a non-empty folder that is not a store, or a
-    store of another schema version (unless ``overwrite``)."""
-    import json
-
-    path = local_path(url)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise StoreError(f"--out {url} is a file, not a store; choose another --out")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise StoreError(f"--out {url}: {parent} is a file, not a folder; choose another --out")
-    meta = os.path.join(path, "zarr.json")
-    if os.path.isdir(path) and os.listdir(path) and not os.path.exists(meta):
-        # opening with mode "w" would delete whatever is there
-        raise StoreError(f"--out {url} exists and is not a Zarr store; refusing to write over it. Choose another --out.")
-    if os.path.exists(meta) and not overwrite:
-        try:
-            with open(meta) as f:
-                attrs = json.load(f).get("attributes", {})
-        except (OSError, ValueError) as e:
-            raise StoreError(f"--out {url}: cannot read its zarr.json ({e}); pass --overwrite to start it again") from None
-        check_compatible(attrs, url)

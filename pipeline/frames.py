@@ -11,16 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import ExtractError
 from pipeline.geometry import invert_transform, make_transform
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 LIDAR = "LIDAR_TOP"
 SPLITS = ("all", "train", "val", "test", "mini_train", "mini_val")
-LIDAR_RECORD_BYTES = 20  # one nuScenes .pcd.bin point: x, y, z, intensity, ring as float32
-
-
-class ExtractError(RuntimeError):
-    """Bad input met while indexing or extracting; the message names the file or token at fault."""
+LIDAR_FIELDS = 5  # one nuScenes .pcd.bin point: x, y, z, intensity, ring, each a float32
+LIDAR_RECORD_BYTES = 4 * LIDAR_FIELDS
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,7 @@ def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict
     """One row of the index; raises ExtractError when the sweep cannot be extracted at all. A camera that
     cannot be used is left out (camera_ok false) with a warning naming it and the reason."""
     where = f"sample {sample['token']}"
-    lidar_path = inside_dataroot(root, lidar["filename"], f"{where}, LIDAR_TOP sample_data {lidar['token']}")
+    lidar_path = inside_dataroot(root, lidar["filename"], f"{where}, {LIDAR} sample_data {lidar['token']}")
     if not os.path.isfile(lidar_path):
         raise ExtractError(f"LiDAR file missing: {lidar_path} ({where})")
     size = os.path.getsize(lidar_path)
@@ -149,7 +147,7 @@ def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict
     for kind, record in (("calibrated_sensor", lidar_cs), ("ego_pose", lidar_pose)):
         problem = pose_problem(record)
         if problem:
-            raise ExtractError(f"LIDAR_TOP {kind} {record['token']} of {where}: {problem}")
+            raise ExtractError(f"{LIDAR} {kind} {record['token']} of {where}: {problem}")
     label_path = None
     if has_labels:
         label_path = inside_dataroot(root, nusc.get("lidarseg", lidar["token"])["filename"],
@@ -242,3 +240,50 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
         lidar_token=tuple(r["lidar_tok"] for r in rows), scene_index=col("scene", np.int32), scenes=tuple(scenes),
         failure=tuple(r["failure"] for r in rows), camera_ok=col("ok", bool),
         warnings=tuple(tuple(r["warn"]) for r in rows))
+
+
+def read_lidar(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sweep ``i``'s points [N, 5] float32 (x, y, z, intensity, ring) and lidarseg labels [N] uint8 (None
+    without labels), each file checked against what the tables say."""
+    path = index.lidar_path[i]
+    try:
+        raw = np.fromfile(path, dtype=np.float32)
+    except OSError as e:
+        raise ExtractError(f"cannot read LiDAR file {path}: {e}") from None
+    if raw.size % LIDAR_FIELDS or raw.size // LIDAR_FIELDS != index.num_points[i]:
+        raise ExtractError(f"LiDAR file {path} holds {raw.size} floats, expected {index.num_points[i]} points x "
+                           f"{LIDAR_FIELDS} (x, y, z, intensity, ring): the file is truncated or not a nuScenes "
+                           ".pcd.bin")
+    points = raw.reshape(-1, LIDAR_FIELDS)
+    labels = None
+    if index.label_path is not None:
+        lpath = index.label_path[i]
+        try:
+            labels = np.fromfile(lpath, dtype=np.uint8)
+        except OSError as e:
+            raise ExtractError(f"cannot read lidarseg file {lpath}: {e}") from None
+        if len(labels) != len(points):
+            raise ExtractError(f"lidarseg file {lpath} has {len(labels)} labels for {len(points)} points in {path}")
+    return points, labels
+
+
+def read_image(path: str, hw, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one camera image, check it has the size its record says (``hw`` = (H, W)), and resize it
+    to ``size`` = (h, w) with PIL bicubic when given (what ``FrozenTeacher.preprocess`` would do, but
+    without a round trip through numpy). Returns uint8 RGB [H, W, 3]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.size != (int(hw[1]), int(hw[0])):
+                raise ExtractError(f"camera image {path} is {im.size[0]}x{im.size[1]}, but its sample_data record "
+                                   f"says {hw[1]}x{hw[0]}")
+            im = im if im.mode == "RGB" else im.convert("RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BICUBIC)  # decodes, then resizes
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise ExtractError(f"camera image missing: {path}") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise ExtractError(f"camera image unreadable (corrupt or truncated): {path}: {e}") from None
+    return arr

@@ -187,7 +187,7 @@ class StoreLock:
 def check_holder(store: str, job: str) -> None:
     """Raise unless ``store``'s lock names ``job`` (a task calls it before it writes, and before it marks
     sweeps done)."""
-    from pipeline.frames import ExtractError
+    from pipeline.errors import ExtractError
 
     held = read_lock(store)
     if (held or {}).get("job") != job:

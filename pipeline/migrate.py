@@ -29,7 +29,19 @@ import os
 
 import numpy as np
 
-from pipeline.store import ARRAY_SPECS, ARRAYS, SCHEMA_VERSION, StoreError, create_arrays, expected_arrays, patch_grid
+from pipeline.store import (
+    ARRAY_SPECS,
+    ARRAYS,
+    SCHEMA_VERSION,
+    StoreError,
+    check_out,
+    consolidate,
+    create_arrays,
+    expected_arrays,
+    local_path,
+    open_for_writing,
+    patch_grid,
+)
 
 
 def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", progress: bool = True) -> dict:
@@ -37,7 +49,6 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     import zarr
     from tqdm import tqdm
 
-    from pipeline.extract import _open_for_writing, check_out, consolidate, local_path
     from pipeline.occupancy import OccupancyGrid, occupancy_targets
 
     try:
@@ -60,7 +71,8 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     try:
         new = _current_attrs(attrs, version, dataroot, command)
     except (KeyError, TypeError) as e:
-        raise StoreError(f"{old}: its attributes lack what schema {version} requires ({type(e).__name__}: {e})") from None
+        raise StoreError(f"{old}: its attributes lack what schema {version} requires "
+                         f"({type(e).__name__}: {e})") from None
     done_all = src["done"][:]
     camera_hw = src["camera_hw"][:] if version >= 3 else _camera_sizes(src, attrs, new["dataset"]["dataroot"], done_all)
     occ = new["occupancy"]
@@ -72,7 +84,7 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     grid = OccupancyGrid(voxel_size=occ["voxel_size_m"], lower=tuple(occ["lower"]), shape=tuple(occ["shape"]),
                          free_per_occupied=occ["free_per_occupied"], near_surface_m=occ["near_surface_m"])
     n, k, q_max = new["num_sweeps"], new["sweeps_per_shard"], new["max_queries"]
-    arrays = _open_for_writing(partial)
+    arrays = open_for_writing(partial)
     copied = [spec.name for spec in expected_arrays(new) if spec.name in src and spec.name != "done"]
     for s0 in tqdm(range(0, n, k), desc="migrate sweeps", unit="task", disable=not progress):
         rows = slice(s0, min(s0 + k, n))

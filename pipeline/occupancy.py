@@ -28,12 +28,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+LOWER_M = (-50.0, -50.0, -5.0)  # the grid's corner in the LiDAR frame (m)
+EXTENT_M = (100.0, 100.0, 8.0)  # and its size: x, y within 50 m of the sensor, z from 5 m below to 3 m above
+VOXEL_M = 0.5
+
+
+def grid_shape(voxel_size: float) -> tuple[int, int, int]:
+    """Voxels along x, y, z of edge ``voxel_size`` covering EXTENT_M."""
+    return tuple(int(round(e / voxel_size)) for e in EXTENT_M)
+
 
 @dataclass(frozen=True)
 class OccupancyGrid:
-    voxel_size: float = 0.5
-    lower: tuple[float, float, float] = (-50.0, -50.0, -5.0)
-    shape: tuple[int, int, int] = (200, 200, 16)
+    voxel_size: float = VOXEL_M
+    lower: tuple[float, float, float] = LOWER_M
+    shape: tuple[int, int, int] = grid_shape(VOXEL_M)
     free_per_occupied: float = 1.0
     near_surface_m: float = 1.5  # free targets: voxels entered at most this far before a return
 

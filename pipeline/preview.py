@@ -156,14 +156,16 @@ def camera_images(dataroot: str, version: str, sample_token: str, cameras: tuple
     the store recorded, so a dataroot that is not the one the store was made from shows no images."""
     from PIL import Image
 
-    from pipeline.frames import ExtractError, inside_dataroot
+    from pipeline.errors import ExtractError
+    from pipeline.frames import inside_dataroot
 
     tables = Path(dataroot) / version
     if not (tables / "sample_data.json").is_file():
         return [None] * len(cameras), f"no camera images: dataroot {dataroot} ({version}) is not reachable here"
     try:
         sample_data = json.loads((tables / "sample_data.json").read_text())
-        calibrated = {r["token"]: r["sensor_token"] for r in json.loads((tables / "calibrated_sensor.json").read_text())}
+        calibrated = {r["token"]: r["sensor_token"]
+                      for r in json.loads((tables / "calibrated_sensor.json").read_text())}
         channel = {r["token"]: r["channel"] for r in json.loads((tables / "sensor.json").read_text())}
     except (OSError, ValueError, KeyError) as e:
         return [None] * len(cameras), f"no camera images: the tables in {tables} cannot be read ({e})"

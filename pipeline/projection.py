@@ -1,4 +1,5 @@
-"""LiDAR points -> camera pixels. Pure numpy; all cameras of a sweep in one matrix product.
+"""LiDAR points -> camera pixels -> teacher features. Pure numpy; all cameras of a sweep in one matrix
+product; a point's feature is sampled from its camera's patch map by the store's rule (``sample_features``).
 
 For nuScenes the chain is lidar -> ego (at LiDAR time) -> global -> ego (at the camera's time) ->
 camera, i.e. ``cam_from_lidar = inv(global_from_ego_cam @ ego_from_cam) @ global_from_ego_lidar @
@@ -10,6 +11,8 @@ sweep's points meet all cameras in one product instead of two per camera.
 from __future__ import annotations
 
 import numpy as np
+
+from pipeline.store import bilinear_cells, sample_cells
 
 
 def project_all(points: np.ndarray, cam_from_lidar: np.ndarray, ks: np.ndarray, hws: np.ndarray,
@@ -79,3 +82,16 @@ def assign_views(points: np.ndarray, cam_from_lidar: np.ndarray, ks: np.ndarray,
     uv[hit, 0] = u[camera[hit], hit]
     uv[hit, 1] = v[camera[hit], hit]
     return camera, uv
+
+
+def sample_features(fmaps, camera: np.ndarray, uv: np.ndarray, image_hw: np.ndarray,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear sample of the patch maps ``fmaps`` [C,D,h,w] (one per camera) at each point's pixel, by the
+    store's rule (``pipeline.store.bilinear_cells``, which states it): ``camera`` [N] is the camera that
+    sees each point (-1: none), ``uv`` [N,2] its continuous pixel in that camera's original image,
+    ``image_hw`` [C,2] the original (H0, W0) of each camera. Computed in float32 and written into ``out``
+    (float16 [N,D] allocated when None; its dtype otherwise) once; points no camera sees get zeros."""
+    c_, d, h, w = fmaps.shape
+    idx, wts = bilinear_cells(camera, uv, image_hw, h, w)
+    cells = fmaps.detach().float().cpu().permute(0, 2, 3, 1).reshape(c_ * h * w, d).numpy()
+    return sample_cells(cells, idx, wts, out)

@@ -30,7 +30,9 @@ Dask or timm): the trainer imports it.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,7 +121,8 @@ ATTRIBUTES: dict[str, str] = {
     "has_labels": "bool, whether labels holds dataset labels",
     "dataset": "{name, version, split, dataroot}",
     "teacher": "{name, weights (sha256 of the file, or 'random'), architecture, stand_in, random_init_seed, layer, "
-               "image_size [H, W], patch_size, mean, std, timm_version, create_model, resize, normalise, forward, device}",
+               "image_size [H, W], patch_size, mean, std, timm_version, create_model, resize, normalise, forward, "
+               "device}",
     "projection": "{min_depth_m, multi_view_rule, pixel_convention, sampling}",
     "occupancy": "{voxel_size_m, lower [x, y, z], shape [nx, ny, nz], free_per_occupied, near_surface_m, frame, seed, "
                  "free_draw}",
@@ -129,7 +132,8 @@ ATTRIBUTES: dict[str, str] = {
 
 MULTI_VIEW_RULE = ("a point seen by several cameras takes the view whose pixel lies farthest from that image's "
                    "border (in pixels); ties go to the lower camera index")
-PIXEL_CONVENTION = "continuous (u, v), origin at the top-left corner of pixel (0, 0); centre of pixel (i, j) is (i+0.5, j+0.5)"
+PIXEL_CONVENTION = ("continuous (u, v), origin at the top-left corner of pixel (0, 0); centre of pixel (i, j) "
+                    "is (i+0.5, j+0.5)")
 SAMPLING = ("bilinear on the D x H/p x W/p patch map, patch centres at ((j+0.5) W/w, (i+0.5) H/h) in image pixels "
             "(grid_sample, align_corners=False, border padding)")
 
@@ -211,6 +215,12 @@ def create_arrays(group, attrs: dict) -> None:
                            chunks=chunks, shards=shards, fill_value=spec.fill, **codecs(spec))
 
 
+def as_attribute(value):
+    """``value`` as it reads back from a Zarr attribute (JSON): tuples become lists, keys strings. Comparing
+    two settings in this form ignores only how they were held in memory."""
+    return json.loads(json.dumps(value))
+
+
 def check_compatible(attrs: dict, where: str) -> None:
     """Refuse a store written under another schema version."""
     version = attrs.get("schema_version")
@@ -281,10 +291,11 @@ def _sample_token(group, s: int) -> str:
 
 def decode_reason(error: BaseException) -> str:
     """Why a chunk did not decode, short: a checksum mismatch, or the first line of the codec's error."""
-    text = str(error).strip()
-    if "checksum do not match" in text:
+    from pipeline.errors import first_line
+
+    if "checksum do not match" in str(error):
         return "crc32c checksum mismatch (its bytes changed after they were written)"
-    return ((text.splitlines() or [type(error).__name__])[0][:160]).rstrip(".")
+    return first_line(error, 160).rstrip(".")
 
 
 def is_io_error(error: BaseException) -> bool:
@@ -295,7 +306,8 @@ def is_io_error(error: BaseException) -> bool:
 def damaged(group, name: str, s: int, error: BaseException) -> StoreError:
     """The one-line error for sweep ``s`` of array ``name`` failing to read with ``error``: a
     ``DamagedChunk`` when its bytes do not decode, a ``StoreError`` when they could not be read at all."""
-    where = f"{store_url(group)}: array {name}, sweep {s} (sample {_sample_token(group, s)}), chunk {chunk_key(group[name], s)}"
+    where = (f"{store_url(group)}: array {name}, sweep {s} (sample {_sample_token(group, s)}), "
+             f"chunk {chunk_key(group[name], s)}")
     if is_io_error(error):
         return StoreError(f"{where} could not be read: {type(error).__name__}: {decode_reason(error)}")
     return DamagedChunk(f"{where} does not decode: {decode_reason(error)} (`cdpipe verify` lists every damaged chunk)")
@@ -358,7 +370,8 @@ def sweep_rows(group, s: int, fields: tuple[str, ...] | None = None) -> dict[str
     fields = fields or tuple(f for f in FIELDS if f != "labels" or "labels" in group)
     unknown = [f for f in fields if f not in FIELDS or (f == "labels" and "labels" not in group)]
     if unknown:
-        raise StoreError(f"{store_url(group)}: read_sweep has no field {', '.join(unknown)}; it reads {', '.join(FIELDS)}"
+        raise StoreError(f"{store_url(group)}: read_sweep has no field {', '.join(unknown)}; it reads "
+                         f"{', '.join(FIELDS)}"
                          + ("" if "labels" in group else " (no labels: the store has none)"))
     out: dict[str, np.ndarray] = {}
 
@@ -482,3 +495,73 @@ def encode_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def decode_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """``q * scale`` as float32 [..., D]."""
     return q.astype(np.float32) * scale[..., None]
+
+
+# ---------------------------------------------------------------------------------------------------
+# writing (``cdpipe extract`` and ``cdpipe migrate``)
+
+
+def local_path(url: str) -> str:
+    """The local path of a store URL that may be written (a path or a file:// URL)."""
+    if url.startswith("file://"):
+        return url[len("file://"):]
+    if "://" in url:
+        raise StoreError(f"--out {url}: stores are written to local paths only (a shared file system, or a "
+                         f"file:// URL); read them anywhere by URL")
+    return url
+
+
+def check_out(url: str, overwrite: bool) -> None:
+    """Refuse, before any work, an ``--out`` that is a file, a non-empty folder that is not a store, or a
+    store of another schema version (unless ``overwrite``)."""
+    import json
+
+    path = local_path(url)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StoreError(f"--out {url} is a file, not a store; choose another --out")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise StoreError(f"--out {url}: {parent} is a file, not a folder; choose another --out")
+    meta = os.path.join(path, "zarr.json")
+    if os.path.isdir(path) and os.listdir(path) and not os.path.exists(meta):
+        # opening with mode "w" would delete whatever is there
+        raise StoreError(f"--out {url} exists and is not a Zarr store; refusing to write over it. Choose another "
+                         "--out.")
+    if os.path.exists(meta) and not overwrite:
+        try:
+            with open(meta) as f:
+                attrs = json.load(f).get("attributes", {})
+        except (OSError, ValueError) as e:
+            raise StoreError(f"--out {url}: cannot read its zarr.json ({e}); pass --overwrite to start it "
+                             "again") from None
+        check_compatible(attrs, url)
+
+
+def consolidate(url: str) -> None:
+    """Copy every array's metadata into the root ``zarr.json`` (once, when the store is created): opening
+    the store and its arrays is then one read instead of one per array, which each extract task does."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():  # "not part of the Zarr v3 specification": readers may ignore it
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(url)
+
+
+_ZARR_CONFIG_LOCK = threading.Lock()
+
+
+def open_for_writing(url: str) -> dict:
+    """The store's arrays, opened to write whole chunks. Every chunk a task writes holds sweeps, and
+    zarr's check for all-fill chunks (to skip writing them) scans each chunk at about the cost of
+    compressing it (float16 compares are slow), so the arrays are opened with the check off. zarr
+    reads that setting when an array is opened, from its process-wide config, whose ``set`` restores
+    the old value on exit without a lock: tasks in other threads open theirs one at a time."""
+    import zarr
+
+    with _ZARR_CONFIG_LOCK, zarr.config.set({"array.write_empty_chunks": True}):
+        group = zarr.open_group(url, mode="r+")
+        return {spec.name: group[spec.name] for spec in ARRAYS if spec.name in group}

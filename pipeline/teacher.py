@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.errors import first_line
+
 LAYERS = ("last_prenorm", "last_norm")
 META_KEY = "cleverdistiller_teacher"
 
@@ -104,7 +106,8 @@ def how_built(name: str, arch: dict, image_size, weights: str | None, pil_versio
     return {
         "create_model": {"model_name": name, "pretrained": weights is not None, "pretrained_cfg_overlay": overlay,
                          "kwargs": {"img_size": [h, w], **arch},
-                         "seeding": None if weights else "torch.manual_seed(random_init_seed) right before create_model"},
+                         "seeding": None if weights else "torch.manual_seed(random_init_seed) right before "
+                                                         "create_model"},
         "resize": {"library": "PIL", "version": PIL.__version__ if pil_version == "current" else pil_version,
                    "call": f"Image.resize(({w}, {h}), Image.BICUBIC)", "filter": "bicubic", "antialias": True,
                    "input": "the camera image decoded to 8-bit RGB; skipped when it already has the size"},
@@ -141,7 +144,7 @@ def check_teacher(cfg: TeacherConfig) -> None:
             model = timm.create_model(cfg.name, pretrained=False, img_size=(h, w), **architecture(cfg)[0])
     except Exception as e:
         raise ValueError(f"--teacher {cfg.name} cannot be built as a ViT with input {h}x{w} "
-                         f"({type(e).__name__}: {_first_line(e)})") from None
+                         f"({type(e).__name__}: {first_line(e)})") from None
     if not hasattr(model, "forward_intermediates") or not getattr(model, "patch_embed", None):
         raise ValueError(f"--teacher {cfg.name} is not a ViT with patch tokens")
     ph, pw = model.patch_embed.patch_size
@@ -169,13 +172,9 @@ def _check_weights_file(path: str) -> None:
     except ValueError as e:
         if path in str(e):
             raise
-        raise ValueError(f"teacher weights {path} cannot be read ({type(e).__name__}: {_first_line(e)})") from None
+        raise ValueError(f"teacher weights {path} cannot be read ({type(e).__name__}: {first_line(e)})") from None
     except Exception as e:
-        raise ValueError(f"teacher weights {path} cannot be read ({type(e).__name__}: {_first_line(e)})") from None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(f"teacher weights {path} cannot be read ({type(e).__name__}: {first_line(e)})") from None
 
 
 class FrozenTeacher(torch.nn.Module):
@@ -259,18 +258,3 @@ class FrozenTeacher(torch.nn.Module):
     def features(self, images: list[np.ndarray]) -> torch.Tensor:
         x = self.preprocess(images).to(self.mean.device)
         return self.forward(x)
-
-
-def sample_features(fmaps: torch.Tensor, camera: np.ndarray, uv: np.ndarray, image_hw: np.ndarray,
-                    out: np.ndarray | None = None) -> np.ndarray:
-    """Bilinear sample of the patch maps ``fmaps`` [C,D,h,w] (one per camera) at each point's pixel, by the
-    store's rule (``pipeline.store.bilinear_cells``, which states it): ``camera`` [N] is the camera that
-    sees each point (-1: none), ``uv`` [N,2] its continuous pixel in that camera's original image,
-    ``image_hw`` [C,2] the original (H0, W0) of each camera. Computed in float32 and written into ``out``
-    (float16 [N,D] allocated when None; its dtype otherwise) once; points no camera sees get zeros."""
-    from pipeline.store import bilinear_cells, sample_cells
-
-    c_, d, h, w = fmaps.shape
-    idx, wts = bilinear_cells(camera, uv, image_hw, h, w)
-    cells = fmaps.detach().float().cpu().permute(0, 2, 3, 1).reshape(c_ * h * w, d).numpy()
-    return sample_cells(cells, idx, wts, out)

@@ -16,9 +16,23 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.store import (ARRAY_SPECS, ATTRIBUTES, ENCODINGS, LAYOUTS, StoreError, chunk_key, decode_reason,
-                            expected_arrays, feature_arrays, grid, open_store, patch_grid, read_column, read_rows,
-                            store_url)
+from pipeline.store import (
+    ARRAY_SPECS,
+    ATTRIBUTES,
+    ENCODINGS,
+    LAYOUTS,
+    StoreError,
+    chunk_key,
+    decode_reason,
+    expected_arrays,
+    feature_arrays,
+    grid,
+    open_store,
+    patch_grid,
+    read_column,
+    read_rows,
+    store_url,
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,8 @@ def check_layout(group) -> list[Problem]:
         arr = group[spec.name]
         shape = grid(spec, attrs)[0]
         if tuple(arr.shape) != shape:
-            problems.append(Problem("shape", f"shape {tuple(arr.shape)}, the attributes imply {shape}", array=spec.name))
+            problems.append(Problem("shape", f"shape {tuple(arr.shape)}, the attributes imply "
+                                             f"{shape}", array=spec.name))
         kind = arr.dtype.kind
         if (spec.dtype == "str") != (kind in "OUT") or (spec.dtype != "str" and str(arr.dtype) != spec.dtype):
             problems.append(Problem("shape", f"dtype {arr.dtype}, the schema says {spec.dtype}", array=spec.name))
@@ -84,7 +99,8 @@ def _value_problems(rows: dict, attrs: dict, camera_hw: np.ndarray) -> list[tupl
     out = []
     for name, row in rows.items():
         if row.dtype.kind == "f":  # a vector: a point's row of points or pixel, a feature, a patch cell
-            vectors = row.reshape(-1, row.shape[-1]) if ARRAY_SPECS[name].trailing[-1] in ("D", 2, 5) else row.reshape(-1, 1)
+            is_vector = ARRAY_SPECS[name].trailing[-1] in ("D", 2, 5)
+            vectors = row.reshape(-1, row.shape[-1]) if is_vector else row.reshape(-1, 1)
             bad = int((~np.isfinite(vectors.astype(np.float32))).any(axis=-1).sum())
             if bad:
                 out.append((name, f"{bad} {'vectors' if vectors.shape[1] > 1 else 'values'} hold NaN or inf"))
@@ -181,7 +197,8 @@ def verify_store(url: str, progress: bool = True) -> dict:
         npts, nq = int(columns["num_points"][s]), int(columns["num_queries"][s])
         counts_ok = 0 < npts <= attrs["max_points"] and 0 <= nq <= attrs["max_queries"]
         if complete and not counts_ok:
-            problems.append(Problem("values", f"num_points {npts} / num_queries {nq} outside (0, {attrs['max_points']}] "
+            problems.append(Problem("values", f"num_points {npts} / num_queries {nq} outside (0, "
+                                              f"{attrs['max_points']}] "
                                               f"/ [0, {attrs['max_queries']}]", sweep=s, sample_token=tok))
         rows = {}
         for spec in per_point:  # every chunk that exists is decoded, whatever the sweep's state

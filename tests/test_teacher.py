@@ -10,8 +10,9 @@ import pytest
 import timm
 import torch
 
+from pipeline.projection import sample_features
 from pipeline.store import bilinear_cells, sample_cells
-from pipeline.teacher import FrozenTeacher, TeacherConfig, sample_features
+from pipeline.teacher import FrozenTeacher, TeacherConfig
 
 SIZE = (56, 112)
 

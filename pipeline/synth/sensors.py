@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.classes import FINE_INDEX
+from pipeline.frames import CAMERAS as CAMERA_CHANNELS
 from pipeline.geometry import intrinsic_matrix, make_transform, yaw_matrix
 from pipeline.synth import raycast
 from pipeline.synth.world import BOX, World
 
-LIDAR_CHANNEL = "LIDAR_TOP"
 LIDAR_TRANSLATION = (0.943713, 0.0, 1.84023)
 LIDAR_YAW_DEG = -90.0  # like nuScenes' LIDAR_TOP: sensor y forward, x to the right
 N_BEAMS = 32
@@ -41,14 +41,15 @@ class Camera:
     hfov_deg: float
 
 
-CAMERAS: tuple[Camera, ...] = (
-    Camera("CAM_FRONT", 0.0, (1.70, 0.02, 1.51), 70.0),
-    Camera("CAM_FRONT_RIGHT", -55.0, (1.55, -0.49, 1.50), 70.0),
-    Camera("CAM_BACK_RIGHT", -110.0, (1.03, -0.48, 1.56), 70.0),
-    Camera("CAM_BACK", 180.0, (0.03, 0.00, 1.57), 110.0),
-    Camera("CAM_BACK_LEFT", 110.0, (1.03, 0.48, 1.56), 70.0),
-    Camera("CAM_FRONT_LEFT", 55.0, (1.52, 0.49, 1.51), 70.0),
-)
+_RIG = {  # channel: (yaw_deg, translation, hfov_deg), nuScenes-like
+    "CAM_FRONT": (0.0, (1.70, 0.02, 1.51), 70.0),
+    "CAM_FRONT_RIGHT": (-55.0, (1.55, -0.49, 1.50), 70.0),
+    "CAM_BACK_RIGHT": (-110.0, (1.03, -0.48, 1.56), 70.0),
+    "CAM_BACK": (180.0, (0.03, 0.00, 1.57), 110.0),
+    "CAM_BACK_LEFT": (110.0, (1.03, 0.48, 1.56), 70.0),
+    "CAM_FRONT_LEFT": (55.0, (1.52, 0.49, 1.51), 70.0),
+}
+CAMERAS: tuple[Camera, ...] = tuple(Camera(ch, *_RIG[ch]) for ch in CAMERA_CHANNELS)  # the reader's order
 
 # LiDAR return strength (0..255 scale) by fine class at normal incidence, before range fall-off.
 _INTENSITY = np.full(256, 15.0)

@@ -258,7 +258,8 @@ class _Builder:
                 t_len = rng.uniform(6.0, 9.0)
                 t_xy = self.offset(xy, yaw, -(length / 2 + 0.6 + t_len / 2))
                 t_inst = self.new_instance()
-                self.box(t_xy, 0.6, height, t_len, width, yaw, "vehicle.trailer", t_inst, self.colour("vehicle.trailer"))
+                self.box(t_xy, 0.6, height, t_len, width, yaw, "vehicle.trailer", t_inst,
+                         self.colour("vehicle.trailer"))
                 self.thing(t_inst, "vehicle.trailer", t_xy, 0.0, height, t_len, width, yaw)
         elif category in ("vehicle.motorcycle", "vehicle.bicycle"):
             length = rng.uniform(1.9, 2.2) if category == "vehicle.motorcycle" else rng.uniform(1.6, 1.8)

@@ -33,6 +33,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.classes import EVAL_CLASSES, FINE_CLASSES, FINE_TO_EVAL
+from pipeline.frames import LIDAR
 from pipeline.geometry import matrix_to_quat, yaw_matrix
 from pipeline.synth import sensors
 from pipeline.synth.world import THING_ATTRIBUTE, World, build_world
@@ -130,9 +131,9 @@ def _render_sample(cfg: SynthConfig, scene: int, sample: int) -> dict:
     ts = _timestamp(scene, sample)
     t = (ts - _timestamp(scene, 0)) / 1e6
     sweep = sensors.cast_sweep(world, t, np.random.default_rng([cfg.seed, scene, sample, 1]))
-    lidar_name = f"samples/LIDAR_TOP/{_logfile(cfg, scene)}__LIDAR_TOP__{ts}.pcd.bin"
+    lidar_name = f"samples/{LIDAR}/{_logfile(cfg, scene)}__{LIDAR}__{ts}.pcd.bin"
     sweep.points.tofile(root / lidar_name)
-    sd_token = token(cfg.seed, scene, sample, "LIDAR_TOP")
+    sd_token = token(cfg.seed, scene, sample, LIDAR)
     (sweep.label).tofile(root / "lidarseg" / cfg.version / f"{sd_token}_lidarseg.bin")
 
     cams = []
@@ -200,7 +201,7 @@ def write_dataroot(cfg: SynthConfig, progress: bool = True) -> dict:
     started = time.perf_counter()
     root = Path(cfg.out)
     names = scene_names(cfg.version, cfg.scenes)
-    for sub in ["samples/LIDAR_TOP", *(f"samples/{c.channel}" for c in sensors.CAMERAS), "maps",
+    for sub in [f"samples/{LIDAR}", *(f"samples/{c.channel}" for c in sensors.CAMERAS), "maps",
                 f"lidarseg/{cfg.version}", cfg.version,
                 *((f"camseg/{c.channel}" for c in sensors.CAMERAS) if cfg.camera_labels else ())]:
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -247,7 +248,7 @@ def _tables(cfg: SynthConfig, names, results, root: Path) -> dict[str, list]:
     for tok, level in VISIBILITY_LEVELS:
         t["visibility"].append({"token": tok, "level": level,
                                 "description": f"visibility of the object is {level[1:]}%"})
-    channels = [(sensors.LIDAR_CHANNEL, "lidar")] + [(c.channel, "camera") for c in sensors.CAMERAS]
+    channels = [(LIDAR, "lidar")] + [(c.channel, "camera") for c in sensors.CAMERAS]
     for ch, modality in channels:
         t["sensor"].append({"token": token("sensor", ch), "channel": ch, "modality": modality})
 
