@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 
-def offsets_of(ds) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def offsets_of(ds) -> tuple[np.ndarray, np.ndarray, list]:
     """Offset features [Q,4] and labels [Q] of every sweep of ``ds`` (and the items)."""
     feats, labels, items = [], [], []
     for i in range(len(ds)):
         item = ds[i]
-        d = item["queries"] - item["xyz"][item["nearest"]]
+        d = item.queries - item.xyz[item.nearest]
         feats.append(np.c_[d, np.linalg.norm(d, axis=1)])
-        labels.append(item["occ"])
+        labels.append(item.occ)
         items.append(item)
     return np.concatenate(feats), np.concatenate(labels).astype(int), items
 
@@ -75,7 +75,8 @@ def classifiers(x_tr, y_tr, x_te, y_te) -> dict:
     logreg = LogisticRegression(max_iter=2000, class_weight="balanced").fit(scaler.transform(x_tr), y_tr)
     tree = DecisionTreeClassifier(max_depth=6, min_samples_leaf=50, class_weight="balanced",
                                   random_state=0).fit(x_tr, y_tr)
-    return {"logistic_regression": round(float(balanced_accuracy_score(y_te, logreg.predict(scaler.transform(x_te)))), 4),
+    return {"logistic_regression": round(float(balanced_accuracy_score(y_te, logreg.predict(scaler.transform(x_te)))),
+                                         4),
             "decision_tree": round(float(balanced_accuracy_score(y_te, tree.predict(x_te))), 4)}
 
 
@@ -93,9 +94,9 @@ def main() -> None:
 
     ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     trained = ck["data_config"]
-    common = dict(store=args.store, voxel_size=trained["voxel_size"], augment=trained["augment"], scale=trained["scale"],
-                  max_queries=trained["max_queries"], seed=args.seed, mask_ratio=tuple(trained["mask_ratio"]),
-                  mask_cell=trained["mask_cell"])
+    common = dict(store=args.store, voxel_size=trained["voxel_size"], augment=trained["augment"],
+                  scale=trained["scale"], max_queries=trained["max_queries"], seed=args.seed,
+                  mask_ratio=tuple(trained["mask_ratio"]), mask_cell=trained["mask_cell"])
     train_ds = StoreDataset(DataConfig(split="train", **common))
     val_ds = StoreDataset(DataConfig(split="val", **common))
     x_tr, y_tr, _ = offsets_of(train_ds)
@@ -110,11 +111,13 @@ def main() -> None:
         "student_balanced_acc": student,
         "offset_only_by_classifier": offset_only,
         "schema1_targets_offset_only_by_classifier": legacy,
-        "queries": {"train": int(len(y_tr)), "val": int(len(y_te)), "val_occupied_fraction": round(float(y_te.mean()), 4)},
+        "queries": {"train": int(len(y_tr)), "val": int(len(y_te)),
+                    "val_occupied_fraction": round(float(y_te.mean()), 4)},
         "median_offset_m": {"occupied": round(float(np.median(x_te[y_te == 1, 3])), 3),
                             "free": round(float(np.median(x_te[y_te == 0, 3])), 3)},
         "settings": {"store": args.store, "checkpoint": args.checkpoint, "mask_ratio": trained["mask_ratio"],
-                     "mask_cell_m": trained["mask_cell"], "near_surface_m": train_ds.attrs["occupancy"].get("near_surface_m"),
+                     "mask_cell_m": trained["mask_cell"],
+                     "near_surface_m": train_ds.attrs["occupancy"].get("near_surface_m"),
                      "train_sweeps": int(len(train_ds)), "val_sweeps": int(len(val_ds)),
                      "pretrain_steps": int(ck["step"])},
     }

@@ -140,10 +140,10 @@ def part(path: str, compute) -> dict:
 
 def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: float, cfg: dict) -> str:
     """Pretraining checkpoint of one row (continued if a previous run stopped part-way)."""
+    from pipeline.store import open_store
     from trainer.data import DataConfig
     from trainer.model import ModelConfig
     from trainer.train import TrainConfig, pretrain
-    from pipeline.store import open_store
 
     ckpt = os.path.join(out, "checkpoint.pt")
     mcfg = ModelConfig(arch=cfg["arch"], feature_dim=int(open_store(store).attrs["feature_dim"]),
@@ -170,8 +170,9 @@ def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: fl
 def probe_part(store: str, checkpoint: str | None, out: str, seed: int, cfg: dict) -> dict:
     from trainer.probe import ProbeConfig, linear_probe
 
-    r = linear_probe(store, checkpoint, cfg["arch"], ProbeConfig(out=out, points_per_sweep=cfg["probe_points_per_sweep"],
-                                                                   seed=seed), voxel_size=cfg["voxel_size"])
+    r = linear_probe(store, checkpoint, cfg["arch"],
+                     ProbeConfig(out=out, points_per_sweep=cfg["probe_points_per_sweep"], seed=seed),
+                     voxel_size=cfg["voxel_size"])
     return {"miou": r["miou"], "fit": r["probe_fit"], "fit_points": r["fit_points"], "classes": r["classes"]}
 
 
@@ -191,17 +192,18 @@ def finetune_part(store: str, checkpoint: str | None, out: str, seed: int, key: 
 
 
 def floor_part(store: str, kind: str, seed: int, cfg: dict) -> dict:
+    from pipeline.classes import NUM_EVAL_CLASSES
     from trainer.data import DataConfig, StoreDataset
     from trainer.evaluate import scores
     from trainer.metrics import confusion_matrix
-    from trainer.probe import NUM_CLASSES, feature_table, fit_softmax
+    from trainer.probe import feature_table, fit_softmax
 
     train = StoreDataset(DataConfig(store=store, split="train", voxel_size=cfg["voxel_size"], augment=False))
     val = StoreDataset(DataConfig(store=store, split="val", voxel_size=cfg["voxel_size"], augment=False))
     x, y = feature_table(train, kind, points_per_sweep=cfg["probe_points_per_sweep"], seed=seed)
     probe = fit_softmax(x, y)
     xv, yv = feature_table(val, kind)
-    s = scores(confusion_matrix(yv, probe.predict(xv), NUM_CLASSES))
+    s = scores(confusion_matrix(yv, probe.predict(xv), NUM_EVAL_CLASSES))
     return {"miou": s["miou"], "fit": probe.summary(), "fit_points": int(len(y)), "classes": s["classes"]}
 
 
@@ -309,12 +311,14 @@ def sweep_occ(args) -> None:
     cfg = settings(args)
     work = os.path.join(args.work, f"sweep_{args.seed}")
     same_settings(work, cfg)
-    store = part(os.path.join(work, "parts", "world.json"), lambda: {"store": build_world(work, args.seed, cfg)})["store"]
+    store = part(os.path.join(work, "parts", "world.json"),
+                 lambda: {"store": build_world(work, args.seed, cfg)})["store"]
     out = {}
     for w in (0.0, *OCC_WEIGHTS):
         run = os.path.join(work, f"occ_{w:g}")
         ck = pretrained(store, os.path.join(run, "pretrain"), args.seed, 3, w, cfg)
-        r = part(os.path.join(run, "probe.json"), lambda: probe_part(store, ck, os.path.join(run, "probe"), args.seed, cfg))
+        r = part(os.path.join(run, "probe.json"),
+                 lambda: probe_part(store, ck, os.path.join(run, "probe"), args.seed, cfg))
         out[f"{w:g}"] = r["miou"]
         print(f"occupancy weight {w:g}: probe mIoU {100 * r['miou']:.1f}", flush=True)
     chosen = max(OCC_WEIGHTS, key=lambda w: out[f"{w:g}"])
@@ -341,7 +345,8 @@ def load_seeds() -> list[dict]:
     if not seeds:
         sys.exit(f"no seed files in {RESULTS}: run `{sys.argv[0]} run --seed K` first")
     seeds.sort(key=lambda s: s["seed"])
-    odd = [s["seed"] for s in seeds if (s["settings"], s["occ_weight"]) != (seeds[0]["settings"], seeds[0]["occ_weight"])]
+    odd = [s["seed"] for s in seeds
+           if (s["settings"], s["occ_weight"]) != (seeds[0]["settings"], seeds[0]["occ_weight"])]
     if odd:
         sys.exit(f"seed files {odd} were made with other settings than seed {seeds[0]['seed']}: one table, one "
                  f"experiment; move them aside or rerun them")
@@ -404,7 +409,8 @@ def make_table(args) -> str:
     text = "\n".join([
         "# CleverDistiller ablation on synthetic worlds (version 2)",
         "",
-        f"{len(seeds)} paired seeds ({', '.join(map(str, ks))}); mean ± sample standard deviation over seeds. mIoU in % "
+        f"{len(seeds)} paired seeds ({', '.join(map(str, ks))}); mean ± sample standard deviation over seeds. "
+        f"mIoU in % "
         f"on the val scenes of each seed's world, over the evaluation classes present in its val truth "
         f"({len(s0['classes'])} for seed {s0['seed']}: {', '.join(s0['classes'])}).",
         "",

@@ -34,10 +34,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    from trainer.data import DataConfig, StoreDataset, collate
+    from trainer.batch import Collate, collate
+    from trainer.data import DataConfig, StoreDataset
     from trainer.model import ModelConfig, Student
     from trainer.sparse import SparseConv3d, SparseTensor
-    from trainer.train import EpochBatches, TrainConfig, _Collate, _EpochDataset, loss_step
+    from trainer.train import EpochBatches, TrainConfig, _EpochDataset, loss_step
 
     torch.manual_seed(0)
     dcfg = DataConfig(store=args.store, split="all")
@@ -52,7 +53,7 @@ def main() -> None:
 
     # 1. loader alone, step alone, and the stall of a real loop
     loader = torch.utils.data.DataLoader(_EpochDataset(ds), batch_sampler=EpochBatches(len(ds), bs, 0, 0, nb),
-                                         collate_fn=_Collate(dcfg.voxel_size), num_workers=args.workers,
+                                         collate_fn=Collate(dcfg.voxel_size), num_workers=args.workers,
                                          multiprocessing_context="spawn" if args.workers else None)
     it = iter(loader)
     first = next(it)  # workers started
@@ -75,8 +76,9 @@ def main() -> None:
     step_rate = len(batches) * bs / t_steps
     wait = work = start = 0.0
     t_mark = time.perf_counter()
-    for n_b, b in enumerate(torch.utils.data.DataLoader(_EpochDataset(ds), batch_sampler=EpochBatches(len(ds), bs, 1, 0, nb),
-                                         collate_fn=_Collate(dcfg.voxel_size), num_workers=args.workers,
+    for n_b, b in enumerate(torch.utils.data.DataLoader(_EpochDataset(ds),
+                                         batch_sampler=EpochBatches(len(ds), bs, 1, 0, nb),
+                                         collate_fn=Collate(dcfg.voxel_size), num_workers=args.workers,
                                          multiprocessing_context="spawn" if args.workers else None)):
         t_got = time.perf_counter()
         if n_b == 0:
@@ -93,8 +95,8 @@ def main() -> None:
 
     # 2. sparse vs dense convolution on a crop of a sweep
     smp = ds[0]
-    crop = np.all(np.abs(smp["xyz"][:, :2]) < 12.8, axis=1) & (np.abs(smp["xyz"][:, 2] + 1.0) < 3.2)
-    vox = np.unique(np.floor(smp["xyz"][crop] / 0.1).astype(np.int64), axis=0)
+    crop = np.all(np.abs(smp.xyz[:, :2]) < 12.8, axis=1) & (np.abs(smp.xyz[:, 2] + 1.0) < 3.2)
+    vox = np.unique(np.floor(smp.xyz[crop] / 0.1).astype(np.int64), axis=0)
     coords = torch.from_numpy(np.c_[np.zeros(len(vox), np.int64), vox])
     feats = torch.randn(len(vox), 16)
     conv = SparseConv3d(16, 16, 3)
@@ -121,9 +123,9 @@ def main() -> None:
     # 3. store-fed pass against teacher-live pass over the same sweeps
     from PIL import Image
 
-    from pipeline.frames import build_nuscenes_index
-    from pipeline.projection import assign_views
-    from pipeline.teacher import FrozenTeacher, TeacherConfig, sample_features
+    from pipeline.frames import build_nuscenes_index, read_lidar
+    from pipeline.projection import assign_views, sample_features
+    from pipeline.teacher import FrozenTeacher, TeacherConfig
 
     t = ds.attrs["teacher"]
     teacher = FrozenTeacher(TeacherConfig(name=t["name"], random=True, seed=t["random_init_seed"] or 0,
@@ -145,9 +147,9 @@ def main() -> None:
             i = row_of[str(group["lidar_token"][int(sweeps[k])])]
             images = [np.asarray(Image.open(p).convert("RGB")) for p in index.image_path[i]]
             fmaps = teacher.features(images)
-            pts = np.fromfile(index.lidar_path[i], np.float32).reshape(-1, 5)
+            pts, _ = read_lidar(index, i)
             cam, uv = assign_views(pts, index.cam_from_lidar[i], index.intrinsics[i], index.image_hw[i])
-            smp["teacher"], smp["valid"] = sample_features(fmaps, cam, uv, index.image_hw[i]), cam >= 0
+            smp.teacher, smp.valid = sample_features(fmaps, cam, uv, index.image_hw[i]), cam >= 0
             samples.append(smp)
         step(collate(samples, dcfg.voxel_size))
     t_live = time.perf_counter() - t0

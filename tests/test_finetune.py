@@ -70,13 +70,33 @@ def test_evaluate_refuses_a_pretraining_checkpoint_in_one_line(small_store, tmp_
 
 
 def test_finetune_from_random_init_is_the_baseline(small_store, tmp_path):
-    res = runner.invoke(app, ["finetune", "--store", small_store[0].out, "--out", str(tmp_path / "ft"),
-                              "--model", "minkunet-tiny", "--steps", "2", "--voxel-size", "0.3", "--device", "cpu",
-                              "--warmup", "0", "--lovasz", "--eval-every", "1"])
+    """From scratch: no checkpoint is read, every weight trains, the loss falls, and the file it writes
+    scores on its own what the run reported."""
+    import torch
+
+    from trainer.checkpoint import new_segmenter
+
+    store = small_store[0].out
+    res = runner.invoke(app, ["finetune", "--store", store, "--out", str(tmp_path / "ft"), "--model", "minkunet-tiny",
+                              "--steps", "12", "--lr", "0.01", "--batch-size", "1", "--max-points", "4000",
+                              "--voxel-size", "0.3", "--device", "cpu", "--warmup", "0", "--lovasz",
+                              "--eval-every", "6"])
     assert res.exit_code == 0, res.output
     assert "random initialisation" in res.output
     curve = [json.loads(line) for line in (tmp_path / "ft" / "curve.jsonl").read_text().splitlines()]
-    assert [c["step"] for c in curve] == [1, 2] and all(math.isfinite(c["train_loss"]) for c in curve)
+    assert [c["step"] for c in curve] == [6, 12] and all(math.isfinite(c["train_loss"]) for c in curve)
+    assert curve[1]["train_loss"] < curve[0]["train_loss"] - 0.1, curve  # cross-entropy + Lovasz, from ~3.7
+    result = json.loads((tmp_path / "ft" / "result.json").read_text())
+    assert result["init"] == "random initialisation" and result["finetune_config"]["steps"] == 12
+    assert result["miou"] == curve[-1]["val_miou"] and 0 < result["miou"] <= 1
+    # the seeded initialisation it started from, and what training did to it
+    start, _ = new_segmenter("minkunet-tiny", None, seed=0)
+    trained = torch.load(tmp_path / "ft" / "segmenter.pt", weights_only=True)["model"]
+    moved = [k for k, v in start.state_dict().items() if v.is_floating_point() and not torch.equal(trained[k], v)]
+    assert "backbone.stem.weight" in moved and "classifier.weight" in moved
+    ev = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "ft" / "segmenter.pt"),
+                             "--device", "cpu"])
+    assert ev.exit_code == 0 and f"{100 * result['miou']:5.1f}" in ev.output
 
 
 def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
@@ -105,7 +125,7 @@ def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
         ft.finetune(store, None, "minkunet-tiny", cfg(tmp_path / "resumed"), voxel_size=0.3, progress=False)
     monkeypatch.setattr(ft, "collate", real)
     assert torch.load(tmp_path / "resumed" / "segmenter.pt", weights_only=True)["step"] == 2
-    with pytest.raises(ValueError, match="finetune_config"):
+    with pytest.raises(ValueError, match=r"finetune_config.steps: 4 -> 5; pass --force-config"):
         ft.finetune(store, None, "minkunet-tiny", ft.FinetuneConfig(out=str(tmp_path / "resumed"), steps=5,
                                                                     checkpoint_every=2, eval_every=3, warmup=0,
                                                                     batch_size=1, max_points=3000),
@@ -121,6 +141,7 @@ def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
     curves = [[json.loads(line) for line in (tmp_path / d / "curve.jsonl").read_text().splitlines()]
               for d in ("straight", "resumed")]
     assert [r["step"] for r in curves[1]] == [r["step"] for r in curves[0]] == [3, 4]
+    assert json.loads((tmp_path / "resumed" / "result.json").read_text())["config_changes"] == []
     for ra, rb in zip(*curves):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"]) and rb["val_miou"] == pytest.approx(ra["val_miou"])
 
@@ -131,7 +152,8 @@ def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, t
     backbone weight."""
     import torch
 
-    from trainer.data import DataConfig, StoreDataset, collate
+    from trainer.batch import collate
+    from trainer.data import DataConfig, StoreDataset
     from trainer.model import Segmenter
     from trainer.probe import ProbeConfig, linear_probe
 
@@ -152,7 +174,7 @@ def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, t
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=0.3, augment=False))
     with torch.no_grad():
         batches = [collate([ds[i]], 0.3) for i in range(len(ds))]
-        f = torch.cat([model.point_features(b)[b["labels"] > 0] for b in batches])  # the fit's population
+        f = torch.cat([model.point_features(b)[b.labels > 0] for b in batches])  # the fit's population
         out = model.norm(f)
     raw_var, out_var = f.var(0), out.var(0)
     live = raw_var > 1e-20
@@ -218,7 +240,7 @@ def test_lovasz_softmax_equals_the_integral_form_of_the_lovasz_extension():
     import numpy as np
     import torch
 
-    from trainer.finetune import lovasz_softmax
+    from trainer.losses import lovasz_softmax
 
     rng = np.random.default_rng(3)
     probs = torch.from_numpy(rng.dirichlet(np.ones(3), 7))

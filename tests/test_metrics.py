@@ -113,7 +113,7 @@ def test_label_subset_by_scene_stable_and_sized():
 def test_lovasz_softmax_perfect_and_wrong():
     import torch
 
-    from trainer.finetune import lovasz_softmax
+    from trainer.losses import lovasz_softmax
 
     target = torch.tensor([0, 1, 2, 1])
     perfect = torch.nn.functional.one_hot(target, 3).float()

@@ -9,7 +9,9 @@ import zarr
 
 from pipeline.store import read_sweep
 from trainer.data import DataConfig, StoreDataset
-from trainer.occupancy import MaskConfig, balance_by_offset, balanced_accuracy, balanced_bce, hide
+from trainer.losses import balanced_bce
+from trainer.metrics import balanced_accuracy
+from trainer.occupancy import MaskConfig, balance_by_offset, hide
 
 
 def _cells(xyz, lower, cell):
@@ -25,34 +27,34 @@ def test_hidden_points_never_reach_the_student_while_asked_about(small_store):
                                  max_queries=10 ** 6))
     for i in range(len(ds)):
         item = ds[i]
-        s = item["sweep"]
+        s = item.sweep
         n = int(g["num_points"][s])
         points = g["points"][s, :n]
-        hidden = item["hidden"]
+        hidden = item.hidden
         assert 0.2 < hidden.mean() < 0.6
         # the student's input (and its teacher features) are exactly the visible points
-        np.testing.assert_array_equal(item["xyz"], points[~hidden, :3])
-        np.testing.assert_array_equal(item["teacher"], read_sweep(g, s, ("features",))["features"][~hidden])
+        np.testing.assert_array_equal(item.xyz, points[~hidden, :3])
+        np.testing.assert_array_equal(item.teacher, read_sweep(g, s, ("features",))["features"][~hidden])
         # no query lies in a cube that holds a visible point
-        visible_cubes = _cells(item["xyz"], lower, 1.0)
-        assert not (_cells(item["queries"], lower, 1.0) & visible_cubes)
+        visible_cubes = _cells(item.xyz, lower, 1.0)
+        assert not (_cells(item.queries, lower, 1.0) & visible_cubes)
         # an occupied query's voxel holds hidden points and no visible one
-        occupied = item["queries"][item["occ"] == 1]
-        assert len(occupied) > 0 and (item["occ"] == 0).sum() > 0
+        occupied = item.queries[item.occ == 1]
+        assert len(occupied) > 0 and (item.occ == 0).sum() > 0
         occupied_voxels = _cells(occupied - voxel / 2, lower, voxel)  # centre - v/2 = voxel corner
-        assert not (_cells(item["xyz"], lower, voxel) & occupied_voxels)
+        assert not (_cells(item.xyz, lower, voxel) & occupied_voxels)
         assert occupied_voxels <= _cells(points[hidden, :3], lower, voxel)
         # nearest points index the visible points
-        assert item["nearest"].max() < len(item["xyz"])
+        assert item.nearest.max() < len(item.xyz)
 
 
 def test_mask_draw_is_seeded_and_off_means_off(small_store):
     cfg, _ = small_store
     a = StoreDataset(DataConfig(store=cfg.out, split="all", augment=False, mask_ratio=(0.3, 0.5)))[0]
     b = StoreDataset(DataConfig(store=cfg.out, split="all", augment=False, mask_ratio=(0.3, 0.5)))[0]
-    np.testing.assert_array_equal(a["hidden"], b["hidden"])
+    np.testing.assert_array_equal(a.hidden, b.hidden)
     off = StoreDataset(DataConfig(store=cfg.out, split="all", augment=False))[0]
-    assert off["hidden"] is None and len(off["xyz"]) > len(a["xyz"])
+    assert off.hidden is None and len(off.xyz) > len(a.xyz)
 
 
 def test_hide_refuses_cubes_that_cut_voxels():

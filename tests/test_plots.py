@@ -216,13 +216,11 @@ def test_pretraining_writes_tensorboard_scalars_and_plots(small_store, tmp_path)
 def test_evaluate_writes_iou_and_confusion_charts(small_store, tmp_path):
     import torch
 
-    from trainer.evaluate import NUM_CLASSES
-    from trainer.model import new_segmenter, segmenter_record
-    from pipeline.classes import EVAL_CLASSES
+    from trainer.checkpoint import new_segmenter, segmenter_record
 
-    model, init = new_segmenter("minkunet-tiny", None, 0, NUM_CLASSES)
-    torch.save(segmenter_record(model, "minkunet-tiny", 0.4, list(EVAL_CLASSES[1:]), init=init, labels_percent=0.0,
-                                label_scenes=[]), tmp_path / "segmenter.pt")
+    model, init = new_segmenter("minkunet-tiny", None, 0)
+    torch.save(segmenter_record(model, "minkunet-tiny", 0.4, init=init, labels_percent=0.0, label_scenes=[]),
+               tmp_path / "segmenter.pt")
     res = runner.invoke(cdtrain, ["evaluate", "--store", small_store[0].out, "--checkpoint",
                                   str(tmp_path / "segmenter.pt"), "--out", str(tmp_path / "eval.json"), "--device",
                                   "cpu", "--corruption", "fog:0.05"])
@@ -234,7 +232,8 @@ def test_evaluate_writes_iou_and_confusion_charts(small_store, tmp_path):
 
 def test_confusion_chart_is_normalised_by_row(tmp_path):
     from pipeline.classes import EVAL_CLASSES
-    from trainer.evaluate import NUM_CLASSES, scores
+    from pipeline.classes import NUM_EVAL_CLASSES as NUM_CLASSES
+    from trainer.evaluate import scores
     from trainer.plots import plot_evaluation, row_normalised
 
     car, road = EVAL_CLASSES.index("car"), EVAL_CLASSES.index("driveable_surface")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import DataConfig, StoreDataset, collate
+from trainer.batch import collate
+from trainer.checkpoint import read_checkpoint as load_checkpoint
+from trainer.data import DataConfig, StoreDataset
 from trainer.model import ModelConfig, Student
-from trainer.model import read_checkpoint as load_checkpoint
 from trainer.train import TrainConfig, lr_at, pretrain
 
 MODEL = dict(arch="minkunet-tiny", head_hidden=64, occ_hidden=16)
@@ -31,8 +32,8 @@ def _heldout_cosine(model: Student, store: str) -> float:
     with torch.no_grad():
         for i in range(len(ds)):
             b = collate([ds[i]], 0.2)
-            k = model.head(model.point_features(b)[b["valid"]])
-            q = torch.nn.functional.normalize(b["teacher"][b["valid"]].float(), dim=1)
+            k = model.head(model.point_features(b)[b.valid])
+            q = torch.nn.functional.normalize(b.teacher[b.valid].float(), dim=1)
             sims.append(float((k * q).sum(1).mean()))
     return float(np.mean(sims))
 
@@ -72,19 +73,19 @@ def _run_until(mcfg, dcfg, tcfg, stop_at: int) -> None:
     class Stop(Exception):
         pass
 
-    original = tr.save_checkpoint
+    original = tr.save_pretraining
 
     def save_then_stop(path, model, optimizer, scaler, step, *args):
         original(path, model, optimizer, scaler, step, *args)
         if step == stop_at:
             raise Stop
 
-    tr.save_checkpoint = save_then_stop
+    tr.save_pretraining = save_then_stop
     try:
         with pytest.raises(Stop):
             pretrain(mcfg, dcfg, tcfg, progress=False)
     finally:
-        tr.save_checkpoint = original
+        tr.save_pretraining = original
 
 
 def test_lr_schedule():
@@ -97,20 +98,6 @@ def test_refuses_feature_size_mismatch(small_store, tmp_path):
     mcfg, dcfg, tcfg = _configs(small_store[0].out, tmp_path, 1)
     with pytest.raises(ValueError, match="384-dim"):
         pretrain(ModelConfig(feature_dim=768, **MODEL), dcfg, tcfg, progress=False)
-
-
-def test_pretrain_never_imports_heavy_pipeline(small_store, tmp_path):
-    code = (
-        "import sys\n"
-        "from trainer.cli import app\n"
-        f"sys.argv = ['cdtrain', 'pretrain', '--store', {small_store[0].out!r}, '--out', {str(tmp_path)!r},"
-        " '--model', 'minkunet-tiny', '--head-hidden', '32', '--steps', '1', '--voxel-size', '0.4']\n"
-        "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print('HEAVY', sorted(m for m in ('timm', 'dask', 'distributed', 'nuscenes') if m in sys.modules))\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "HEAVY []" in res.stdout, res.stdout[-500:]
 
 
 @pytest.mark.slow

@@ -1,4 +1,14 @@
 """cdtrain: Zarr store -> batches -> sparse student + heads -> checkpoints, metrics.
 
+The modules, in the order of the data path:
+    data.py        store -> samples (StoreDataset: read, subset, mask, augment)
+    batch.py       samples -> Batch (the student's input, voxels, offsets)
+    sparse.py      the sparse-convolution backend (the only module that may import torchsparse)
+    model.py       MinkUNet, projection head, occupancy head (occupancy.py: the task), segmenter
+    losses.py      distillation, occupancy and segmentation losses
+    train.py       the pretraining loop
+    checkpoint.py  what is saved, read back and checked on resume
+    finetune.py, probe.py   segmentation on labels: fine-tuning, the linear probe
+    evaluate.py, metrics.py, plots.py   scores and pictures
 Never imports the heavy half of ``pipeline`` (dask, timm, the nuScenes devkit).
 """

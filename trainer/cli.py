@@ -63,11 +63,18 @@ def pretrain(
     workers: int = typer.Option(0, help="DataLoader worker processes (spawned)."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (refused, naming the "
+                                "settings, if they differ from the checkpoint's)."),
+    force_config: bool = typer.Option(False, "--force-config", help="With --resume: continue even though data or "
+                                      "training settings (or the store) differ from the checkpoint's; the model "
+                                      "must be the same."),
     skip_bad_sweeps: bool = typer.Option(False, "--skip-bad-sweeps", help="Record training sweeps whose chunks do "
-                                         "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on the first)."),
+                                         "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on "
+                                         "the first)."),
 ):
     """Distil the LiDAR student from a teacher-feature store (no teacher in memory)."""
+    if force_config and not resume:
+        raise typer.BadParameter("--force-config goes with --resume")
     from pipeline.store import StoreError
     from trainer.data import DataConfig
     from trainer.model import ModelConfig
@@ -84,10 +91,11 @@ def pretrain(
         tcfg = TrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, loss=loss,
                            occ_weight=occ_weight, workers=workers, checkpoint_every=checkpoint_every, seed=seed,
                            skip_bad_sweeps=skip_bad_sweeps)
-        result = run(mcfg, dcfg, tcfg, resume=resume)
+        result = run(mcfg, dcfg, tcfg, resume=resume, force_config=force_config)
     except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
         raise typer.Exit(2) from None
+    _warn_changes(result)
     m = result["metrics"]
     first = _first_metrics(out)
     typer.echo(f"\npretrained {model} for {result['step']} steps on {store}")
@@ -150,26 +158,33 @@ def finetune(
     checkpoint_every: int = typer.Option(100, help="Steps between rewrites of OUT/segmenter.pt."),
     voxel_size: float = typer.Option(0.1, help="Voxel size (m)."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when there is one)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/segmenter.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/segmenter.pt (refused, naming the "
+                                "settings, if they differ from the file's)."),
+    force_config: bool = typer.Option(False, "--force-config", help="With --resume: continue even though the "
+                                      "fine-tuning settings (or the store) differ from the file's."),
     seed: int = typer.Option(0, help="Seed of the label subset, initialisation and data order."),
     skip_bad_sweeps: bool = typer.Option(False, "--skip-bad-sweeps", help="Record training sweeps whose chunks do "
-                                         "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on the first)."),
+                                         "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on "
+                                         "the first)."),
 ):
     """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
     from pipeline.store import StoreError
-    from trainer.model import pretraining_arch
+    from trainer.checkpoint import pretraining_arch
 
     arch = model
     device = device or _default_device()
     if linear_probe and resume:
         raise typer.BadParameter("--resume is for fine-tuning; a linear probe is refitted from scratch in seconds")
+    if force_config and not resume:
+        raise typer.BadParameter("--force-config goes with --resume")
     if linear_probe and skip_bad_sweeps:
         raise typer.BadParameter("--skip-bad-sweeps is for training; a probe fits and scores a fixed set of sweeps")
     try:
         if arch is None:
             arch = pretraining_arch(checkpoint) if checkpoint else "minkunet34"
         if linear_probe:
-            from trainer.probe import ProbeConfig, linear_probe as fit
+            from trainer.probe import ProbeConfig
+            from trainer.probe import linear_probe as fit
 
             result = fit(store, checkpoint, arch, ProbeConfig(out=out, labels_percent=labels_percent,
                                                               points_per_sweep=probe_points, seed=seed),
@@ -182,12 +197,18 @@ def finetune(
                                  warmup=warmup, lovasz=lovasz, max_points=max_points, eval_every=eval_every,
                                  checkpoint_every=checkpoint_every, seed=seed)
             result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size, device=device, resume=resume,
-                         skip_bad_sweeps=skip_bad_sweeps)
+                         skip_bad_sweeps=skip_bad_sweeps, force_config=force_config)
     except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
         raise typer.Exit(2) from None
     print_result(result)
+    _warn_changes(result)
     _report_skipped(out)
+
+
+def _warn_changes(result: dict) -> None:
+    for change in result.get("config_changes", []):
+        typer.echo(f"warning: resumed with a changed setting (--force-config): {change}", err=True)
 
 
 def _default_device() -> str:
@@ -226,9 +247,9 @@ def evaluate(
     import json
 
     from pipeline.store import StoreError
+    from trainer.checkpoint import load_segmenter
     from trainer.corruptions import parse
     from trainer.evaluate import evaluate_model
-    from trainer.model import load_segmenter
 
     try:
         for text in corruption or []:
@@ -305,5 +326,12 @@ def plot(
     typer.echo(f"{path}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
 
 
+def console_script() -> None:
+    """The installed script (pyproject.toml's [project.scripts])."""
+    from pipeline.errors import run_cli
+
+    run_cli(app)
+
+
 if __name__ == "__main__":
-    app()
+    console_script()

@@ -1,8 +1,11 @@
-"""Store -> batches: a random-access dataset over a teacher-feature store, 3D augmentation, voxelisation,
-and a collate that concatenates clouds with offsets (no padding to the largest cloud).
+"""Store -> samples: a random-access dataset over a teacher-feature store, and 3D augmentation (the
+batch it feeds is ``trainer/batch.py``).
 
-Per sweep the dataset returns its points and, riding along, their teacher features and valid mask,
-and the occupancy queries (voxel centres) with labels and the index of each query's nearest point.
+Per sweep the dataset returns a ``Sample``: its points (and labels, when the store has them) and the
+targets it was asked for: ``teacher`` (each point's teacher feature and valid flag) and ``occupancy``
+(the occupancy queries, voxel centres, with labels and the index of each query's nearest point).
+Fine-tuning and evaluation ask for neither (``SEGMENTATION``), which skips reading the features and the
+nearest-point search.
 With ``max_points`` set, a random subset of that many points is kept first (drawn from
 ``default_rng([seed, epoch, sweep, CAP_STREAM])``; evaluation keeps every point). With masking on
 (``mask_ratio``, pretraining), the points of randomly hidden cubes are dropped before
@@ -24,10 +27,22 @@ import torch
 
 from pipeline.classes import FINE_TO_EVAL
 from pipeline.store import DamagedChunk, open_store, read_column, sweep_rows
+from trainer.batch import Sample
 from trainer.occupancy import MaskConfig, balance_by_offset, hide
 
-MASK_STREAM = 1  # the mask's random stream, apart from the augmentation's
-CAP_STREAM = 2  # the point cap's random stream
+# Random streams: every random draw of the trainer is default_rng([seed, ..., STREAM]) with a stream of
+# its own, so that adding or changing one kind of draw never shifts another (the augmentation's key,
+# [seed, epoch, sweep], has none). Changing a value changes every result drawn with it.
+MASK_STREAM = 1  # [seed, epoch, sweep, MASK_STREAM]: the occupancy mask
+CAP_STREAM = 2  # [seed, epoch, sweep, CAP_STREAM]: the point cap
+QUERY_STREAM = 4  # [seed, epoch, sweep, QUERY_STREAM]: the occupancy queries kept
+PROBE_POINTS_STREAM = 3  # [seed, sweep, PROBE_POINTS_STREAM]: the labelled points a linear probe fits on
+FINETUNE_BATCH_STREAM = 7  # [seed, FINETUNE_BATCH_STREAM, step]: the sweeps of a fine-tuning step
+CORRUPTION_STREAM = 99  # [seed, CORRUPTION_STREAM, sweep]: a corruption's random draws
+
+TARGETS = ("teacher", "occupancy")  # what a dataset can add to points and labels
+PRETRAINING = TARGETS
+SEGMENTATION: tuple[str, ...] = ()  # fine-tuning and scoring: points and labels only
 
 
 @dataclass(frozen=True)
@@ -80,15 +95,20 @@ def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_dam
 
 
 class StoreDataset(torch.utils.data.Dataset):
-    """Sweep i of the chosen scenes, read and prepared (see the module docstring).
+    """Sweep i of the chosen scenes, read and prepared as a ``Sample`` with ``targets`` (some of
+    ``TARGETS``; see the module docstring).
 
     A sweep whose chunks do not decode raises ``DamagedChunk`` (one line naming array, sweep and chunk),
     unless ``skip_log`` is given: then it is recorded there (one JSON line per damaged sweep, appended) and
     the next sweep in order is returned in its place, so training batches stay full and deterministic.
     """
 
-    def __init__(self, cfg: DataConfig, skip_log: str | None = None):
+    def __init__(self, cfg: DataConfig, skip_log: str | None = None, targets: tuple[str, ...] = PRETRAINING):
+        unknown = set(targets) - set(TARGETS)
+        if unknown:
+            raise ValueError(f"StoreDataset targets {sorted(unknown)}: choose among {TARGETS}")
         self.cfg = cfg
+        self.targets = tuple(targets)
         self.skip_log = skip_log
         self.skipped: set[int] = set()  # damaged sweeps met by this process
         group = open_store(cfg.store)
@@ -121,7 +141,7 @@ class StoreDataset(torch.utils.data.Dataset):
         state["_group"] = None
         return state
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> Sample:
         if self.skip_log is None:
             return self._item(int(self.sweeps[i]))
         for j in range(len(self.sweeps)):
@@ -132,7 +152,8 @@ class StoreDataset(torch.utils.data.Dataset):
                 return self._item(s)
             except DamagedChunk as e:
                 self._skip(s, e)
-        raise DamagedChunk(f"every sweep of {self.cfg.store} in split {self.cfg.split!r} is damaged; see {self.skip_log}")
+        raise DamagedChunk(f"every sweep of {self.cfg.store} in split {self.cfg.split!r} is damaged; see "
+                           f"{self.skip_log}")
 
     def _skip(self, s: int, error: DamagedChunk) -> None:
         import json
@@ -143,55 +164,73 @@ class StoreDataset(torch.utils.data.Dataset):
         with open(self.skip_log, "a") as f:  # one short line per write: appends from loader workers stay whole
             f.write(json.dumps({"sweep": s, "error": str(error)}) + "\n")
 
-    def _item(self, s: int) -> dict:
-        from scipy.spatial import cKDTree
-
+    def _item(self, s: int) -> Sample:
+        cfg = self.cfg
+        teacher = "teacher" in self.targets
+        occupancy = "occupancy" in self.targets
+        masked = cfg.mask.active  # hiding cubes needs the query voxels even when no queries are returned
         has_labels = self.attrs["has_labels"]
-        sweep = sweep_rows(self.group, s, ("points", "features", "valid", "occ_centres", "occ_labels")
-                           + (("labels",) if has_labels else ()))
-        points, feats, valid = sweep["points"], sweep["features"], sweep["valid"]
-        queries, labels = sweep["occ_centres"], sweep["occ_labels"]
-        point_labels = FINE_TO_EVAL[sweep["labels"]] if has_labels else None
+        fields = (("points",) + (("features", "valid") if teacher else ())
+                  + (("occ_centres", "occ_labels") if occupancy or masked else ())
+                  + (("labels",) if has_labels else ()))
+        sweep = sweep_rows(self.group, s, fields)
+        # every per-point array rides along with the points through each subset below
+        per_point = {"points": sweep["points"], "labels": FINE_TO_EVAL[sweep["labels"]] if has_labels else None,
+                     "teacher": sweep.get("features"), "valid": sweep.get("valid")}
+        queries, occ = sweep.get("occ_centres"), sweep.get("occ_labels")
 
-        def keep_points(keep):  # every per-point array, as it stands now, follows the points
-            return (points[keep], feats[keep], valid[keep],
-                    point_labels[keep] if point_labels is not None else None)
+        def keep_points(keep) -> None:
+            for key, value in per_point.items():
+                if value is not None:
+                    per_point[key] = value[keep]
 
         if self.corruption is not None:
-            keep, corrupted = self.corruption(points, np.random.default_rng([self.cfg.seed, 99, s]))
-            _, feats, valid, point_labels = keep_points(keep)
-            points = corrupted
-        if 0 < self.cfg.max_points < len(points):
-            keep = np.sort(np.random.default_rng([self.cfg.seed, self.epoch, s, CAP_STREAM])
-                           .choice(len(points), self.cfg.max_points, replace=False))
-            points, feats, valid, point_labels = keep_points(keep)
+            rng = np.random.default_rng([cfg.seed, CORRUPTION_STREAM, s])
+            keep, corrupted = self.corruption(per_point["points"], rng)
+            keep_points(keep)
+            per_point["points"] = corrupted
+        if 0 < cfg.max_points < len(per_point["points"]):
+            keep_points(np.sort(np.random.default_rng([cfg.seed, self.epoch, s, CAP_STREAM])
+                                .choice(len(per_point["points"]), cfg.max_points, replace=False)))
         hidden = None
-        if self.cfg.mask.active:
-            hidden, asked = hide(points[:, :3], queries, self.occ_lower, self.occ_voxel, self.cfg.mask,
-                                 np.random.default_rng([self.cfg.seed, self.epoch, s, MASK_STREAM]))
-            points, feats, valid, point_labels = keep_points(~hidden)
-            queries, labels = queries[asked], labels[asked]
-        rng = np.random.default_rng([self.cfg.seed, self.epoch, s])
+        if masked:
+            hidden, asked = hide(per_point["points"][:, :3], queries, self.occ_lower, self.occ_voxel, cfg.mask,
+                                 np.random.default_rng([cfg.seed, self.epoch, s, MASK_STREAM]))
+            keep_points(~hidden)
+            queries, occ = queries[asked], occ[asked]
+        points = per_point["points"]
         xyz = points[:, :3].astype(np.float32)
-        if self.cfg.mask.active:  # nearest visible points, then queries balanced by offset
-            nearest = cKDTree(xyz).query(queries, k=1)[1].astype(np.int64)
-            pick = balance_by_offset(queries - xyz[nearest], labels, self.cfg.mask.bin_m, self.cfg.max_queries, rng)
-            queries, labels, nearest = queries[pick], labels[pick], nearest[pick]
+        nearest = None
+        if occupancy:
+            pick_rng = np.random.default_rng([cfg.seed, self.epoch, s, QUERY_STREAM])
+            if masked:  # nearest visible points, then queries balanced by offset
+                nearest = _nearest(xyz, queries)
+                pick = balance_by_offset(queries - xyz[nearest], occ, cfg.mask.bin_m, cfg.max_queries, pick_rng)
+                nearest = nearest[pick]
+            else:
+                pick = np.arange(len(occ))
+                if len(occ) > cfg.max_queries:  # keep the occupied/free balance
+                    pick = np.concatenate([pick_rng.permutation(np.nonzero(occ == v)[0])[: cfg.max_queries // 2]
+                                           for v in (1, 0)])
+                nearest = _nearest(xyz, queries[pick])
+            queries, occ = queries[pick].astype(np.float32), occ[pick].astype(np.float32)
         else:
-            if len(labels) > self.cfg.max_queries:  # keep the occupied/free balance
-                pick = np.concatenate([rng.permutation(np.nonzero(labels == v)[0])[: self.cfg.max_queries // 2]
-                                       for v in (1, 0)])
-                queries, labels = queries[pick], labels[pick]
-            nearest = cKDTree(xyz).query(queries, k=1)[1].astype(np.int64)
-        if self.cfg.augment:
-            m = augmentation_matrix(rng, self.cfg.scale)
-            xyz, queries = xyz @ m.T, queries @ m.T
-        out = {"xyz": xyz, "intensity": points[:, 3].astype(np.float32), "teacher": feats, "valid": valid,
-               "queries": queries.astype(np.float32), "occ": labels.astype(np.float32), "nearest": nearest,
-               "sweep": s, "hidden": hidden}
-        if point_labels is not None:
-            out["labels"] = point_labels  # 16 evaluation classes, 0 = ignore
-        return out
+            queries = occ = None
+        if cfg.augment:  # nearest points were found before: a similarity keeps them
+            m = augmentation_matrix(np.random.default_rng([cfg.seed, self.epoch, s]), cfg.scale)
+            xyz = xyz @ m.T
+            if queries is not None:
+                queries = queries @ m.T
+        return Sample(sweep=s, xyz=xyz, intensity=points[:, 3].astype(np.float32), labels=per_point["labels"],
+                      teacher=per_point["teacher"], valid=per_point["valid"], queries=queries, occ=occ,
+                      nearest=nearest, hidden=hidden)
+
+
+def _nearest(points: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index [Q] int64 of the point of ``points`` [N,3] nearest each of ``queries`` [Q,3]."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(points).query(queries, k=1)[1].astype(np.int64)
 
 
 def augmentation_matrix(rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -201,47 +240,3 @@ def augmentation_matrix(rng: np.random.Generator, scale: float) -> np.ndarray:
     c, s = np.cos(theta), np.sin(theta)
     rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     return (rng.uniform(1 - scale, 1 + scale) * rot @ flip).astype(np.float32)
-
-
-def voxelise(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """Points [N,3] -> (voxel coordinates [V,3] int64, inverse [N] int64 with coords[inverse] = floor(xyz / v))."""
-    grid = np.floor(xyz / voxel_size).astype(np.int64)
-    coords, inverse = np.unique(grid, axis=0, return_inverse=True)
-    return coords, inverse.reshape(-1)
-
-
-def collate(samples: list[dict], voxel_size: float) -> dict:
-    """Concatenate sweeps; voxel features are the mean of (x/50, y/50, z/5, intensity/255) of their points.
-
-    ``offsets[b]`` is the first point of sweep b; ``voxel_coords`` carry the batch index; indices into
-    points (``nearest``) and voxels (``point_to_voxel``) are shifted to the concatenation.
-    """
-    coords, p2v, nearest, point_off, voxel_off = [], [], [], [0], 0
-    for b, smp in enumerate(samples):
-        c, inv = voxelise(smp["xyz"], voxel_size)
-        coords.append(np.concatenate([np.full((len(c), 1), b), c], axis=1))
-        p2v.append(inv + voxel_off)
-        nearest.append(smp["nearest"] + point_off[-1])
-        voxel_off += len(c)
-        point_off.append(point_off[-1] + len(smp["xyz"]))
-    xyz = np.concatenate([s["xyz"] for s in samples])
-    point_feats = np.concatenate([xyz / np.array([50.0, 50.0, 5.0], np.float32),
-                                  np.concatenate([s["intensity"] for s in samples])[:, None] / 255.0], axis=1)
-    p2v_t = torch.from_numpy(np.concatenate(p2v))
-    sums = torch.zeros(voxel_off, point_feats.shape[1]).index_add_(0, p2v_t, torch.from_numpy(point_feats))
-    counts = torch.bincount(p2v_t, minlength=voxel_off).clamp_(min=1)
-    return {
-        "voxel_coords": torch.from_numpy(np.concatenate(coords)),
-        "voxel_feats": sums / counts[:, None],
-        "point_to_voxel": p2v_t,
-        "xyz": torch.from_numpy(xyz),
-        "teacher": torch.from_numpy(np.concatenate([s["teacher"] for s in samples])),
-        "valid": torch.from_numpy(np.concatenate([s["valid"] for s in samples])),
-        "queries": torch.from_numpy(np.concatenate([s["queries"] for s in samples])),
-        "occ": torch.from_numpy(np.concatenate([s["occ"] for s in samples])),
-        "nearest": torch.from_numpy(np.concatenate(nearest)),
-        "offsets": torch.tensor(point_off[:-1]),
-        "sweeps": torch.tensor([s["sweep"] for s in samples]),
-        **({"labels": torch.from_numpy(np.concatenate([s["labels"] for s in samples]).astype(np.int64))}
-           if all("labels" in s for s in samples) else {}),
-    }

@@ -20,15 +20,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.classes import EVAL_CLASSES
-from trainer.data import DataConfig, StoreDataset, collate
-from trainer.metrics import confusion_matrix, iou_per_class, mean_iou, rankme
+from pipeline.classes import EVAL_CLASSES, NUM_EVAL_CLASSES
+from trainer.batch import Sample, collate
+from trainer.data import SEGMENTATION, DataConfig, StoreDataset
+from trainer.metrics import balanced_accuracy, confusion_matrix, iou_per_class, mean_iou, rankme
 
-NUM_CLASSES = len(EVAL_CLASSES) - 1
-
-
-def _to(batch: dict, device) -> dict:
-    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+OCCUPANCY_SEED = 12345  # the data seed of the held-out occupancy queries, apart from every training seed
 
 
 @torch.no_grad()
@@ -39,16 +36,16 @@ def evaluate_model(model, store: str, split: str, voxel_size: float, corruption:
     mIoU is over ``classes`` when given (e.g. the clean run's, so that a corruption that removes a
     class's last points does not change the set), else over the classes present in the truth."""
     ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False,
-                                 corruption=corruption))
+                                 corruption=corruption), targets=SEGMENTATION)
     if not ds.attrs["has_labels"]:
         raise ValueError(f"store {store} has no lidarseg labels to evaluate against")
     was_training = model.training
     model.eval()
-    conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)
+    conf = np.zeros((NUM_EVAL_CLASSES + 1, NUM_EVAL_CLASSES + 1), dtype=np.int64)
     for i in range(len(ds)):
-        batch = _to(collate([ds[i]], voxel_size), device)
+        batch = collate([ds[i]], voxel_size).to(device)
         pred = model(batch).argmax(1).cpu().numpy() + 1
-        conf += confusion_matrix(batch["labels"].cpu().numpy(), pred, NUM_CLASSES)
+        conf += confusion_matrix(batch.labels.cpu().numpy(), pred, NUM_EVAL_CLASSES)
     model.train(was_training)
     return scores(conf, classes) | {"split": split, "sweeps": len(ds), "corruption": corruption}
 
@@ -68,11 +65,11 @@ def scores(conf: np.ndarray, classes: list[str] | None = None) -> dict:
 
 def random_or_pretrained(checkpoint: str | None, arch: str | None, seed: int):
     """A Segmenter whose backbone is a pretraining checkpoint's, or random (seeded) without one."""
-    from trainer.model import new_segmenter, pretraining_arch
+    from trainer.checkpoint import new_segmenter, pretraining_arch
 
     if checkpoint is None and arch is None:
         raise ValueError("give a pretraining checkpoint, or an arch for a random backbone")
-    return new_segmenter(pretraining_arch(checkpoint) if checkpoint else arch, checkpoint, seed, NUM_CLASSES)[0]
+    return new_segmenter(pretraining_arch(checkpoint) if checkpoint else arch, checkpoint, seed)[0]
 
 
 @torch.no_grad()
@@ -82,12 +79,12 @@ def store_rankme(store: str, checkpoint: str | None, sweeps: int = 8, points_per
     """RankMe of a pretrained backbone's point features over evenly spaced sweeps of ``split`` (voxel size
     by default the checkpoint's, else 0.1 m); without a checkpoint, of a randomly initialised ``arch``
     backbone (seeded), the baseline. Returns (RankMe, sweeps used)."""
-    from trainer.model import read_checkpoint
+    from trainer.checkpoint import read_checkpoint
 
     model = random_or_pretrained(checkpoint, arch, seed).eval()
     if voxel_size is None:
-        voxel_size = read_checkpoint(checkpoint)["data_config"]["voxel_size"] if checkpoint else 0.1
-    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False))
+        voxel_size = read_checkpoint(checkpoint)["data_config"]["voxel_size"] if checkpoint else DataConfig.voxel_size
+    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False), targets=SEGMENTATION)
     feats = []
     for i in np.linspace(0, len(ds) - 1, min(sweeps, len(ds))).astype(int):
         f = model.point_features(collate([ds[int(i)]], voxel_size))
@@ -98,11 +95,11 @@ def store_rankme(store: str, checkpoint: str | None, sweeps: int = 8, points_per
 @torch.no_grad()
 def mean_teacher_direction(store: str, split: str = "train", sweeps: int = 32) -> torch.Tensor:
     """m = normalise(mean of the normalised teacher features) over evenly spaced sweeps of ``split``."""
-    ds = StoreDataset(DataConfig(store=store, split=split, augment=False))
+    ds = StoreDataset(DataConfig(store=store, split=split, augment=False), targets=("teacher",))
     total = None
     for i in np.linspace(0, len(ds) - 1, min(sweeps, len(ds))).astype(int):
         item = ds[int(i)]
-        q = torch.nn.functional.normalize(torch.from_numpy(item["teacher"][item["valid"]]).double(), dim=1)
+        q = torch.nn.functional.normalize(torch.from_numpy(item.teacher[item.valid]).double(), dim=1)
         total = q.sum(0) if total is None else total + q.sum(0)
     return torch.nn.functional.normalize(total, dim=0)
 
@@ -111,19 +108,19 @@ def mean_teacher_direction(store: str, split: str = "train", sweeps: int = 32) -
 def distillation_gain(store: str, checkpoint: str, split: str = "val", reference_split: str = "train") -> dict:
     """Held-out cosine distillation loss of a pretraining checkpoint, the mean-direction predictor's, and
     the gain 1 - loss / loss_mean (module docstring)."""
-    from trainer.model import load_student, read_checkpoint
+    from trainer.checkpoint import load_student, read_checkpoint
 
     ck = read_checkpoint(checkpoint)
     model = load_student(ck)
     voxel = ck["data_config"]["voxel_size"]
     m = mean_teacher_direction(store, reference_split)
-    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel, augment=False))
+    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel, augment=False), targets=("teacher",))
     loss_sum = mean_sum = 0.0
     count = 0
     for i in range(len(ds)):
         batch = collate([ds[i]], voxel)
         k = model(batch, occupancy=False)["proj"].double()
-        q = torch.nn.functional.normalize(batch["teacher"][batch["valid"]].double(), dim=1)
+        q = torch.nn.functional.normalize(batch.teacher[batch.valid].double(), dim=1)
         loss_sum += float((1 - (k * q).sum(1)).sum())
         mean_sum += float((1 - q @ m).sum())
         count += len(q)
@@ -133,10 +130,9 @@ def distillation_gain(store: str, checkpoint: str, split: str = "val", reference
 
 
 @torch.no_grad()
-def occupancy_accuracy(checkpoint: str | dict, items: list[dict]) -> float:
+def occupancy_accuracy(checkpoint: str | dict, items: list[Sample]) -> float:
     """Balanced accuracy of a pretraining checkpoint's occupancy head on the queries of ``items``."""
-    from trainer.model import load_student, read_checkpoint
-    from trainer.occupancy import balanced_accuracy
+    from trainer.checkpoint import load_student, read_checkpoint
 
     ck = read_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
     model = load_student(ck)
@@ -144,16 +140,16 @@ def occupancy_accuracy(checkpoint: str | dict, items: list[dict]) -> float:
     for item in items:
         batch = collate([item], ck["data_config"]["voxel_size"])
         logits.append(model(batch)["occ_logits"])
-        labels.append(batch["occ"])
+        labels.append(batch.occ)
     return balanced_accuracy(torch.cat(logits), torch.cat(labels))
 
 
-def occupancy_items(store: str, checkpoint: str | dict, split: str = "val", seed: int = 12345) -> list[dict]:
+def occupancy_items(store: str, checkpoint: str | dict, split: str = "val", seed: int = OCCUPANCY_SEED) -> list[Sample]:
     """The sweeps of ``split`` with queries drawn as the checkpoint's pretraining drew them (its mask,
     augmentation and query settings), from ``seed``, on every point of the sweep (as segmentation is
     scored; no point cap); a checkpoint trained without a mask gets the default mask, so that the
     queries ask about hidden cubes."""
-    from trainer.model import read_checkpoint
+    from trainer.checkpoint import read_checkpoint
     from trainer.occupancy import MaskConfig
 
     ck = read_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
@@ -161,5 +157,5 @@ def occupancy_items(store: str, checkpoint: str | dict, split: str = "val", seed
     ratio = tuple(d["mask_ratio"]) if d["mask_ratio"][1] > 0 else MaskConfig().ratio
     ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=d["voxel_size"], augment=d["augment"],
                                  scale=d["scale"], max_queries=d["max_queries"], seed=seed, mask_ratio=ratio,
-                                 mask_cell=d["mask_cell"]))
+                                 mask_cell=d["mask_cell"]), targets=("occupancy",))
     return [ds[i] for i in range(len(ds))]

@@ -2,13 +2,13 @@
 
 Labels are the store's fine classes mapped to the 16 evaluation classes (0 = ignore, never a target);
 the labelled sweeps are the whole train scenes ``splits.label_subset`` picks for ``labels_percent``.
-Loss: cross-entropy over labelled points, plus the Lovasz-softmax loss with ``lovasz`` (Berman et al.,
-2018: for each class present, the Lovasz extension of the Jaccard loss applied to the sorted errors
-|1{y = c} - p_c|, averaged). Learning rate: linear warm-up over ``warmup`` steps (0: none), then
-cosine decay to 0 at ``steps``. Step t's batch is drawn from ``default_rng([seed, 7, t])`` and its
-augmentation from epoch t, so a resumed run sees the batches a straight one would.
+Loss: cross-entropy over labelled points, plus the Lovasz-softmax loss with ``lovasz``
+(``trainer/losses.py``). Learning rate: linear warm-up over ``warmup`` steps (0: none), then
+cosine decay to 0 at ``steps``. Step t's batch is drawn from ``default_rng([seed, FINETUNE_BATCH_STREAM,
+t])`` and its augmentation from epoch t, so a resumed run sees the batches a straight one would.
 Every ``checkpoint_every`` steps OUT/segmenter.pt is rewritten (atomically) with the weights, the
-optimiser and the step; ``resume`` continues from it after checking that the settings match. With
+optimiser and the step; ``resume`` continues from it after checking that the settings match
+(``trainer/checkpoint.check_resume``: a changed setting is refused, naming it, unless forced). With
 ``eval_every``, the val mIoU is measured along the way into OUT/curve.jsonl (with the mean training
 loss of the steps since the last entry), so a reader can see whether training had converged
 (``cdtrain plot`` draws it); with tensorboard installed, each step's loss and rate and every val mIoU
@@ -25,15 +25,23 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
-from pipeline.classes import EVAL_CLASSES
-from trainer.data import DataConfig, StoreDataset, collate
+from trainer.batch import collate
+from trainer.checkpoint import (
+    check_resume,
+    new_segmenter,
+    read_checkpoint,
+    segmenter_record,
+    store_fingerprint,
+    write_atomic,
+)
+from trainer.data import FINETUNE_BATCH_STREAM, SEGMENTATION, DataConfig, StoreDataset
 from trainer.evaluate import evaluate_model
-from trainer.model import new_segmenter, read_checkpoint, segmenter_record
+from trainer.losses import seg_loss
 from trainer.splits import label_subset
 
-NUM_CLASSES = len(EVAL_CLASSES) - 1  # 16
+# settings a resumed fine-tuning may change freely (evaluation along the way does not touch training)
+RESUME_IGNORES = ("finetune_config.out", "finetune_config.checkpoint_every", "finetune_config.eval_every")
 
 
 @dataclass(frozen=True)
@@ -62,53 +70,29 @@ def lr_at(step: int, cfg: FinetuneConfig) -> float:
     return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
 
 
-def lovasz_softmax(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the classes present of the Lovasz extension of the Jaccard loss (probs [N,K], target [N])."""
-    losses = []
-    for c in range(probs.shape[1]):
-        fg = (target == c).to(probs.dtype)
-        if fg.sum() == 0:
-            continue
-        errors = (fg - probs[:, c]).abs()
-        errors, order = torch.sort(errors, descending=True)
-        fg_sorted = fg[order]
-        inter = fg_sorted.sum() - fg_sorted.cumsum(0)
-        union = fg_sorted.sum() + (1 - fg_sorted).cumsum(0)
-        jaccard = 1.0 - inter / union
-        grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-        losses.append(torch.dot(errors, grad))
-    return torch.stack(losses).mean() if losses else probs.sum() * 0
-
-
-def seg_loss(logits: torch.Tensor, labels: torch.Tensor, lovasz: bool) -> torch.Tensor:
-    keep = labels > 0
-    target = labels[keep] - 1
-    loss = nn.functional.cross_entropy(logits[keep].float(), target)
-    if lovasz:
-        loss = loss + lovasz_softmax(logits[keep].float().softmax(1), target)
-    return loss
-
-
 def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig, voxel_size: float = 0.1,
-             progress: bool = True, device: str = "cpu", resume: bool = False, skip_bad_sweeps: bool = False) -> dict:
+             progress: bool = True, device: str = "cpu", resume: bool = False, skip_bad_sweeps: bool = False,
+             force_config: bool = False) -> dict:
     """Train the segmenter on the labelled subset (or continue OUT/segmenter.pt), evaluate it on the val
     scenes, write OUT/segmenter.pt and OUT/result.json; returns the result. ``skip_bad_sweeps``: training
     sweeps whose chunks do not decode are recorded in OUT/skipped_sweeps.jsonl and replaced (evaluation
-    still stops on one: a score over other sweeps would not be comparable)."""
+    still stops on one: a score over other sweeps would not be comparable). ``force_config``: resume even
+    though the fine-tuning settings or the store differ from the file's."""
     from tqdm import tqdm
 
     from pipeline.store import open_store
-    from trainer.train import store_fingerprint, tensorboard_writer
+    from trainer.train import tensorboard_writer
 
     group = open_store(store)
     if not group.attrs["has_labels"]:
         raise ValueError(f"store {store} has no lidarseg labels to fine-tune on")
     fingerprint = store_fingerprint(dict(group.attrs))
-    model, init = new_segmenter(arch, checkpoint or None, cfg.seed, NUM_CLASSES)
+    model, init = new_segmenter(arch, checkpoint or None, cfg.seed)
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
                                  max_points=cfg.max_points),
-                      skip_log=os.path.join(cfg.out, "skipped_sweeps.jsonl") if skip_bad_sweeps else None)
+                      skip_log=os.path.join(cfg.out, "skipped_sweeps.jsonl") if skip_bad_sweeps else None,
+                      targets=SEGMENTATION)
     dev = torch.device(device)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -118,14 +102,15 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
              "finetune_config": asdict(cfg), "store_fingerprint": fingerprint}
     start, losses, rows = 0, [], []  # losses: training losses since the last curve row
     curve_path = os.path.join(cfg.out, "curve.jsonl")
+    changes: list[str] = []  # settings that --force-config let differ from the checkpoint's
     if resume:
         if not os.path.exists(path):
             raise FileNotFoundError(f"--resume: no segmenter.pt in {cfg.out}")
         ck = read_checkpoint(path)
-        now = {**about, "arch": arch, "voxel_size": voxel_size}
-        for key in ("init", "arch", "voxel_size", "finetune_config", "store_fingerprint"):
-            if ck.get(key) != now[key]:
-                raise ValueError(f"--resume: {path} was trained with another {key}: {ck.get(key)} vs {now[key]}")
+        now = {"init": init, "arch": arch, "voxel_size": voxel_size, "finetune_config": asdict(cfg),
+               "store_fingerprint": fingerprint}
+        changes = check_resume(path, ck, now, force=force_config, forceable=("finetune_config", "store_fingerprint"),
+                               ignore=RESUME_IGNORES)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
@@ -136,11 +121,8 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     os.makedirs(cfg.out, exist_ok=True)
 
     def save(step: int) -> None:
-        record = segmenter_record(model, arch, voxel_size, list(EVAL_CLASSES[1:]), step=step,
-                                  optimizer=opt.state_dict(), scaler=scaler.state_dict(), pending_losses=losses,
-                                  **about)
-        torch.save(record, path + ".tmp")
-        os.replace(path + ".tmp", path)  # a crash mid-save never leaves a half-written file
+        write_atomic(segmenter_record(model, arch, voxel_size, step=step, optimizer=opt.state_dict(),
+                                      scaler=scaler.state_dict(), pending_losses=losses, **about), path)
 
     curve = open(curve_path, "w")
     curve.writelines(rows)
@@ -153,11 +135,11 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
                 g["lr"] = lr_at(step, cfg)
             model.train()
             ds.epoch = step
-            rng = np.random.default_rng([cfg.seed, 7, step])
+            rng = np.random.default_rng([cfg.seed, FINETUNE_BATCH_STREAM, step])
             picks = rng.choice(len(ds), min(cfg.batch_size, len(ds)), replace=False)
-            batch = {k: v.to(dev) for k, v in collate([ds[int(i)] for i in picks], voxel_size).items()}
+            batch = collate([ds[int(i)] for i in picks], voxel_size).to(dev)
             with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
-                loss = seg_loss(model(batch), batch["labels"], cfg.lovasz)
+                loss = seg_loss(model(batch), batch.labels, cfg.lovasz)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -171,7 +153,8 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
             done = step + 1
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
                 r = evaluate_model(model, store, "val", voxel_size, device=device)
-                curve.write(json.dumps({"step": done, "train_loss": float(np.mean(losses)), "val_miou": r["miou"]}) + "\n")
+                point = {"step": done, "train_loss": float(np.mean(losses)), "val_miou": r["miou"]}
+                curve.write(json.dumps(point) + "\n")
                 curve.flush()
                 if tb is not None:
                     tb.add_scalar("val_miou", r["miou"], done)
@@ -188,7 +171,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
         curve.write(json.dumps({"step": cfg.steps, "train_loss": float(np.mean(losses)) if losses else None,
                                 "val_miou": result["miou"]}) + "\n")
     curve.close()
-    result.update(about, arch=arch)
+    result.update(about, arch=arch, config_changes=changes)
     with open(os.path.join(cfg.out, "result.json"), "w") as f:
-        json.dump(json.loads(json.dumps(result)), f, indent=1)
+        json.dump(result, f, indent=1)
     return result

@@ -1,4 +1,4 @@
-"""Evaluation arithmetic: confusion matrix, per-class IoU, mIoU, and RankMe.
+"""Evaluation arithmetic: confusion matrix, per-class IoU, mIoU, RankMe and balanced accuracy.
 
 - confusion[t, p] counts points of true class t predicted as p, over classes 1..K (0 = ignore: points
   whose true label is 0 are not counted; a prediction of 0 counts as wrong).
@@ -7,6 +7,7 @@
   (evaluation uses the classes present in the evaluated truth: ``trainer/evaluate.py``).
 - RankMe (Garrido et al., 2023) of features Z [N, D]: with singular values s_k,
   p_k = s_k / sum(s) + 1e-7, RankMe = exp(-sum_k p_k log p_k).
+- Balanced accuracy of occupancy logits: the mean of the recalls of occupied and of free queries.
 """
 
 from __future__ import annotations
@@ -50,3 +51,10 @@ def rankme(features: torch.Tensor | np.ndarray, eps: float = 1e-7) -> float:
     s = torch.linalg.svdvals(z)
     p = s / s.sum() + eps
     return float(torch.exp(-(p * torch.log(p)).sum()))
+
+
+def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean of the recall of occupied and of free queries (prediction: logit > 0)."""
+    pred = logits > 0
+    recalls = [float((pred[labels == v] == bool(v)).float().mean()) for v in (1.0, 0.0) if (labels == v).any()]
+    return float(np.mean(recalls)) if recalls else float("nan")

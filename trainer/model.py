@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from pipeline.classes import NUM_EVAL_CLASSES
+from trainer.batch import IN_CHANNELS, Batch
 from trainer.occupancy import OccupancyHead
 from trainer.sparse import SparseConv3d, SparseTensor
 
@@ -29,7 +31,6 @@ ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "minkunet-small": ((1, 1, 1, 1, 1, 1, 1, 1), (16, 32, 64, 128, 128, 64, 48, 48)),
     "minkunet-tiny": ((1, 1, 1, 1, 1, 1, 1, 1), (8, 16, 24, 32, 32, 24, 16, 16)),
 }
-IN_CHANNELS = 4  # per voxel: mean x / 50, y / 50, z / 5, intensity / 255 of its points
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,10 @@ class MinkUNet(nn.Module):
         return x
 
 
-def point_features(backbone: MinkUNet, batch: dict) -> torch.Tensor:
+def point_features(backbone: MinkUNet, batch: Batch) -> torch.Tensor:
     """Backbone features [N_points, C] of every point of a collated batch (its voxel's feature)."""
-    x = SparseTensor(batch["voxel_feats"], batch["voxel_coords"])
-    return backbone(x).feats[batch["point_to_voxel"]]
+    x = SparseTensor(batch.voxel_feats, batch.voxel_coords)
+    return backbone(x).feats[batch.point_to_voxel]
 
 
 class ProjectionHead(nn.Module):
@@ -141,32 +142,28 @@ class Student(nn.Module):
         self.head = ProjectionHead(c, cfg.feature_dim, cfg.head_layers, cfg.head_hidden)
         self.occ_head = OccupancyHead(c, cfg.occ_hidden, cfg.occ_radius)
 
-    def point_features(self, batch: dict) -> torch.Tensor:
+    def point_features(self, batch: Batch) -> torch.Tensor:
         return point_features(self.backbone, batch)
 
-    def forward(self, batch: dict, occupancy: bool = True) -> dict:
-        """Projected features of the points with a teacher feature, and occupancy logits of the queries.
+    def forward(self, batch: Batch, occupancy: bool = True) -> dict:
+        """Projected features of the points with a teacher feature (when the batch has teacher features) and
+        occupancy logits of the queries (with ``occupancy``).
 
         Everything that trains goes through here, so that DistributedDataParallel sees it."""
         feats = self.point_features(batch)
-        out = {"proj": self.head(feats[batch["valid"]])}
+        out = {}
+        if batch.valid is not None:
+            out["proj"] = self.head(feats[batch.valid])
         if occupancy:
-            out["occ_logits"] = self.occ_head(feats, batch["xyz"], batch["queries"], batch["nearest"])
+            out["occ_logits"] = self.occ_head(feats, batch.xyz, batch.queries, batch.nearest)
         return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# The segmenter: a backbone with a per-point classifier, and its self-describing checkpoint file
-
-SEGMENTER_KIND = "cleverdistiller-segmenter"
-SEGMENTER_FORMAT = 1
 
 
 class Segmenter(nn.Module):
     """``logits = Linear(BN(f))`` over the 16 evaluation classes on the backbone's point features f (as in
     ScaLR); the linear layer starts at zero."""
 
-    def __init__(self, arch: str, num_classes: int):
+    def __init__(self, arch: str, num_classes: int = NUM_EVAL_CLASSES):
         super().__init__()
         self.backbone = MinkUNet(arch)
         c = self.backbone.out_channels
@@ -175,100 +172,10 @@ class Segmenter(nn.Module):
         nn.init.zeros_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
 
-    def point_features(self, batch: dict) -> torch.Tensor:
+    def point_features(self, batch: Batch) -> torch.Tensor:
         return point_features(self.backbone, batch)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor:
         """Logits [N_points, num_classes] for evaluation classes 1..num_classes."""
         return self.classifier(self.norm(self.point_features(batch)))
 
-
-def read_checkpoint(path: str) -> dict:
-    """A checkpoint file as plain tensors and values; a missing or unreadable file is one clear error."""
-    import os
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated file, or not a torch file at all
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {first}); cdtrain reads only the "
-                         f"plain-tensor checkpoints it writes") from None
-
-
-def load_student(ck: dict) -> "Student":
-    """The Student of a loaded pretraining checkpoint, in eval mode."""
-    model = Student(ModelConfig(**ck["model_config"]))
-    model.load_state_dict(ck["model"])
-    return model.eval()
-
-
-def is_pretraining_checkpoint(ck: dict) -> bool:
-    return "train_config" in ck and "model_config" in ck and any(k.startswith("head.") for k in ck.get("model", {}))
-
-
-def pretraining_arch(checkpoint: str) -> str:
-    """The backbone architecture of a pretraining checkpoint; anything else is refused in one line."""
-    return _pretraining(checkpoint)["model_config"]["arch"]
-
-
-def _pretraining(checkpoint: str) -> dict:
-    ck = read_checkpoint(checkpoint)
-    if ck.get("kind") == SEGMENTER_KIND:
-        raise ValueError(f"{checkpoint} is a segmenter (cdtrain finetune), not a pretraining checkpoint; "
-                         f"give the pretraining run's checkpoint.pt")
-    if "model_config" not in ck or "model" not in ck:
-        raise ValueError(f"{checkpoint} is not a pretraining checkpoint written by cdtrain pretrain")
-    return ck
-
-
-def load_backbone(model: Segmenter, checkpoint: str, arch: str) -> dict:
-    """Copy the backbone of a pretraining checkpoint (``cdtrain pretrain``) into ``model``, built for
-    ``arch``; returns the checkpoint's model config."""
-    ck = _pretraining(checkpoint)
-    if ck["model_config"]["arch"] != arch:
-        raise ValueError(f"checkpoint {checkpoint} holds a {ck['model_config']['arch']} backbone, not {arch}: "
-                         f"drop --model or give the same one")
-    state = {k[len("backbone."):]: v for k, v in ck["model"].items() if k.startswith("backbone.")}
-    model.backbone.load_state_dict(state)
-    return ck["model_config"]
-
-
-def new_segmenter(arch: str, checkpoint: str | None, seed: int, num_classes: int) -> tuple[Segmenter, str]:
-    """A segmenter to train or probe: its backbone from a pretraining checkpoint, or random (initialised
-    after ``torch.manual_seed(seed)``); returns it and where its backbone came from."""
-    torch.manual_seed(seed)
-    model = Segmenter(arch, num_classes)
-    if checkpoint is None:
-        return model, "random initialisation"
-    load_backbone(model, checkpoint, arch)
-    return model, checkpoint
-
-
-def segmenter_record(model: Segmenter, arch: str, voxel_size: float, classes: list[str], **about) -> dict:
-    """What a segmenter file holds: weights plus everything needed to use them without the run's
-    command line (architecture, voxel size, class of each output, head), plus ``about`` (how it was
-    made, training state for resuming)."""
-    return {"kind": SEGMENTER_KIND, "format": SEGMENTER_FORMAT, "model": model.state_dict(), "arch": arch,
-            "voxel_size": voxel_size, "classes": list(classes),
-            "head": f"Linear(BatchNorm1d({model.classifier.in_features}), {model.classifier.out_features})",
-            **about}
-
-
-def load_segmenter(path: str) -> tuple[Segmenter, dict]:
-    """A segmenter file (``cdtrain finetune``) -> (model in eval mode, its record without the weights).
-    A pretraining checkpoint or an unknown file is refused in one line that says what to do."""
-    ck = read_checkpoint(path)
-    if ck.get("kind") != SEGMENTER_KIND:
-        if is_pretraining_checkpoint(ck):
-            raise ValueError(f"{path} is a pretraining checkpoint (cdtrain pretrain): it has no segmentation head; "
-                             f"train one first with cdtrain finetune --checkpoint {path} (add --linear-probe to "
-                             f"keep the backbone frozen)")
-        raise ValueError(f"{path} is not a segmenter file written by cdtrain finetune")
-    if ck.get("format") != SEGMENTER_FORMAT:
-        raise ValueError(f"{path} is segmenter format {ck.get('format')}; this version reads format {SEGMENTER_FORMAT}")
-    model = Segmenter(ck["arch"], len(ck["classes"]))
-    model.load_state_dict(ck["model"])
-    model.eval()
-    return model, {k: v for k, v in ck.items() if k not in ("model", "optimizer")}

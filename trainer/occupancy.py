@@ -18,7 +18,7 @@ step, per sweep:
    nothing about the label.
 3. **Answer.** With q the query's voxel centre, p its nearest *visible* point and f_p the backbone
    feature there, ``logit = MLP([f_p, (q - p) / radius])`` (``OccupancyHead``), trained with the
-   balanced binary cross-entropy ``(mean BCE over occupied + mean BCE over free) / 2``.
+   balanced binary cross-entropy ``(mean BCE over occupied + mean BCE over free) / 2`` (``trainer/losses.py``).
 
 Whether the offsets q - p alone still give the answer away is measured, not assumed:
 ``benchmarks/occupancy_shortcut.py`` fits classifiers on them (they should stay near chance, <= 0.65
@@ -96,21 +96,6 @@ def balance_by_offset(offsets: np.ndarray, labels: np.ndarray, bin_m: float, max
     occ_pairs, free_pairs = np.concatenate(occ_pairs), np.concatenate(free_pairs)
     pick = rng.permutation(len(occ_pairs))[:max_queries // 2]
     return np.concatenate([occ_pairs[pick], free_pairs[pick]]).astype(np.int64)
-
-
-def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(mean BCE over label-1 queries + mean BCE over label-0 queries) / 2, over the labels present;
-    0 (with a gradient path) when there are no queries."""
-    bce = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    parts = [bce[labels == v].mean() for v in (1.0, 0.0) if (labels == v).any()]
-    return torch.stack(parts).mean() if parts else logits.sum() * 0.0
-
-
-def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean of the recall of occupied and of free queries (prediction: logit > 0)."""
-    pred = logits > 0
-    recalls = [float((pred[labels == v] == bool(v)).float().mean()) for v in (1.0, 0.0) if (labels == v).any()]
-    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 class OccupancyHead(nn.Module):

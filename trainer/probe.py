@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from pipeline.classes import EVAL_CLASSES
-from trainer.data import DataConfig, StoreDataset, collate
+from pipeline.classes import NUM_EVAL_CLASSES
+from trainer.batch import Sample, collate, point_inputs
+from trainer.data import PROBE_POINTS_STREAM, SEGMENTATION, DataConfig, StoreDataset
 
-NUM_CLASSES = len(EVAL_CLASSES) - 1  # 16 evaluation classes; label 0 = ignore
 POINT_INPUTS = ("raw", "teacher", "raw+teacher")  # feature kinds read straight from the store
 GRAD_TOL = 1e-4  # a fit counts as converged when |grad L| ends below this
 
@@ -58,7 +58,7 @@ class Probe:
                 "loss_curve_end": self.losses[-5:], "grad_norm": self.grad_norm, "converged": self.converged}
 
 
-def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int = NUM_CLASSES, l2: float = 1e-4,
+def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int = NUM_EVAL_CLASSES, l2: float = 1e-4,
                 max_iter: int = 1000, tol: float = 1e-6) -> Probe:
     """The L-BFGS fit of the module docstring; y holds classes 1..num_classes (no 0)."""
     if len(x) == 0 or (y < 1).any() or (y > num_classes).any():
@@ -94,16 +94,18 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int = NUM_CLASSES, l2
                  grad_norm=grad_norm, converged=stalled and grad_norm < GRAD_TOL)
 
 
-def point_inputs(item: dict, kind: str) -> np.ndarray:
-    """Per-point inputs read from the store: ``raw`` = (x/50, y/50, z/5, intensity/255), the student's own
-    input; ``teacher`` = the stored teacher feature and its valid flag (0 where no camera saw the
-    point); ``raw+teacher`` both."""
-    raw = np.c_[item["xyz"] / np.array([50.0, 50.0, 5.0], np.float32), item["intensity"] / 255.0]
-    teacher = np.c_[item["teacher"].astype(np.float32) * item["valid"][:, None], item["valid"].astype(np.float32)]
-    parts = {"raw": [raw], "teacher": [teacher], "raw+teacher": [raw, teacher]}
-    if kind not in parts:
+def stored_inputs(item: Sample, kind: str) -> np.ndarray:
+    """Per-point inputs read from the store: ``raw`` = the student's own input (``batch.point_inputs``);
+    ``teacher`` = the stored teacher feature and its valid flag (0 where no camera saw the point);
+    ``raw+teacher`` both."""
+    if kind not in POINT_INPUTS:
         raise ValueError(f"point inputs {kind!r}: choose one of {POINT_INPUTS}")
-    return np.concatenate(parts[kind], axis=1).astype(np.float32)
+    parts = []
+    if kind.startswith("raw"):
+        parts.append(point_inputs(item.xyz, item.intensity))
+    if kind.endswith("teacher"):
+        parts.append(np.c_[item.teacher.astype(np.float32) * item.valid[:, None], item.valid.astype(np.float32)])
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 @torch.no_grad()
@@ -111,21 +113,23 @@ def feature_table(ds: StoreDataset, kind: str, model=None, points_per_sweep: int
                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Features [M, D] and classes [M] (1..K) of the labelled points of every sweep of ``ds``: all of them,
     or a random ``points_per_sweep`` of each. ``kind``: one of POINT_INPUTS, or ``backbone`` (the point
-    features of ``model``, a Segmenter, in eval mode)."""
+    features of ``model``, a Segmenter, which must be in eval mode: a frozen backbone's BatchNorm
+    statistics must not move)."""
+    if kind == "backbone" and model.training:
+        raise ValueError("feature_table: put the model in eval mode first (its BatchNorm statistics would move)")
     xs, ys = [], []
     for i in range(len(ds)):
         item = ds[i]
         if kind == "backbone":
-            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collate([item], ds.cfg.voxel_size).items()}
-            x = model.point_features(batch).float().cpu().numpy()
+            x = model.point_features(collate([item], ds.cfg.voxel_size).to(device)).float().cpu().numpy()
         else:
-            x = point_inputs(item, kind)
-        labelled = np.nonzero(item["labels"] > 0)[0]
+            x = stored_inputs(item, kind)
+        labelled = np.nonzero(item.labels > 0)[0]
         if points_per_sweep and len(labelled) > points_per_sweep:
-            rng = np.random.default_rng([seed, int(item["sweep"]), 3])
+            rng = np.random.default_rng([seed, int(item.sweep), PROBE_POINTS_STREAM])
             labelled = np.sort(rng.choice(labelled, points_per_sweep, replace=False))
         xs.append(x[labelled])
-        ys.append(item["labels"][labelled].astype(np.int64))
+        ys.append(item.labels[labelled].astype(np.int64))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -158,29 +162,30 @@ def linear_probe(store: str, checkpoint: str | None, arch: str, cfg: ProbeConfig
     """Fit the probe on the frozen backbone (a pretraining checkpoint's, or a random one seeded by
     ``cfg.seed``), evaluate it on the val scenes, write OUT/segmenter.pt and OUT/result.json."""
     from pipeline.store import open_store
+    from trainer.checkpoint import new_segmenter, segmenter_record
     from trainer.evaluate import evaluate_model
-    from trainer.model import new_segmenter, segmenter_record
     from trainer.splits import label_subset
 
     group = open_store(store)
     if not group.attrs["has_labels"]:
         raise ValueError(f"store {store} has no lidarseg labels to probe with")
-    model, init = new_segmenter(arch, checkpoint or None, cfg.seed, NUM_CLASSES)
+    model, init = new_segmenter(arch, checkpoint or None, cfg.seed)
     model.to(device).eval()
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
-    ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, augment=False, scenes=scenes))
+    ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, augment=False, scenes=scenes),
+                      targets=SEGMENTATION)
     x, y = feature_table(ds, "backbone", model, cfg.points_per_sweep, cfg.seed, device)
-    probe = fit_softmax(x, y, NUM_CLASSES, cfg.l2, cfg.max_iter)
+    probe = fit_softmax(x, y, NUM_EVAL_CLASSES, cfg.l2, cfg.max_iter)
     install(model, probe)
     result = evaluate_model(model, store, "val", voxel_size, device=device)
     result.update(linear_probe=True, labels_percent=cfg.labels_percent, label_scenes=list(scenes), init=init,
                   arch=arch, probe_fit=probe.summary(), fit_points=int(len(y)), config=asdict(cfg))
     os.makedirs(cfg.out, exist_ok=True)
     model.cpu()
-    torch.save(segmenter_record(model, arch, voxel_size, list(EVAL_CLASSES[1:]), linear_probe=True, init=init,
+    torch.save(segmenter_record(model, arch, voxel_size, linear_probe=True, init=init,
                                 labels_percent=cfg.labels_percent, label_scenes=list(scenes),
                                 probe_config=asdict(cfg), probe_fit=probe.summary()),
                os.path.join(cfg.out, "segmenter.pt"))
     with open(os.path.join(cfg.out, "result.json"), "w") as f:
-        json.dump(json.loads(json.dumps(result)), f, indent=1)
+        json.dump(result, f, indent=1)
     return result

@@ -1,18 +1,17 @@
 """The pretraining loop: distil the student from a store, with the occupancy task alongside.
 
-Loss of a batch (``loss_step``), over the points that have a teacher feature, with k the L2-normalised
-head output and q the L2-normalised teacher feature:
-    cosine: mean(1 - k.q)        l2: mean ||k - q||_2 = mean sqrt(2 - 2 k.q)
-plus ``occ_weight`` times the balanced binary cross-entropy of the occupancy logits:
-    (mean BCE over occupied queries + mean BCE over free queries) / 2
-(the task, its hidden input and its queries: ``trainer/occupancy.py``).
+Loss of a batch (``loss_step``): the distillation loss (cosine or l2) over the points that have a teacher
+feature, plus ``occ_weight`` times the balanced binary cross-entropy of the occupancy logits (the maths:
+``trainer/losses.py``; the task, its hidden input and its queries: ``trainer/occupancy.py``).
 Learning rate (``lr_at``): linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``.
-A checkpoint holds the model, data and train configs, the store's fingerprint, the optimiser and
-gradient-scaler state, the step and the RNG state; it is plain tensors and Python values, loaded with
-``weights_only=True``. On a GPU the step runs under fp16 autocast with gradient scaling; under torchrun
-each rank takes its slice of every global batch (DDP). RankMe of the backbone's point features is
-logged with every checkpoint. Every step's metrics go to OUT/metrics.jsonl (``cdtrain plot`` draws them),
-and also to TensorBoard scalars in OUT/tb when tensorboard is installed.
+A checkpoint (``trainer/checkpoint.py``) holds the model, data and train configs, the store's
+fingerprint, the optimiser and gradient-scaler state, the step and the RNG state; ``resume`` refuses a
+run whose configuration differs from the checkpoint's in any field that changes the result (all but
+``RESUME_IGNORES``), naming the fields, unless ``force_config``. On a GPU the step runs under fp16
+autocast with gradient scaling; under torchrun each rank takes its slice of every global batch (DDP).
+RankMe of the backbone's point features is logged with every checkpoint. Every step's metrics go to
+OUT/metrics.jsonl (``cdtrain plot`` draws them), and also to TensorBoard scalars in OUT/tb when tensorboard
+is installed.
 """
 
 from __future__ import annotations
@@ -26,9 +25,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from trainer.data import DataConfig, StoreDataset, collate
-from trainer.model import ModelConfig, Student, read_checkpoint
-from trainer.occupancy import balanced_accuracy, balanced_bce
+from trainer.batch import Batch, Collate
+from trainer.checkpoint import check_resume, read_checkpoint, save_pretraining, store_fingerprint
+from trainer.data import PRETRAINING, DataConfig, StoreDataset
+from trainer.losses import DISTILLATION_LOSSES, balanced_bce, distillation_loss
+from trainer.metrics import balanced_accuracy
+from trainer.model import ModelConfig, Student
+
+# settings a resumed run may change freely: where things go and how fast, not what is learnt
+RESUME_IGNORES = ("train_config.out", "train_config.workers", "train_config.checkpoint_every",
+                  "data_config.store")  # the store is identified by its fingerprint, wherever it lies now
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,8 @@ class TrainConfig:
     skip_bad_sweeps: bool = False  # record damaged sweeps in OUT/skipped_sweeps.jsonl and go on (default: stop)
 
     def __post_init__(self):
-        if self.loss not in ("cosine", "l2"):
-            raise ValueError(f"--loss {self.loss!r}: choose cosine or l2")
+        if self.loss not in DISTILLATION_LOSSES:
+            raise ValueError(f"--loss {self.loss!r}: choose one of {', '.join(DISTILLATION_LOSSES)}")
         if self.steps < 1 or self.batch_size < 1 or self.occ_weight < 0:
             raise ValueError("--steps and --batch-size must be positive and --occ-weight not negative")
 
@@ -61,25 +67,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def distillation_loss(k: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    q = torch.nn.functional.normalize(teacher.float(), dim=1)
-    if kind == "cosine":
-        return (1.0 - (k * q).sum(1)).mean()
-    return (k - q).norm(dim=1).mean()
-
-
-def loss_step(model: torch.nn.Module, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+def loss_step(model: torch.nn.Module, batch: Batch, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
     """Loss of one batch and its parts (floats) for logging. ``model`` is a Student, or one wrapped in DDP."""
     out = model(batch, occupancy=cfg.occ_weight > 0)
-    distill = distillation_loss(out["proj"], batch["teacher"][batch["valid"]], cfg.loss)
+    distill = distillation_loss(out["proj"], batch.teacher[batch.valid], cfg.loss)
     metrics = {"distill": distill.item()}
     loss = distill
     if cfg.occ_weight > 0:
         logits = out["occ_logits"]
-        occ = balanced_bce(logits, batch["occ"])
+        occ = balanced_bce(logits, batch.occ)
         loss = loss + cfg.occ_weight * occ
         metrics["occ"] = occ.item()
-        metrics["occ_bal_acc"] = balanced_accuracy(logits.detach(), batch["occ"])
+        metrics["occ_bal_acc"] = balanced_accuracy(logits.detach(), batch.occ)
     metrics["loss"] = loss.item()
     return loss, metrics
 
@@ -122,28 +121,12 @@ class _EpochDataset(torch.utils.data.Dataset):
         return self.ds[i]
 
 
-def store_fingerprint(attrs: dict) -> dict:
-    t = attrs["teacher"]
-    return {"num_sweeps": attrs["num_sweeps"], "feature_dim": attrs["feature_dim"], "teacher": t["name"],
-            "weights": t["weights"], "created_utc": attrs["provenance"]["created_utc"]}
-
-
-def save_checkpoint(path: str, model, optimizer, scaler, step: int, mcfg, dcfg, tcfg, fingerprint) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-             "step": step,
-             "model_config": mcfg.to_dict(), "data_config": dcfg.to_dict(), "train_config": asdict(tcfg),
-             "store_fingerprint": fingerprint, "torch_rng": torch.get_rng_state()}
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a crash mid-save never leaves a half-written checkpoint
-
-
 def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: bool = False,
-             progress: bool = True) -> dict:
-    """Run (or resume) pretraining; returns the last metrics and the run's files."""
-    from tqdm import tqdm
-
+             progress: bool = True, force_config: bool = False) -> dict:
+    """Run (or resume) pretraining; returns the last metrics, the run's files and, for a forced resume,
+    the settings that changed (``config_changes``)."""
     import torch.distributed as dist
+    from tqdm import tqdm
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():  # launched by torchrun
@@ -155,7 +138,8 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     else:
         device = torch.device("cpu")
     torch.manual_seed(tcfg.seed)
-    ds = StoreDataset(dcfg, skip_log=os.path.join(tcfg.out, "skipped_sweeps.jsonl") if tcfg.skip_bad_sweeps else None)
+    ds = StoreDataset(dcfg, skip_log=os.path.join(tcfg.out, "skipped_sweeps.jsonl") if tcfg.skip_bad_sweeps else None,
+                      targets=PRETRAINING)
     if ds.attrs["feature_dim"] != mcfg.feature_dim:
         raise ValueError(f"store {dcfg.store} holds {ds.attrs['feature_dim']}-dim teacher features but the "
                          f"projection head outputs {mcfg.feature_dim}")
@@ -165,19 +149,16 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     os.makedirs(tcfg.out, exist_ok=True)
     ckpt_path = os.path.join(tcfg.out, "checkpoint.pt")
-    start = 0
+    start, changes = 0, []
     if resume:
         if not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         ck = read_checkpoint(ckpt_path)
-        # a setting added since the checkpoint was written counts as its default
-        then = {"model_config": {**ModelConfig().to_dict(), **ck["model_config"]},
-                "data_config": {**DataConfig(store=dcfg.store).to_dict(), **ck["data_config"]},
-                "store_fingerprint": ck["store_fingerprint"]}
-        for key, now in (("model_config", mcfg.to_dict()), ("data_config", dcfg.to_dict()),
-                         ("store_fingerprint", fingerprint)):
-            if then[key] != now:
-                raise ValueError(f"--resume: the checkpoint's {key} differs from this run's: {then[key]} vs {now}")
+        # the model must be the same to load its weights; the rest may be forced
+        changes = check_resume(ckpt_path, ck, {"model_config": mcfg.to_dict(), "data_config": dcfg.to_dict(),
+                                               "train_config": asdict(tcfg), "store_fingerprint": fingerprint},
+                               force=force_config, forceable=("data_config", "train_config", "store_fingerprint"),
+                               ignore=RESUME_IGNORES)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
@@ -191,7 +172,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     loader = torch.utils.data.DataLoader(
         _EpochDataset(ds),
         batch_sampler=EpochBatches(len(ds), tcfg.batch_size, tcfg.seed, start, tcfg.steps, rank, world),
-        collate_fn=_Collate(dcfg.voxel_size), num_workers=tcfg.workers,
+        collate_fn=Collate(dcfg.voxel_size), num_workers=tcfg.workers,
         multiprocessing_context="spawn" if tcfg.workers > 0 else None, persistent_workers=False)
     model.train()
     lead = rank == 0
@@ -206,7 +187,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
             data_s = time.perf_counter() - t_data
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, tcfg)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = batch.to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
                 loss, metrics = loss_step(net, batch, tcfg)
             optimizer.zero_grad(set_to_none=True)
@@ -232,7 +213,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
                         if isinstance(value, (int, float)) and not isinstance(value, bool):
                             tb.add_scalar(key, value, step)
                 if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-                    save_checkpoint(ckpt_path, model, optimizer, scaler, step, mcfg, dcfg, tcfg, fingerprint)
+                    save_pretraining(ckpt_path, model, optimizer, scaler, step, mcfg, dcfg, tcfg, fingerprint)
             t_data = time.perf_counter()
     finally:
         bar.close()
@@ -242,7 +223,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
         tb.close()
     if world > 1:
         dist.barrier()  # the checkpoint is complete before any rank returns
-    return {"metrics": metrics, "checkpoint": ckpt_path, "step": step}
+    return {"metrics": metrics, "checkpoint": ckpt_path, "step": step, "config_changes": changes}
 
 
 def tensorboard_writer(out: str):
@@ -256,7 +237,7 @@ def tensorboard_writer(out: str):
 
 
 @torch.no_grad()
-def backbone_rankme(model: Student, batch: dict, max_points: int = 4096) -> float:
+def backbone_rankme(model: Student, batch: Batch, max_points: int = 4096) -> float:
     """RankMe of the backbone's point features on (a fixed subsample of) this batch."""
     from trainer.metrics import rankme
 
@@ -278,10 +259,3 @@ def ranks_in_sync(model: torch.nn.Module) -> bool:
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     return bool(lo.item() == hi.item())
 
-
-class _Collate:
-    def __init__(self, voxel_size: float):
-        self.voxel_size = voxel_size
-
-    def __call__(self, samples):
-        return collate(samples, self.voxel_size)
