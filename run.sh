@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's two entry points for a fresh machine (see README.md):
+# The project's entry points for a fresh machine (see README.md):
 #   ./run.sh demo   synthetic nuScenes-format world -> teacher-feature store -> short pretraining -> linear-probe mIoU
 #   ./run.sh test   the test suite (extra arguments go to pytest, e.g. ./run.sh test -m "not slow")
+#   ./run.sh lint   ruff check . (rules in pyproject.toml; extra arguments go to ruff, e.g. --statistics)
 # Each creates the virtual environment .venv on first use, in one pip command.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -26,7 +27,7 @@ ensure_venv() {
     [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
     echo ">> installing into $VENV (first run: a few minutes)" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off \
-        "${PINS[@]}" -e ".[dev]"
+        "${PINS[@]}" -e ".[pipeline,train,dev]"
     echo "$want" >"$stamp"
 }
 
@@ -53,11 +54,15 @@ case "$cmd" in
         ensure_venv
         "$VENV/bin/python" -m pytest "$@"
         ;;
+    lint)
+        ensure_venv
+        "$VENV/bin/ruff" check . "$@"
+        ;;
     setup)
         ensure_venv
         ;;
     *)
-        echo "usage: ./run.sh demo|test|setup [args]" >&2
+        echo "usage: ./run.sh demo|test|lint|setup [args]" >&2
         exit 2
         ;;
 esac

@@ -263,6 +263,7 @@ def test_refuses_to_write_over_a_directory_that_is_not_a_store(small_dataroot, t
     assert (precious / "chapter1.tex").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_killed_workers_lose_nothing(small_store, small_dataroot, tmp_path):
     """Both Dask workers are killed (SIGKILL) mid-job on a scheduler that allows no retries: the job
     records the sweeps of the killed tasks as failed (the worker deaths counted), finishes the others on
