@@ -188,3 +188,50 @@ def test_extract_without_the_pipeline_extra_says_so_in_one_line(small_dataroot, 
     assert len(error) == 1 and "needs the 'pipeline' extra" in error[0] and ".[pipeline]" in error[0], res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "s.zarr").exists()
+
+
+UNDECLARED = ("torchsparse",)  # imported when importable (trainer/sparse.py); not on PyPI for every torch
+
+
+def _declared() -> dict[str, set[str]]:
+    """pyproject.toml's distributions by where they are declared: "base" and each extra."""
+    import re
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        out = set()
+        for r in requirements:
+            name, _, rest = re.split(r"([<>=!~; ]|$)", r, maxsplit=1)[0].partition("[")
+            out.add(name.lower().replace("_", "-"))
+            out |= {extra.strip() for extra in rest.rstrip("]").split(",") if extra}  # dask[distributed]
+        return out
+
+    return {"base": names(project["dependencies"]),
+            **{extra: names(reqs) for extra, reqs in project["optional-dependencies"].items()}}
+
+
+def test_every_imported_distribution_is_declared_where_its_half_gets_it():
+    """Each third-party module that pipeline/ or trainer/ imports comes from a distribution that pyproject
+    declares: trainer/'s in the base or the train extra, the rest in the base or the pipeline extra."""
+    from importlib.metadata import packages_distributions
+
+    declared = _declared()
+    by_module = packages_distributions()
+    missing = []
+    for half, extra in (("trainer", "train"), ("pipeline", "pipeline")):
+        for path in sorted((ROOT / half).rglob("*.py")):
+            for line, name in imports_of(ROOT, path):
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in PROJECT or top in ("__future__", *UNDECLARED):
+                    continue
+                dists = {d.lower().replace("_", "-") for d in by_module.get(top, [])}
+                if not dists & (declared["base"] | declared[extra]):
+                    missing.append(f"{path.relative_to(ROOT)}:{line}: {name} (from {sorted(dists) or '?'}) is in "
+                                   f"neither the base dependencies nor the {extra!r} extra")
+    assert not missing, "\n".join(missing)
+    # the two halves' extras hold what their names promise
+    assert {"nuscenes-devkit", "dask", "timm"} <= declared["pipeline"] and not {"nuscenes-devkit", "dask", "timm",
+                                                                                   "scipy"} & declared["base"]
