@@ -81,24 +81,23 @@ def classifiers(x_tr, y_tr, x_te, y_te) -> dict:
 
 
 def main() -> None:
-    from trainer.data import DataConfig, StoreDataset
-    from trainer.evaluate import occupancy_accuracy
+    from trainer.checkpoint import read_checkpoint
+    from trainer.evaluate import OCCUPANCY_SEED, occupancy_accuracy, occupancy_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", required=True)
     ap.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (cdtrain pretrain)")
     ap.add_argument("--out", default="benchmarks/results/occupancy_shortcut.json")
-    ap.add_argument("--seed", type=int, default=12345, help="seed of the masks drawn here (not the training seed)")
+    ap.add_argument("--seed", type=int, default=OCCUPANCY_SEED,
+                    help="seed of the masks drawn here (not the training seed)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    ck = read_checkpoint(args.checkpoint)
     trained = ck["data_config"]
-    common = dict(store=args.store, voxel_size=trained["voxel_size"], augment=trained["augment"],
-                  scale=trained["scale"], max_queries=trained["max_queries"], seed=args.seed,
-                  mask_ratio=tuple(trained["mask_ratio"]), mask_cell=trained["mask_cell"])
-    train_ds = StoreDataset(DataConfig(split="train", **common))
-    val_ds = StoreDataset(DataConfig(split="val", **common))
+    # the queries the student is scored on (trainer/evaluate.py), for the train split as well
+    train_ds = occupancy_dataset(args.store, ck, "train", args.seed)
+    val_ds = occupancy_dataset(args.store, ck, "val", args.seed)
     x_tr, y_tr, _ = offsets_of(train_ds)
     x_te, y_te, val_items = offsets_of(val_ds)
     offset_only = classifiers(x_tr, y_tr, x_te, y_te)
@@ -115,7 +114,7 @@ def main() -> None:
                     "val_occupied_fraction": round(float(y_te.mean()), 4)},
         "median_offset_m": {"occupied": round(float(np.median(x_te[y_te == 1, 3])), 3),
                             "free": round(float(np.median(x_te[y_te == 0, 3])), 3)},
-        "settings": {"store": args.store, "checkpoint": args.checkpoint, "mask_ratio": trained["mask_ratio"],
+        "settings": {"store": args.store, "checkpoint": args.checkpoint, "mask_ratio": list(val_ds.cfg.mask_ratio),
                      "mask_cell_m": trained["mask_cell"],
                      "near_surface_m": train_ds.attrs["occupancy"].get("near_surface_m"),
                      "train_sweeps": int(len(train_ds)), "val_sweeps": int(len(val_ds)),

@@ -154,9 +154,9 @@ def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: fl
     tcfg = TrainConfig(out=out, steps=cfg["pretrain_steps"], batch_size=cfg["pretrain_batch"], lr=cfg["pretrain_lr"],
                        warmup=cfg["pretrain_warmup"], occ_weight=occ_weight, seed=seed, checkpoint_every=50)
     if os.path.exists(ckpt):
-        import torch
+        from trainer.checkpoint import read_checkpoint
 
-        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        ck = read_checkpoint(ckpt)
         if ck["model_config"] != mcfg.to_dict() or ck["train_config"]["occ_weight"] != occ_weight:
             sys.exit(f"{ckpt} was pretrained with other settings (model {ck['model_config']}, occupancy weight "
                      f"{ck['train_config']['occ_weight']}): delete {os.path.dirname(out)} (the row's pretraining "

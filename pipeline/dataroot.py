@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.classes import EVAL_CLASSES, FINE_TO_EVAL
-from pipeline.frames import LIDAR, LIDAR_RECORD_BYTES
-
-CAMERA_LAYOUT = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"), ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"))
+from pipeline.frames import CAMERA_GRID, LIDAR, LIDAR_RECORD_BYTES
 
 
 def load_nuscenes(dataroot: str | os.PathLike, version: str):
@@ -79,7 +77,7 @@ def write_preview(dataroot: str | os.PathLike, version: str, sample_index: int =
     sample = nusc.sample[sample_index]
     lidar_tok = sample["data"][LIDAR]
     tiles = []
-    for row in CAMERA_LAYOUT:
+    for row in CAMERA_GRID:
         for ch in row:
             pts, colour, im = explorer.map_pointcloud_to_image(lidar_tok, sample["data"][ch], show_lidarseg=True)
             scale = tile_width / im.width
@@ -112,7 +110,7 @@ def write_preview(dataroot: str | os.PathLike, version: str, sample_index: int =
     order = np.argsort(xyz[2][inside])  # higher points drawn last
     bev[row[inside][order], col[inside][order]] = colours[labels[inside][order]]
     bev_im = Image.fromarray(bev)
-    ImageDraw.Draw(bev_im).text((6, 4), f"LIDAR_TOP, {2 * half:.0f} m square, ego at centre", fill=(255, 255, 255))
+    ImageDraw.Draw(bev_im).text((6, 4), f"{LIDAR}, {2 * half:.0f} m square, ego at centre", fill=(255, 255, 255))
     canvas.paste(bev_im, (3 * tile_width, 0))
     out = Path(dataroot) / "preview.png"
     canvas.save(out)

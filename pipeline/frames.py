@@ -15,6 +15,8 @@ from pipeline.errors import ExtractError
 from pipeline.geometry import invert_transform, make_transform
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
+CAMERA_GRID = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),  # the cameras as a picture shows them
+               ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"))
 LIDAR = "LIDAR_TOP"
 SPLITS = ("all", "train", "val", "test", "mini_train", "mini_val")
 LIDAR_FIELDS = 5  # one nuScenes .pcd.bin point: x, y, z, intensity, ring, each a float32
@@ -141,7 +143,7 @@ def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict
         raise ExtractError(f"LiDAR file {lidar_path} is empty ({where})")
     if size % LIDAR_RECORD_BYTES:
         raise ExtractError(f"LiDAR file {lidar_path} is {size} bytes, not a whole number of points "
-                           f"(5 float32 each): truncated, or not a nuScenes .pcd.bin ({where})")
+                           f"({LIDAR_FIELDS} float32 each): truncated, or not a nuScenes .pcd.bin ({where})")
     lidar_cs = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
     lidar_pose = nusc.get("ego_pose", lidar["ego_pose_token"])
     for kind, record in (("calibrated_sensor", lidar_cs), ("ego_pose", lidar_pose)):

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.classes import EVAL_CLASSES, FINE_TO_EVAL
+from pipeline.frames import CAMERA_GRID
 
 # the panel grid of the cameras, as they sit on the car (front row, then back row seen from behind)
-CAMERA_GRID = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"), ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"))
 NO_FEATURE = (0.55, 0.55, 0.55)  # grey: a point no camera sees
 # evaluation-class colours: the nuScenes devkit's colour of the class's main fine class
 EVAL_COLOURS = {

@@ -1,5 +1,6 @@
-"""LiDAR points -> camera pixels -> teacher features. Pure numpy; all cameras of a sweep in one matrix
-product; a point's feature is sampled from its camera's patch map by the store's rule (``sample_features``).
+"""LiDAR points -> camera pixels -> teacher features. The projection is numpy, all cameras of a sweep in
+one matrix product; a point's feature is sampled from its camera's patch map (a torch tensor, as the
+teacher gives it) by the store's rule (``sample_features``).
 
 For nuScenes the chain is lidar -> ego (at LiDAR time) -> global -> ego (at the camera's time) ->
 camera, i.e. ``cam_from_lidar = inv(global_from_ego_cam @ ego_from_cam) @ global_from_ego_lidar @

@@ -63,6 +63,8 @@ class ArraySpec:
 
 
 ARRAYS: tuple[ArraySpec, ...] = (
+    # 5 = frames.LIDAR_FIELDS, which this light module cannot import (frames reaches the devkit);
+    # tests/test_schema_doc.py ties the two
     ArraySpec("points", "float32", ("P", 5), 0.0,
               "x, y, z (m, LiDAR frame of the sweep), intensity, ring; as in the dataset's files", True),
     ArraySpec("labels", "uint8", ("P",), 0, "lidarseg class per point (dataset's fine classes; 0 = noise)", True,
@@ -514,8 +516,6 @@ def local_path(url: str) -> str:
 def check_out(url: str, overwrite: bool) -> None:
     """Refuse, before any work, an ``--out`` that is a file, a non-empty folder that is not a store, or a
     store of another schema version (unless ``overwrite``)."""
-    import json
-
     path = local_path(url)
     if os.path.exists(path) and not os.path.isdir(path):
         raise StoreError(f"--out {url} is a file, not a store; choose another --out")

@@ -99,7 +99,8 @@ def _value_problems(rows: dict, attrs: dict, camera_hw: np.ndarray) -> list[tupl
     out = []
     for name, row in rows.items():
         if row.dtype.kind == "f":  # a vector: a point's row of points or pixel, a feature, a patch cell
-            is_vector = ARRAY_SPECS[name].trailing[-1] in ("D", 2, 5)
+            last = ARRAY_SPECS[name].trailing[-1]
+            is_vector = last == "D" or isinstance(last, int)  # a row of D, 2 or 5 values, not a grid of rows
             vectors = row.reshape(-1, row.shape[-1]) if is_vector else row.reshape(-1, 1)
             bad = int((~np.isfinite(vectors.astype(np.float32))).any(axis=-1).sum())
             if bad:

@@ -8,8 +8,17 @@ import pytest
 import torch
 
 from trainer.batch import INPUT_SCALE, Sample, collate, point_inputs
-from trainer.data import PRETRAINING, SEGMENTATION, DataConfig, StoreDataset, augmentation_matrix
+from trainer.data import (
+    AUGMENT_STREAM,
+    PRETRAINING,
+    SEGMENTATION,
+    DataConfig,
+    StoreDataset,
+    augmentation_matrix,
+    stream_rng,
+)
 from trainer.model import ModelConfig, Segmenter, Student
+from trainer.probe import stored_inputs
 
 
 def _sample(sweep: int, n: int, q: int, d: int = 8, seed: int = 0) -> Sample:
@@ -85,7 +94,7 @@ def test_augmentation_moves_each_point_with_its_features_labels_and_queries(smal
     moved = StoreDataset(DataConfig(augment=True, scale=0.2, **common), targets=PRETRAINING)
     for i in (0, len(plain) - 1):
         p, m = plain[i], moved[i]
-        mat = augmentation_matrix(np.random.default_rng([3, 0, p.sweep]), 0.2)
+        mat = augmentation_matrix(stream_rng(AUGMENT_STREAM, 3, 0, p.sweep), 0.2)
         assert not np.allclose(mat, np.eye(3))
         np.testing.assert_allclose(m.xyz, p.xyz @ mat.T, rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(m.queries, p.queries @ mat.T, rtol=1e-5, atol=1e-4)
@@ -114,3 +123,22 @@ def test_a_segmentation_dataset_reads_no_teacher_features_and_builds_no_tree(sma
     np.testing.assert_array_equal(full.xyz, item.xyz)  # the same sweep, the same augmentation
     with pytest.raises(ValueError, match="targets"):
         StoreDataset(cfg, targets=("teacher", "depth"))
+    # a segmentation batch given to what needs a target: one line naming what is missing
+    student = Student(ModelConfig(arch="minkunet-tiny", feature_dim=384, head_hidden=16, occ_hidden=8)).eval()
+    with pytest.raises(ValueError, match="the occupancy head needs queries, nearest, which this batch lacks"):
+        student(collate([item], 0.3))
+    with pytest.raises(ValueError, match="point inputs 'teacher' needs teacher, valid, which this sample lacks"):
+        stored_inputs(item, "teacher")
+
+
+def test_random_streams_never_share_a_draw():
+    """Each kind of draw has a stream of its own, first in the key: numpy pads short keys with zeros, so
+    [seed, 7, 3] and [seed, 7, 3, 0] would draw alike, and a fine-tuning step's batch key [seed, 7, t] once
+    equalled the augmentation key [seed, epoch 7, sweep t]."""
+    from trainer.data import AUGMENT_STREAM, FINETUNE_BATCH_STREAM, STREAMS, stream_rng
+
+    assert len(set(STREAMS)) == len(STREAMS) and 0 not in STREAMS
+    draws = {(stream, k): stream_rng(stream, 0, *([k] if stream != AUGMENT_STREAM else [7, k])).random()
+             for stream in STREAMS for k in range(3)}
+    assert len(set(draws.values())) == len(draws)
+    assert stream_rng(FINETUNE_BATCH_STREAM, 0, 3).random() != stream_rng(AUGMENT_STREAM, 0, 7, 3).random()

@@ -7,8 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from trainer.checkpoint import check_resume, config_differences, read_checkpoint
+from trainer.batch import INPUT_SCALE
+from trainer.checkpoint import check_resume, config_differences, field_defaults, read_checkpoint
 from trainer.cli import app
+from trainer.train import TrainConfig
 
 runner = CliRunner()
 
@@ -22,6 +24,12 @@ def test_config_differences_name_each_field():
         "train_config.lr: 0.002 -> 0.001", "init: 'random initialisation' -> 'pre.pt'"]
     # tuples (a fresh config) and lists (read back from a file) are the same value
     assert config_differences({"d": {"r": [0.3, 0.5]}}, {"d": {"r": (0.3, 0.5)}}) == []
+    # a field added since the file was written had, in effect, its default then
+    defaults = {"train_config": field_defaults(TrainConfig)}
+    assert config_differences({"train_config": {}}, {"train_config": {"clip": 9.0}}, defaults=defaults) == [
+        f"train_config.clip: {TrainConfig.clip!r} -> 9.0"]
+    assert config_differences({"train_config": {}}, {"train_config": {"clip": TrainConfig.clip}},
+                              defaults=defaults) == []
 
 
 def test_check_resume_forces_only_what_may_be_forced():
@@ -49,12 +57,15 @@ def test_pretrain_resume_refuses_a_changed_setting_and_forcing_reports_it(small_
     assert line.count("\n") == 0 and line.startswith("error: --resume")
     assert "train_config.lr: 0.002 -> 0.001" in line and "train_config.steps: 2 -> 3" in line
     assert "--force-config" in line and read_checkpoint(out + "/checkpoint.pt")["step"] == 2
+    assert read_checkpoint(out + "/checkpoint.pt")["input_scale"] == list(INPUT_SCALE)  # written, to be checked
     # where things go and how often: not a change of settings
-    moved = runner.invoke(app, args + ["--steps", "2", "--resume", "--checkpoint-every", "5"])
+    moved = runner.invoke(app, args + ["--steps", "2", "--resume", "--checkpoint-every", "5", "--skip-bad-sweeps"])
     assert moved.exit_code == 0, moved.output
     forced = runner.invoke(app, args + ["--steps", "3", "--lr", "0.001", "--resume", "--force-config"])
     assert forced.exit_code == 0, forced.output
-    assert "resumed with a changed setting (--force-config): train_config.lr: 0.002 -> 0.001" in forced.output
+    warning = "resumed with a changed setting (--force-config): train_config.lr: 0.002 -> 0.001"
+    assert warning in forced.output
+    assert forced.output.index(warning) < forced.output.index("pretrained minkunet-tiny")  # said before it runs
     assert read_checkpoint(out + "/checkpoint.pt")["step"] == 3
     # a different model is never forced: its weights would not fit
     res = runner.invoke(app, args + ["--head-hidden", "64", "--steps", "4", "--resume", "--force-config"])

@@ -197,6 +197,7 @@ def test_two_dask_workers_equal_one(small_store, small_dataroot, tmp_path):
     assert {k: v for k, v in g1.attrs.items() if k not in skip} == {k: v for k, v in g2.attrs.items() if k not in skip}
 
 
+@pytest.mark.slow
 def test_failed_sweep_is_recorded_the_others_complete_and_a_rerun_finishes_it(small_store, small_dataroot, tmp_path):
     """A corrupt image fails only its sweep: the job finishes the other five and reports the failure with
     the file; the store records it (info and verify list it); after the image is fixed, the rerun

@@ -8,6 +8,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from trainer.batch import INPUT_SCALE
 from trainer.cli import app
 
 runner = CliRunner()
@@ -134,6 +135,7 @@ def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
     a = torch.load(tmp_path / "straight" / "segmenter.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "segmenter.pt", weights_only=True)
     assert a["step"] == b["step"] == 4 and a["arch"] == "minkunet-tiny" and a["voxel_size"] == 0.3
+    assert a["input_scale"] == list(INPUT_SCALE)  # what read_checkpoint checks is written
     assert len(a["classes"]) == 16 and a["head"].startswith("Linear(BatchNorm1d")
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, msg=k)

@@ -1,4 +1,4 @@
-"""cdtrain pretrain: resume equals a straight run, distillation learns, the trainer stays light."""
+"""cdtrain pretrain: resume equals a straight run, distillation learns, the schedule and the refusals."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
+from pipeline.frames import LIDAR_FIELDS
 from pipeline.store import ARRAYS, ATTRIBUTES, SCHEMA_VERSION, read_sweep
 
 DOC = Path(__file__).resolve().parents[1] / "storage_schema.md"
@@ -53,6 +54,8 @@ def test_doc_tables_match_schema_module():
     assert f"schema version {SCHEMA_VERSION}" in DOC.read_text().splitlines()[0]
     assert len(_recipes()) == 3
     assert not re.search(r"TODO|TBD|XXX|\b[A-Z]{4,}_[A-Z]{4,}\b", DOC.read_text())  # no placeholder left
+    # a stored point is the dataset file's record (store.py cannot import frames.py: it stays light)
+    assert next(a for a in ARRAYS if a.name == "points").trailing == ("P", LIDAR_FIELDS)
 
 
 @pytest.fixture(scope="module")

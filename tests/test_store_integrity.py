@@ -609,6 +609,7 @@ def test_an_early_schema_3_store_migrated_twice_keeps_its_history(small_points_s
     assert verify_store(new, progress=False)["problems"] == []
 
 
+@pytest.mark.slow
 def test_migrated_store_of_the_earliest_kind_rebuilds_and_resumes(small_points_store, small_dataroot, tmp_path):
     """A schema-1 store from before the teacher recorded its architecture (a random teacher built with
     init_values 1), with two sweeps never written and its dataset moved: migrate (given the new dataroot)

@@ -26,6 +26,14 @@ def point_inputs(xyz: np.ndarray, intensity: np.ndarray) -> np.ndarray:
     return raw / np.asarray(INPUT_SCALE, np.float32)
 
 
+def require(data, *names: str, purpose: str) -> None:
+    """Refuse, in one line, a ``Sample`` or ``Batch`` that lacks (None) one of the fields ``names``."""
+    missing = [name for name in names if getattr(data, name) is None]
+    if missing:
+        raise ValueError(f"{purpose} needs {', '.join(missing)}, which this {type(data).__name__.lower()} lacks: "
+                         f"make its dataset with the target that carries them (StoreDataset targets=...)")
+
+
 @dataclass
 class Sample:
     """One sweep, read from the store and prepared (``trainer/data.py``). N points, Q occupancy queries,

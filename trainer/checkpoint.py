@@ -15,7 +15,9 @@ in one line that names every field that differs, unless forced.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 
 import torch
 
@@ -62,10 +64,24 @@ def store_fingerprint(attrs: dict) -> dict:
             "weights": t["weights"], "created_utc": attrs["provenance"]["created_utc"]}
 
 
-def config_differences(then: dict, now: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+def field_defaults(config_class) -> dict:
+    """The default of each field of a config dataclass that has one: what a field added since a file was
+    written was, in effect, when it was written."""
+    out = {}
+    for f in dataclasses.fields(config_class):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def config_differences(then: dict, now: dict, ignore: tuple[str, ...] = (),
+                       defaults: dict[str, dict] | None = None) -> list[str]:
     """``section.field: old -> new`` for every field of the sections of ``now`` (e.g. ``train_config``)
-    whose value differs from ``then``'s; a field missing from ``then`` (added since the file was written)
-    counts as equal to ``now``'s. Fields named in ``ignore`` (``section.field``) are not compared."""
+    whose value differs from ``then``'s. A field missing from ``then`` (added since the file was written)
+    is compared with its default in ``defaults[section]``, or counts as equal when it has none. Fields
+    named in ``ignore`` (``section.field``) are not compared."""
     out = []
     for section, values in now.items():
         old = then.get(section)
@@ -73,7 +89,7 @@ def config_differences(then: dict, now: dict, ignore: tuple[str, ...] = ()) -> l
             if old != values:
                 out.append(f"{section}: {old!r} -> {values!r}")
             continue
-        old = old or {}
+        old = {**(defaults or {}).get(section, {}), **(old or {})}
         for key, value in values.items():
             name = f"{section}.{key}"
             if name in ignore or key not in old:
@@ -84,16 +100,19 @@ def config_differences(then: dict, now: dict, ignore: tuple[str, ...] = ()) -> l
 
 
 def check_resume(path: str, then: dict, now: dict, force: bool, forceable: tuple[str, ...],
-                 ignore: tuple[str, ...] = ()) -> list[str]:
+                 ignore: tuple[str, ...] = (), defaults: dict[str, dict] | None = None) -> list[str]:
     """Refuse to resume from ``path`` when a configuration differs (``config_differences``), in one line
-    naming the fields; with ``force``, the differences in the ``forceable`` sections are allowed (and
-    returned, to be reported), those in other sections still refused."""
-    diffs = config_differences(then, now, ignore)
+    naming the fields; with ``force``, the differences in the ``forceable`` sections are allowed, those
+    in other sections still refused. Each allowed difference is printed as a warning on stderr as the
+    run resumes, and returned (to be recorded)."""
+    diffs = config_differences(then, now, ignore, defaults)
     hard = [d for d in diffs if d.split(".")[0].split(":")[0] not in forceable]
     if hard or (diffs and not force):
         shown = hard if force else diffs
         hint = "" if hard else "; pass --force-config to resume with the new settings anyway"
         raise ValueError(f"--resume: {path} was written with other settings: {'; '.join(shown)}{hint}")
+    for change in diffs:
+        print(f"warning: resumed with a changed setting (--force-config): {change}", file=sys.stderr)
     return diffs
 
 

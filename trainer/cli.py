@@ -95,7 +95,6 @@ def pretrain(
     except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
         raise typer.Exit(2) from None
-    _warn_changes(result)
     m = result["metrics"]
     first = _first_metrics(out)
     typer.echo(f"\npretrained {model} for {result['step']} steps on {store}")
@@ -202,13 +201,7 @@ def finetune(
         typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
         raise typer.Exit(2) from None
     print_result(result)
-    _warn_changes(result)
     _report_skipped(out)
-
-
-def _warn_changes(result: dict) -> None:
-    for change in result.get("config_changes", []):
-        typer.echo(f"warning: resumed with a changed setting (--force-config): {change}", err=True)
 
 
 def _default_device() -> str:

@@ -7,14 +7,14 @@ targets it was asked for: ``teacher`` (each point's teacher feature and valid fl
 Fine-tuning and evaluation ask for neither (``SEGMENTATION``), which skips reading the features and the
 nearest-point search.
 With ``max_points`` set, a random subset of that many points is kept first (drawn from
-``default_rng([seed, epoch, sweep, CAP_STREAM])``; evaluation keeps every point). With masking on
+``stream_rng(CAP_STREAM, seed, epoch, sweep)``; evaluation keeps every point). With masking on
 (``mask_ratio``, pretraining), the points of randomly hidden cubes are dropped before
 anything else and only the queries in hidden cubes are kept, balanced by their offset to the nearest
 visible point (``trainer/occupancy.py``); the mask is drawn from
-``default_rng([seed, epoch, sweep, MASK_STREAM])``.
+``stream_rng(MASK_STREAM, seed, epoch, sweep)``.
 Augmentation is one similarity transform per sweep applied to points and queries alike:
 ``x <- s R_z(theta) F x`` with F a random flip of x and/or y, theta uniform in [0, 2 pi), s uniform in
-[1 - scale, 1 + scale]; it is drawn from ``default_rng([seed, epoch, sweep])``, so it does not depend
+[1 - scale, 1 + scale]; it is drawn from ``stream_rng(AUGMENT_STREAM, seed, epoch, sweep)``, so it does not depend
 on the number of loader workers. Nearest points are found before augmentation (a similarity keeps them).
 """
 
@@ -30,15 +30,27 @@ from pipeline.store import DamagedChunk, open_store, read_column, sweep_rows
 from trainer.batch import Sample
 from trainer.occupancy import MaskConfig, balance_by_offset, hide
 
-# Random streams: every random draw of the trainer is default_rng([seed, ..., STREAM]) with a stream of
-# its own, so that adding or changing one kind of draw never shifts another (the augmentation's key,
-# [seed, epoch, sweep], has none). Changing a value changes every result drawn with it.
-MASK_STREAM = 1  # [seed, epoch, sweep, MASK_STREAM]: the occupancy mask
-CAP_STREAM = 2  # [seed, epoch, sweep, CAP_STREAM]: the point cap
-QUERY_STREAM = 4  # [seed, epoch, sweep, QUERY_STREAM]: the occupancy queries kept
-PROBE_POINTS_STREAM = 3  # [seed, sweep, PROBE_POINTS_STREAM]: the labelled points a linear probe fits on
-FINETUNE_BATCH_STREAM = 7  # [seed, FINETUNE_BATCH_STREAM, step]: the sweeps of a fine-tuning step
-CORRUPTION_STREAM = 99  # [seed, CORRUPTION_STREAM, sweep]: a corruption's random draws
+# Random streams: every random draw of the trainer comes from ``stream_rng(STREAM, seed, *key)``, with a
+# stream of its own and a key of fixed length, so that adding or changing one kind of draw never shifts
+# another. The stream goes first because numpy pads a short key with zeros ([a, b] and [a, b, 0] draw the
+# same numbers). Changing a value changes every result drawn with it.
+AUGMENT_STREAM = 1  # (epoch, sweep): the augmentation of a sweep
+MASK_STREAM = 2  # (epoch, sweep): the occupancy mask
+CAP_STREAM = 3  # (epoch, sweep): the point cap
+QUERY_STREAM = 4  # (epoch, sweep): the occupancy queries kept
+EPOCH_ORDER_STREAM = 5  # (epoch,): the order of the sweeps in a pretraining epoch
+PROBE_POINTS_STREAM = 6  # (sweep,): the labelled points a linear probe fits on
+FINETUNE_BATCH_STREAM = 7  # (step,): the sweeps of a fine-tuning step
+CORRUPTION_STREAM = 8  # (sweep,): a corruption's random draws
+SPLIT_STREAM = 9  # (): the order in which label subsets take the train scenes
+STREAMS = (AUGMENT_STREAM, MASK_STREAM, CAP_STREAM, QUERY_STREAM, EPOCH_ORDER_STREAM, PROBE_POINTS_STREAM,
+           FINETUNE_BATCH_STREAM, CORRUPTION_STREAM, SPLIT_STREAM)
+
+
+def stream_rng(stream: int, seed: int, *key: int) -> np.random.Generator:
+    """The generator of one random draw: ``default_rng([stream, seed, *key])``."""
+    return np.random.default_rng([stream, seed, *key])
+
 
 TARGETS = ("teacher", "occupancy")  # what a dataset can add to points and labels
 PRETRAINING = TARGETS
@@ -185,24 +197,24 @@ class StoreDataset(torch.utils.data.Dataset):
                     per_point[key] = value[keep]
 
         if self.corruption is not None:
-            rng = np.random.default_rng([cfg.seed, CORRUPTION_STREAM, s])
+            rng = stream_rng(CORRUPTION_STREAM, cfg.seed, s)
             keep, corrupted = self.corruption(per_point["points"], rng)
             keep_points(keep)
             per_point["points"] = corrupted
         if 0 < cfg.max_points < len(per_point["points"]):
-            keep_points(np.sort(np.random.default_rng([cfg.seed, self.epoch, s, CAP_STREAM])
+            keep_points(np.sort(stream_rng(CAP_STREAM, cfg.seed, self.epoch, s)
                                 .choice(len(per_point["points"]), cfg.max_points, replace=False)))
         hidden = None
         if masked:
             hidden, asked = hide(per_point["points"][:, :3], queries, self.occ_lower, self.occ_voxel, cfg.mask,
-                                 np.random.default_rng([cfg.seed, self.epoch, s, MASK_STREAM]))
+                                 stream_rng(MASK_STREAM, cfg.seed, self.epoch, s))
             keep_points(~hidden)
             queries, occ = queries[asked], occ[asked]
         points = per_point["points"]
         xyz = points[:, :3].astype(np.float32)
         nearest = None
         if occupancy:
-            pick_rng = np.random.default_rng([cfg.seed, self.epoch, s, QUERY_STREAM])
+            pick_rng = stream_rng(QUERY_STREAM, cfg.seed, self.epoch, s)
             if masked:  # nearest visible points, then queries balanced by offset
                 nearest = _nearest(xyz, queries)
                 pick = balance_by_offset(queries - xyz[nearest], occ, cfg.mask.bin_m, cfg.max_queries, pick_rng)
@@ -217,7 +229,7 @@ class StoreDataset(torch.utils.data.Dataset):
         else:
             queries = occ = None
         if cfg.augment:  # nearest points were found before: a similarity keeps them
-            m = augmentation_matrix(np.random.default_rng([cfg.seed, self.epoch, s]), cfg.scale)
+            m = augmentation_matrix(stream_rng(AUGMENT_STREAM, cfg.seed, self.epoch, s), cfg.scale)
             xyz = xyz @ m.T
             if queries is not None:
                 queries = queries @ m.T

@@ -144,7 +144,8 @@ def occupancy_accuracy(checkpoint: str | dict, items: list[Sample]) -> float:
     return balanced_accuracy(torch.cat(logits), torch.cat(labels))
 
 
-def occupancy_items(store: str, checkpoint: str | dict, split: str = "val", seed: int = OCCUPANCY_SEED) -> list[Sample]:
+def occupancy_dataset(store: str, checkpoint: str | dict, split: str = "val",
+                      seed: int = OCCUPANCY_SEED) -> StoreDataset:
     """The sweeps of ``split`` with queries drawn as the checkpoint's pretraining drew them (its mask,
     augmentation and query settings), from ``seed``, on every point of the sweep (as segmentation is
     scored; no point cap); a checkpoint trained without a mask gets the default mask, so that the
@@ -155,7 +156,12 @@ def occupancy_items(store: str, checkpoint: str | dict, split: str = "val", seed
     ck = read_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
     d = ck["data_config"]
     ratio = tuple(d["mask_ratio"]) if d["mask_ratio"][1] > 0 else MaskConfig().ratio
-    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=d["voxel_size"], augment=d["augment"],
-                                 scale=d["scale"], max_queries=d["max_queries"], seed=seed, mask_ratio=ratio,
-                                 mask_cell=d["mask_cell"]), targets=("occupancy",))
+    return StoreDataset(DataConfig(store=store, split=split, voxel_size=d["voxel_size"], augment=d["augment"],
+                                   scale=d["scale"], max_queries=d["max_queries"], seed=seed, mask_ratio=ratio,
+                                   mask_cell=d["mask_cell"]), targets=("occupancy",))
+
+
+def occupancy_items(store: str, checkpoint: str | dict, split: str = "val", seed: int = OCCUPANCY_SEED) -> list[Sample]:
+    """Every sweep of ``occupancy_dataset``, prepared."""
+    ds = occupancy_dataset(store, checkpoint, split, seed)
     return [ds[i] for i in range(len(ds))]

@@ -4,8 +4,8 @@ Labels are the store's fine classes mapped to the 16 evaluation classes (0 = ign
 the labelled sweeps are the whole train scenes ``splits.label_subset`` picks for ``labels_percent``.
 Loss: cross-entropy over labelled points, plus the Lovasz-softmax loss with ``lovasz``
 (``trainer/losses.py``). Learning rate: linear warm-up over ``warmup`` steps (0: none), then
-cosine decay to 0 at ``steps``. Step t's batch is drawn from ``default_rng([seed, FINETUNE_BATCH_STREAM,
-t])`` and its augmentation from epoch t, so a resumed run sees the batches a straight one would.
+cosine decay to 0 at ``steps``. Step t's batch is drawn from ``stream_rng(FINETUNE_BATCH_STREAM, seed,
+t)`` and its augmentation from epoch t, so a resumed run sees the batches a straight one would.
 Every ``checkpoint_every`` steps OUT/segmenter.pt is rewritten (atomically) with the weights, the
 optimiser and the step; ``resume`` continues from it after checking that the settings match
 (``trainer/checkpoint.check_resume``: a changed setting is refused, naming it, unless forced). With
@@ -29,13 +29,14 @@ import torch
 from trainer.batch import collate
 from trainer.checkpoint import (
     check_resume,
+    field_defaults,
     new_segmenter,
     read_checkpoint,
     segmenter_record,
     store_fingerprint,
     write_atomic,
 )
-from trainer.data import FINETUNE_BATCH_STREAM, SEGMENTATION, DataConfig, StoreDataset
+from trainer.data import FINETUNE_BATCH_STREAM, SEGMENTATION, DataConfig, StoreDataset, stream_rng
 from trainer.evaluate import evaluate_model
 from trainer.losses import seg_loss
 from trainer.splits import label_subset
@@ -110,7 +111,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
         now = {"init": init, "arch": arch, "voxel_size": voxel_size, "finetune_config": asdict(cfg),
                "store_fingerprint": fingerprint}
         changes = check_resume(path, ck, now, force=force_config, forceable=("finetune_config", "store_fingerprint"),
-                               ignore=RESUME_IGNORES)
+                               ignore=RESUME_IGNORES, defaults={"finetune_config": field_defaults(FinetuneConfig)})
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
@@ -135,7 +136,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
                 g["lr"] = lr_at(step, cfg)
             model.train()
             ds.epoch = step
-            rng = np.random.default_rng([cfg.seed, FINETUNE_BATCH_STREAM, step])
+            rng = stream_rng(FINETUNE_BATCH_STREAM, cfg.seed, step)
             picks = rng.choice(len(ds), min(cfg.batch_size, len(ds)), replace=False)
             batch = collate([ds[int(i)] for i in picks], voxel_size).to(dev)
             with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.classes import NUM_EVAL_CLASSES
-from trainer.batch import IN_CHANNELS, Batch
+from trainer.batch import IN_CHANNELS, Batch, require
 from trainer.occupancy import OccupancyHead
 from trainer.sparse import SparseConv3d, SparseTensor
 
@@ -155,6 +155,7 @@ class Student(nn.Module):
         if batch.valid is not None:
             out["proj"] = self.head(feats[batch.valid])
         if occupancy:
+            require(batch, "queries", "nearest", purpose="the occupancy head")
             out["occ_logits"] = self.occ_head(feats, batch.xyz, batch.queries, batch.nearest)
         return out
 

@@ -1,14 +1,14 @@
 """Labelled subsets for fine-tuning: whole scenes, chosen deterministically by seed.
 
 ``label_subset(scenes, percent, seed)``: the store's train scenes in a seeded random order
-(``default_rng([seed, 1])`` over the names sorted), taken one by one until their sweeps reach
+(``stream_rng(SPLIT_STREAM, seed)`` over the names sorted), taken one by one until their sweeps reach
 ``percent`` % of all train sweeps (at least one scene). Whole scenes keep neighbouring, near-duplicate
 sweeps out of the held-out part; the same store, percent and seed always give the same scenes.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from trainer.data import SPLIT_STREAM, stream_rng
 
 
 def label_subset(scenes: list[dict], percent: float, seed: int = 0) -> list[str]:
@@ -19,7 +19,7 @@ def label_subset(scenes: list[dict], percent: float, seed: int = 0) -> list[str]
         raise ValueError("the store has no train scenes to take labels from")
     total = sum(s["num_sweeps"] for s in train)
     target = percent / 100.0 * total
-    order = np.random.default_rng([seed, 1]).permutation(len(train))
+    order = stream_rng(SPLIT_STREAM, seed).permutation(len(train))
     chosen, count = [], 0
     for i in order:
         if chosen and count >= target:

@@ -22,19 +22,21 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
-from trainer.batch import Batch, Collate
-from trainer.checkpoint import check_resume, read_checkpoint, save_pretraining, store_fingerprint
-from trainer.data import PRETRAINING, DataConfig, StoreDataset
+from trainer.batch import Batch, Collate, require
+from trainer.checkpoint import check_resume, field_defaults, read_checkpoint, save_pretraining, store_fingerprint
+from trainer.data import EPOCH_ORDER_STREAM, PRETRAINING, DataConfig, StoreDataset, stream_rng
 from trainer.losses import DISTILLATION_LOSSES, balanced_bce, distillation_loss
 from trainer.metrics import balanced_accuracy
 from trainer.model import ModelConfig, Student
 
 # settings a resumed run may change freely: where things go and how fast, not what is learnt
+# what may change on resume without changing the result: where things are written and read (the store is
+# identified by its fingerprint, wherever it lies now), the loader's workers, and skipping damaged sweeps
+# (the error that stops a run on one tells the user to resume with --skip-bad-sweeps)
 RESUME_IGNORES = ("train_config.out", "train_config.workers", "train_config.checkpoint_every",
-                  "data_config.store")  # the store is identified by its fingerprint, wherever it lies now
+                  "train_config.skip_bad_sweeps", "data_config.store")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def loss_step(model: torch.nn.Module, batch: Batch, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
     """Loss of one batch and its parts (floats) for logging. ``model`` is a Student, or one wrapped in DDP."""
+    require(batch, "teacher", "valid", *(("occ",) if cfg.occ_weight > 0 else ()), purpose="the pretraining loss")
     out = model(batch, occupancy=cfg.occ_weight > 0)
     distill = distillation_loss(out["proj"], batch.teacher[batch.valid], cfg.loss)
     metrics = {"distill": distill.item()}
@@ -103,7 +106,7 @@ class EpochBatches(torch.utils.data.Sampler):
     def __iter__(self):
         for step in range(self.start, self.steps):
             epoch, j = divmod(step, self.per_epoch)
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            perm = stream_rng(EPOCH_ORDER_STREAM, self.seed, epoch).permutation(self.n)
             first = j * self.global_bs + self.rank * self.bs
             yield [(int(i), epoch) for i in perm[first:first + self.bs]]
 
@@ -158,7 +161,9 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
         changes = check_resume(ckpt_path, ck, {"model_config": mcfg.to_dict(), "data_config": dcfg.to_dict(),
                                                "train_config": asdict(tcfg), "store_fingerprint": fingerprint},
                                force=force_config, forceable=("data_config", "train_config", "store_fingerprint"),
-                               ignore=RESUME_IGNORES)
+                               ignore=RESUME_IGNORES, defaults={"model_config": field_defaults(ModelConfig),
+                                                                "data_config": field_defaults(DataConfig),
+                                                                "train_config": field_defaults(TrainConfig)})
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
