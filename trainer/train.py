@@ -31,7 +31,6 @@ from trainer.losses import DISTILLATION_LOSSES, balanced_bce, distillation_loss
 from trainer.metrics import balanced_accuracy
 from trainer.model import ModelConfig, Student
 
-# settings a resumed run may change freely: where things go and how fast, not what is learnt
 # what may change on resume without changing the result: where things are written and read (the store is
 # identified by its fingerprint, wherever it lies now), the loader's workers, and skipping damaged sweeps
 # (the error that stops a run on one tells the user to resume with --skip-bad-sweeps)
