@@ -81,3 +81,47 @@ def test_store_summary_names_random_teacher(small_store):
 def test_store_command_on_missing_store(tmp_path):
     res = runner.invoke(cdpipe, ["store", str(tmp_path / "nothing.zarr")])
     assert res.exit_code == 2 and "nothing.zarr" in res.output
+
+
+def test_cli_defaults_are_the_configs_defaults():
+    """The CLIs restate the config dataclasses' defaults (so that --help needs no torch); each option named
+    like a config field (or mapped to one below) must have that field's default."""
+    import typer.main
+
+    from pipeline.extract import ExtractConfig
+    from pipeline.occupancy import OccupancyGrid
+    from pipeline.store import as_attribute
+    from pipeline.teacher import TeacherConfig
+    from trainer.checkpoint import field_defaults
+    from trainer.data import DataConfig
+    from trainer.finetune import FinetuneConfig
+    from trainer.model import ModelConfig
+    from trainer.occupancy import MaskConfig
+    from trainer.probe import ProbeConfig
+    from trainer.train import TrainConfig
+
+    def defaults(*classes):
+        out = {}
+        for cls in classes:
+            out.update(field_defaults(cls))
+        return out
+
+    grid, teacher = field_defaults(OccupancyGrid), field_defaults(TeacherConfig)
+    expected = {
+        (cdtrain, "pretrain"): defaults(DataConfig, ModelConfig, TrainConfig) | {"mask_ratio": MaskConfig().ratio},
+        (cdtrain, "finetune"): defaults(DataConfig, ProbeConfig, FinetuneConfig)
+        | {"probe_points": ProbeConfig.points_per_sweep},
+        (cdpipe, "extract"): defaults(ExtractConfig) | {
+            "teacher": teacher["name"], "teacher_seed": teacher["seed"], "random_teacher": teacher["random"],
+            "image_size": "x".join(map(str, teacher["image_size"])), "occ_voxel": grid["voxel_size"],
+            "occ_free_ratio": grid["free_per_occupied"], "occ_near": grid["near_surface_m"]},
+    }
+    checked = 0
+    for (app, name), want in expected.items():
+        for param in typer.main.get_command(app).commands[name].params:
+            if param.name in want:
+                value, default = want[param.name], param.default
+                assert as_attribute(default) == as_attribute(value), f"{name} --{param.name}: CLI {default!r}, " \
+                                                                     f"config {value!r}"
+                checked += 1
+    assert checked >= 40, checked

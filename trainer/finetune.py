@@ -19,7 +19,6 @@ The linear probe is ``trainer/probe.py`` (a convex fit, not SGD); scoring is ``t
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -66,11 +65,6 @@ class FinetuneConfig:
                              "--eval-every not negative")
 
 
-def lr_at(step: int, cfg: FinetuneConfig) -> float:
-    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-    return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-
-
 def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig, voxel_size: float = 0.1,
              progress: bool = True, device: str = "cpu", resume: bool = False, skip_bad_sweeps: bool = False,
              force_config: bool = False) -> dict:
@@ -82,7 +76,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     from tqdm import tqdm
 
     from pipeline.store import open_store
-    from trainer.train import tensorboard_writer
+    from trainer.train import lr_at, tensorboard_writer
 
     group = open_store(store)
     if not group.attrs["has_labels"]:

@@ -61,7 +61,9 @@ class TrainConfig:
             raise ValueError("--steps and --batch-size must be positive and --occ-weight not negative")
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg) -> float:
+    """The learning rate of step ``step`` (from 0) for a config with ``lr``, ``warmup`` and ``steps``
+    (pretraining's and fine-tuning's): linear warm-up to ``lr``, then cosine decay to 0 at ``steps``."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
