@@ -8,7 +8,7 @@ The modules, in the order of the data path:
     losses.py      distillation, occupancy and segmentation losses
     train.py       the pretraining loop
     checkpoint.py  what is saved, read back and checked on resume
-    finetune.py, probe.py   segmentation on labels: fine-tuning, the linear probe
-    evaluate.py, metrics.py, plots.py   scores and pictures
+    finetune.py, probe.py, splits.py   segmentation on labels: fine-tuning, the linear probe, label subsets
+    evaluate.py, metrics.py, corruptions.py, plots.py   scores, corrupted inputs, pictures
 Never imports the heavy half of ``pipeline`` (dask, timm, the nuScenes devkit).
 """

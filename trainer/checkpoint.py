@@ -122,11 +122,9 @@ def check_resume(path: str, then: dict, now: dict, force: bool, forceable: tuple
 
 def save_pretraining(path: str, model: Student, optimizer, scaler, step: int, mcfg, dcfg, tcfg,
                      fingerprint: dict) -> None:
-    from dataclasses import asdict
-
     write_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                   "step": step, "model_config": mcfg.to_dict(), "data_config": dcfg.to_dict(),
-                  "train_config": asdict(tcfg), "store_fingerprint": fingerprint,
+                  "train_config": dataclasses.asdict(tcfg), "store_fingerprint": fingerprint,
                   "input_scale": list(INPUT_SCALE), "torch_rng": torch.get_rng_state()}, path)
 
 
