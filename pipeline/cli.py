@@ -156,7 +156,7 @@ def extract(
     from pipeline.extract import ExtractConfig, run_extract
     from pipeline.lock import LockError
     from pipeline.occupancy import OccupancyGrid, grid_shape
-    from pipeline.store import StoreError, check_out
+    from pipeline.store import StoreError, StoreWriteError, check_out
     from pipeline.teacher import TeacherConfig, check_teacher
 
     h, w = parse_teacher_input(image_size)
@@ -182,6 +182,8 @@ def extract(
         fail(str(e))
     try:
         summary = run_extract(cfg, command=" ".join(["cdpipe", *sys.argv[1:]]), strict=strict, break_lock=break_lock)
+    except StoreWriteError as e:  # the job ran and stopped: exit 1
+        fail(str(e), 1)
     except (StoreError, ExtractError, LockError, FileNotFoundError) as e:
         fail(str(e))
     print_store_summary(summary)
@@ -219,7 +221,9 @@ def print_store_summary(s: dict) -> None:
     h, w = s["patch_grid"]
     grid = f" ({h}x{w} patch map per camera)" if s["layout"] == "patches" else " (one vector per point)"
     typer.echo(f"  features   layout {s['layout']}{grid}, {s['feature_encoding']}")
-    if s.get("bytes"):
+    if s.get("bytes") and not s["points"]:
+        typer.echo(f"  size       {s['bytes'] / 2**20:.1f} MiB, no complete sweep yet")
+    elif s.get("bytes"):
         typer.echo(f"  size       {s['bytes'] / 2**20:.1f} MiB, {s['bytes_per_point']:.0f} bytes/point, "
                    f"{s['store_fraction_of_raw']:.3f} of raw float16 per-point features "
                    f"({s['raw_float16_bytes_per_point']} bytes/point); the feature arrays alone "
@@ -260,6 +264,10 @@ def info(url: str = typer.Argument(..., help="Store: a local path, or a file://,
         typer.echo(json.dumps(summary, indent=1))
     else:
         print_store_summary(summary)
+    for line in summary["metadata_problems"]:
+        typer.echo(f"problem: {line} (`cdpipe verify {url}` checks everything)", err=True)
+    if summary["metadata_problems"]:
+        raise typer.Exit(1)
 
 
 @app.command()

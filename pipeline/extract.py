@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.errors import ExtractError
-from pipeline.frames import FrameIndex, read_image, read_lidar
+from pipeline.frames import LIDAR, FrameIndex, coverage_problem, read_image, read_lidar
 from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
 from pipeline.projection import assign_views, sample_features
 from pipeline.store import (
@@ -36,6 +36,7 @@ from pipeline.store import (
     SAMPLING,
     SCHEMA_VERSION,
     StoreError,
+    StoreWriteError,
     as_attribute,
     check_compatible,
     check_out,
@@ -259,6 +260,7 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
                         ("sample_token", index.sample_token), ("lidar_token", index.lidar_token)):
         out[name][...] = value  # cast to the schema's dtype
     failure = list(index.failure)
+    warnings = [list(w) for w in index.warnings]  # the index's, and what reading the files finds
     clock = _StageClock()
     images = {}  # (sweep, camera) -> image, for every usable camera of the sweeps not failed
     for i in range(n):
@@ -282,6 +284,9 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         try:
             points, labels = read_lidar(index, i)
             m = len(points)
+            short = coverage_problem(points)
+            if short:
+                warnings[i].append(f"{LIDAR} {index.lidar_path[i]}: {short}")
             if m > p:
                 raise ExtractError(f"{index.lidar_path[i]} has {m} points, more than the {p} rows the store was "
                                    f"made with; rerun with --overwrite to rebuild the store with room for it")
@@ -314,7 +319,7 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         out["occ_labels"][i, :len(occ)] = occ
         out["num_points"][i], out["num_queries"][i] = m, len(occ)
     out["failure"] = np.array(failure, dtype=object)
-    out["warnings"] = np.array(["" if failure[i] else "\n".join(index.warnings[i]) for i in range(n)], dtype=object)
+    out["warnings"] = np.array(["" if failure[i] else "\n".join(warnings[i]) for i in range(n)], dtype=object)
 
     sl = slice(first_sweep, first_sweep + n)
     if job:
@@ -333,7 +338,7 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
     clock.lap("write")
     return {"sweeps": n, "done": int(done.sum()), **clock.seconds,
             "failures": {first_sweep + i: f for i, f in enumerate(failure) if f},
-            "warnings": {first_sweep + i: list(w) for i, w in enumerate(index.warnings) if w and not failure[i]}}
+            "warnings": {first_sweep + i: w for i, w in enumerate(warnings) if w and not failure[i]}}
 
 
 def _write_features(cfg: ExtractConfig, out: dict, i: int, maps, cams: np.ndarray, camera: np.ndarray,
@@ -397,24 +402,49 @@ _LOCAL_WORKER_CONFIG = {
 }
 
 
-def check_teacher_never_saw(teacher: TeacherConfig, dataroot: str) -> None:
+def check_teacher_never_saw(teacher: TeacherConfig, dataroot: str, version: str) -> None:
     """Refuse a stand-in teacher trained on frames of the very synthetic world it would be extracted on
-    (its weights file records the world's ``synth.json``; evaluation worlds must be disjoint from it)."""
+    (evaluation worlds must be disjoint from it). Its weights file records the world's ``synth.json``; the
+    world is recognised by its scene tokens, which the generator derives from its seed, so deleting or
+    editing the dataroot's ``synth.json`` does not hide it."""
     import json
 
+    from pipeline.synth.write import scene_token
     from pipeline.teacher import weights_description
 
     if teacher.weights is None:
         return
     seen = (weights_description(teacher.weights).get("stand_in") or {}).get("world") or {}
-    synth = os.path.join(dataroot, "synth.json")
-    if "seed" not in seen or not os.path.isfile(synth):
+    if "seed" not in seen:
         return
-    with open(synth) as f:
-        seed = json.load(f).get("seed")
-    if seed == seen["seed"]:
-        raise ExtractError(f"teacher weights {teacher.weights} were trained on frames of synthetic world seed {seed}, "
-                           f"the world in {dataroot}: extract a world written with another --seed")
+    tables = os.path.join(dataroot, version, "scene.json")
+    try:
+        with open(tables) as f:
+            tokens = {r.get("token") for r in json.load(f)}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return  # the index reports unreadable tables
+    theirs = {scene_token(seen["seed"], i) for i in range(int(seen.get("scenes", 0)) or 1000)}
+    if tokens & theirs:
+        raise ExtractError(f"teacher weights {teacher.weights} were trained on frames of synthetic world seed "
+                           f"{seen['seed']}, and {len(tokens & theirs)} scenes of {dataroot} are from that world: "
+                           f"extract a world written with another --seed")
+
+
+def check_orientation(size: tuple[int, int], image_hw: np.ndarray) -> None:
+    """Refuse a teacher input (``size`` = (H, W)) that stands the other way from the cameras' images
+    (``image_hw`` [K, 2]): ``--image-size`` is HEIGHTxWIDTH, and 448x224 given for 224x448 would feed the
+    teacher portrait images of landscape cameras without a word."""
+    h, w = size
+    cams = np.asarray(image_hw).reshape(-1, 2)
+    cams = cams[(cams > 0).all(axis=1) & (cams[:, 0] != cams[:, 1])]
+    if h == w or not len(cams):
+        return
+    landscape = bool((cams[:, 1] > cams[:, 0]).mean() >= 0.5)
+    if (w > h) != landscape:
+        ch, cw = (int(v) for v in cams[0])
+        raise ExtractError(f"--image-size {h}x{w} is HEIGHTxWIDTH: a {'portrait' if h > w else 'landscape'} teacher "
+                           f"input ({w} wide, {h} high) for {'landscape' if landscape else 'portrait'} cameras "
+                           f"({cw}x{ch}); did you mean --image-size {w}x{h}?")
 
 
 def _lost_attempts(dask_scheduler=None) -> int:
@@ -444,7 +474,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
 
     check_out(cfg.out, cfg.overwrite)
     cfg = dataclasses.replace(cfg, out=local_path(cfg.out))  # one spelling for the store, its lock and the tasks
-    check_teacher_never_saw(cfg.teacher, cfg.dataroot)
+    check_teacher_never_saw(cfg.teacher, cfg.dataroot, cfg.version)
     started = time.perf_counter()
     lock = StoreLock(local_path(cfg.out), break_stale=break_lock).acquire()
     # the tables are read in a thread while the cluster starts and its workers build the teacher
@@ -471,6 +501,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
         warm = [client.submit(warm_worker, cfg.teacher, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]] or [client.submit(warm_worker, cfg.teacher, pure=False)]
         index = index_future.result()
+        check_orientation(cfg.teacher.image_size, index.image_hw[index.camera_ok])
         if all(index.failure):
             raise ExtractError(f"every one of the {len(index)} sweeps is unusable; the first: {index.failure[0]}")
         if strict and any(index.failure):
@@ -505,6 +536,13 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
                 s0 = futures[fut]
                 try:
                     result = fut.result()
+                except OSError as e:  # the task's input errors are ExtractErrors: this is the store's side
+                    rows = range(s0, min(s0 + k, len(index)))
+                    raise StoreWriteError(
+                        f"writing {cfg.out} failed in the task for sweeps {rows.start}-{rows.stop - 1}: "
+                        f"{type(e).__name__}: {decode_reason(e)}. The input is not at fault: free space on that "
+                        f"file system (or fix its permissions) and rerun the same command; the sweeps already "
+                        f"complete are kept") from None
                 except Exception as e:  # the whole task failed: a worker died repeatedly, or a bug
                     why = ("Dask workers died repeatedly running it (often out of memory: lower --workers, "
                            "--tasks-per-worker or --sweeps-per-shard)" if isinstance(e, KilledWorker)

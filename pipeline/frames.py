@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.classes import FINE_CLASSES
 from pipeline.errors import ExtractError
 from pipeline.geometry import invert_transform, make_transform
+from pipeline.store import MAX_RANGE_M
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 CAMERA_GRID = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),  # the cameras as a picture shows them
@@ -21,6 +23,7 @@ LIDAR = "LIDAR_TOP"
 SPLITS = ("all", "train", "val", "test", "mini_train", "mini_val")
 LIDAR_FIELDS = 5  # one nuScenes .pcd.bin point: x, y, z, intensity, ring, each a float32
 LIDAR_RECORD_BYTES = 4 * LIDAR_FIELDS
+NUM_FINE_CLASSES = len(FINE_CLASSES)  # lidarseg labels are 0 .. NUM_FINE_CLASSES - 1
 
 
 @dataclass(frozen=True)
@@ -131,10 +134,44 @@ def _transform(record) -> np.ndarray:
                           np.asarray(record["translation"], dtype=np.float64))
 
 
+#: The tables a sweep's records come from; a token that appears twice in one of them is ambiguous
+#: (the devkit silently keeps the last record), so a sweep that needs it fails.
+TOKEN_TABLES = ("sample", "sample_data", "ego_pose", "calibrated_sensor", "lidarseg")
+
+
+def duplicated_tokens(nusc) -> dict[str, dict[str, int]]:
+    """{table: {token: count}} of the tokens that appear more than once in each of ``TOKEN_TABLES``."""
+    from collections import Counter
+
+    out = {}
+    for table in TOKEN_TABLES:
+        counts = Counter(r.get("token") for r in getattr(nusc, table, None) or ())
+        out[table] = {tok: n for tok, n in counts.items() if n > 1}
+    return out
+
+
+class _Tables:
+    """``nusc.get`` that refuses a token its table holds more than once."""
+
+    def __init__(self, nusc, duplicates: dict[str, dict[str, int]]):
+        self.nusc, self.duplicates = nusc, duplicates
+
+    def get(self, table: str, token: str) -> dict:
+        n = self.duplicates.get(table, {}).get(token)
+        if n:
+            raise ExtractError(f"{table} token {token} appears {n} times in {table}.json: the tables are ambiguous "
+                               f"(the devkit would silently use the last record); give each record its own token")
+        return self.nusc.get(table, token)
+
+
 def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict:
     """One row of the index; raises ExtractError when the sweep cannot be extracted at all. A camera that
-    cannot be used is left out (camera_ok false) with a warning naming it and the reason."""
+    cannot be used is left out (camera_ok false) with a warning naming it and the reason. ``nusc``: the
+    tables (a ``_Tables``)."""
     where = f"sample {sample['token']}"
+    if lidar.get("sample_token") != sample["token"]:
+        raise ExtractError(f"{where} names {LIDAR} sample_data {lidar['token']}, which belongs to sample "
+                           f"{lidar.get('sample_token')}: the tables are inconsistent")
     lidar_path = inside_dataroot(root, lidar["filename"], f"{where}, {LIDAR} sample_data {lidar['token']}")
     if not os.path.isfile(lidar_path):
         raise ExtractError(f"LiDAR file missing: {lidar_path} ({where})")
@@ -163,6 +200,9 @@ def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict
             problem = "the sample has no image of this camera"
         else:
             cam = nusc.get("sample_data", sample["data"][ch])
+            if cam.get("sample_token") != sample["token"]:
+                raise ExtractError(f"{where} names {ch} sample_data {cam['token']}, which belongs to sample "
+                                   f"{cam.get('sample_token')}: the tables are inconsistent")
             cs = nusc.get("calibrated_sensor", cam["calibrated_sensor_token"])
             pose = nusc.get("ego_pose", cam["ego_pose_token"])
             ts, hw = cam["timestamp"], (int(cam["height"]), int(cam["width"]))
@@ -199,6 +239,8 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
     root = os.path.realpath(nusc.dataroot)
     split_of = _scene_splits(version)
     has_labels = bool(getattr(nusc, "lidarseg", None))
+    duplicates = duplicated_tokens(nusc)
+    tables = _Tables(nusc, duplicates)
     rows: list[dict] = []
     scenes = []
     for scene in sorted(nusc.scene, key=lambda s: s["name"]):
@@ -212,7 +254,9 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
             lidar = nusc.get("sample_data", sample["data"][LIDAR])
             try:
                 try:
-                    row = _sweep(nusc, root, sample, lidar, has_labels)
+                    for table, token in (("sample", tok), ("sample_data", sample["data"][LIDAR])):
+                        tables.get(table, token)
+                    row = _sweep(tables, root, sample, lidar, has_labels)
                     row["failure"] = ""
                 except (KeyError, TypeError, ValueError) as e:  # a record the tables point to is absent or malformed
                     raise ExtractError(f"sample {sample['token']}: a table record it needs is missing or malformed "
@@ -229,6 +273,7 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
                        "first_sweep": first, "num_sweeps": len(rows) - first})
     if not rows:
         raise ValueError(f"no keyframes in {dataroot} version {version} split {split}")
+    _fail_shared_files(rows)
 
     def col(key, dtype=None):
         return np.array([r[key] for r in rows], dtype=dtype)
@@ -244,6 +289,21 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
         warnings=tuple(tuple(r["warn"]) for r in rows))
 
 
+def _fail_shared_files(rows: list[dict]) -> None:
+    """Fail every sweep whose LiDAR file another sweep's record also names: one of them would silently
+    hold the other's point cloud with its own poses and images."""
+    by_file: dict[str, list[int]] = {}
+    for s, row in enumerate(rows):
+        if not row["failure"]:
+            by_file.setdefault(row["lidar"], []).append(s)
+    for path, sweeps in by_file.items():
+        if len(sweeps) > 1:
+            samples = ", ".join(rows[s]["sample"] for s in sweeps)
+            for s in sweeps:
+                rows[s]["failure"] = (f"LiDAR file {path} is named by the records of {len(sweeps)} sweeps (samples "
+                                      f"{samples}): each sweep needs a file of its own; fix the tables' filenames")
+
+
 def read_lidar(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Sweep ``i``'s points [N, 5] float32 (x, y, z, intensity, ring) and lidarseg labels [N] uint8 (None
     without labels), each file checked against what the tables say."""
@@ -257,6 +317,9 @@ def read_lidar(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None
                            f"{LIDAR_FIELDS} (x, y, z, intensity, ring): the file is truncated or not a nuScenes "
                            ".pcd.bin")
     points = raw.reshape(-1, LIDAR_FIELDS)
+    problem = points_problem(points)
+    if problem:
+        raise ExtractError(f"LiDAR file {path}: {problem}: the file is corrupt, or not a nuScenes .pcd.bin")
     labels = None
     if index.label_path is not None:
         lpath = index.label_path[i]
@@ -266,7 +329,67 @@ def read_lidar(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None
             raise ExtractError(f"cannot read lidarseg file {lpath}: {e}") from None
         if len(labels) != len(points):
             raise ExtractError(f"lidarseg file {lpath} has {len(labels)} labels for {len(points)} points in {path}")
+        bad = np.unique(labels[labels >= NUM_FINE_CLASSES])
+        if len(bad):
+            raise ExtractError(f"lidarseg file {lpath} holds labels {', '.join(map(str, bad[:8].tolist()))} outside "
+                               f"0-{NUM_FINE_CLASSES - 1} (the {NUM_FINE_CLASSES} lidarseg classes)")
     return points, labels
+
+
+def points_problem(points: np.ndarray) -> str | None:
+    """Why the LiDAR points [N, 5] (x, y, z, intensity, ring) cannot be used, or None: a value that is not
+    finite, or a point farther than ``MAX_RANGE_M`` on some axis."""
+    nonfinite = ~np.isfinite(points).all(axis=1)
+    far = np.isfinite(points[:, :3]).all(axis=1) & (np.abs(points[:, :3]) > MAX_RANGE_M).any(axis=1)
+    parts = []
+    if nonfinite.any():
+        parts.append(f"{int(nonfinite.sum())} points hold NaN or inf (first: row {int(np.argmax(nonfinite))})")
+    if far.any():
+        row = int(np.argmax(far))
+        parts.append(f"{int(far.sum())} points lie more than {MAX_RANGE_M:g} m from the sensor (first: row {row}, "
+                     f"xyz {points[row, :3].tolist()})")
+    return "; ".join(parts) or None
+
+
+SECTOR_DEG = 2  # the azimuth sectors of the coverage check (a cut of 4 degrees or more empties one)
+LIDAR_BEAMS = 32  # nuScenes' HDL-32E: ring indices 0 .. 31
+
+
+def coverage_problem(points: np.ndarray, beams: int = LIDAR_BEAMS) -> str | None:
+    """Whether a sweep looks cut short, as a warning (or None). A file truncated at a whole number of points
+    leaves no other trace when there are no labels to count against, but a spinning LiDAR returns points
+    all round (obstacles return points; only the sky returns none, to the upper beams), and its file
+    lists the returns in firing order, beam after beam or azimuth after azimuth:
+
+    - ring after ring (the ring column never decreases): the last ring must be the last beam
+      (``beams`` - 1) and must have points in every ``SECTOR_DEG``-degree sector of azimuth;
+    - otherwise: every sector must hold points of some beam.
+    """
+    if len(points) == 0:
+        return None
+    ring = points[:, 4]
+    if np.all(np.diff(ring) >= 0):
+        last = int(ring[-1])
+        if last < beams - 1:
+            return (f"its rings stop at {last}, not {beams - 1}, in a file that lists one ring after another: "
+                    f"the LiDAR file may be truncated")
+        empty = _empty_sectors(points[ring == ring[-1]])
+        where = f"its last ring ({last})"
+    else:
+        empty = _empty_sectors(points)
+        where = "it"
+    if not len(empty):
+        return None
+    return (f"{where} has no point in {len(empty) * SECTOR_DEG} of 360 degrees of azimuth (first empty sector "
+            f"{int(empty[0]) * SECTOR_DEG}-{int(empty[0]) * SECTOR_DEG + SECTOR_DEG} deg): the LiDAR file may be "
+            f"truncated")
+
+
+def _empty_sectors(points: np.ndarray) -> np.ndarray:
+    azimuth = np.degrees(np.arctan2(points[:, 1], points[:, 0])) % 360.0
+    sectors = 360 // SECTOR_DEG
+    counts = np.bincount(np.minimum(azimuth // SECTOR_DEG, sectors - 1).astype(np.int64), minlength=sectors)
+    return np.nonzero(counts == 0)[0]
 
 
 def read_image(path: str, hw, size: tuple[int, int] | None = None) -> np.ndarray:

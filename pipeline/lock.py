@@ -7,7 +7,9 @@ every ``HEARTBEAT_S`` seconds. It lies beside the store, not in it (``--overwrit
 folder), under the store's resolved path, so two spellings of one store share one lock. A lock is
 **stale** when its process is gone (same host, no such pid), its heartbeat is older than
 ``STALE_AFTER_S`` (a job on another host, or a machine that died), or it cannot be parsed; a stale lock
-is broken only when asked (``--break-lock``), a live one never. Breaking happens under a second
+is broken only when asked (``--break-lock``), a live one never, except that a lock whose process is
+known dead (same host, no such pid: a client killed with SIGKILL) is broken without asking, so that
+rerunning the same command resumes. Breaking happens under a second
 exclusive file, ``STORE.lock.break``, and removes the lock only if it is still the stale record that
 was judged, so two jobs breaking one stale lock cannot both win. Every task checks that the lock still
 names its job before it writes and again before it marks sweeps done (``check_holder``): workers left
@@ -74,6 +76,21 @@ def stale_reason(record: dict) -> str | None:
     return None
 
 
+def holder_died_here(record: dict) -> bool:
+    """Whether the lock's holder is known dead: it ran on this host and its process no longer exists (a
+    client killed with SIGKILL, a machine that rebooted). Its lock is broken without being asked; a holder
+    on another host is judged by its heartbeat alone, which only ``--break-lock`` overrides."""
+    if record.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError, OverflowError):
+        return False
+    return False
+
+
 def describe(record: dict) -> str:
     return (f"job {record.get('job')} on host {record.get('host')}, pid {record.get('pid')}, started "
             f"{record.get('started_utc')}, last heartbeat {record.get('heartbeat_utc')}")
@@ -112,7 +129,7 @@ class StoreLock:
             if why is None:
                 raise LockError(f"{self.store} is being written by another job ({describe(held)}); wait for "
                                 f"it to finish, or write to another --out")
-            if not self.break_stale:
+            if not (self.break_stale or holder_died_here(held)):
                 raise LockError(f"{self.store} has a stale lock {self.path} ({describe(held)}; {why}). If no "
                                 f"job is writing the store, rerun with --break-lock")
             if self._break(held):

@@ -144,18 +144,39 @@ class StoreError(RuntimeError):
     """A store that this code cannot read or extend; the message says why and what to do."""
 
 
-class DamagedChunk(StoreError):
-    """A chunk of a store that does not decode (its checksum fails, or its codec cannot read it); the
-    message names the array, sweep, sample token and chunk key.
+class StoreWriteError(StoreError):
+    """Writing the store failed on its own side (a full disk, a read-only folder) while a job ran; the
+    input is not at fault and a rerun resumes."""
+
+
+class BadSweep(StoreError):
+    """A sweep whose stored data cannot be used: a chunk that does not decode (``DamagedChunk``) or values
+    that no extract writes (``BadValues``); the message names the array, sweep, sample token and chunk.
+    ``cdtrain --skip-bad-sweeps`` records such a sweep and goes on.
 
     PyTorch's DataLoader re-raises an exception from a worker process as ``type(e)(text)``, the text
     being the worker's whole traceback; the last line of that text is our message, which is kept alone,
     so the error stays one line wherever it is raised."""
 
     def __init__(self, message: str):
-        if message.startswith("Caught DamagedChunk"):
-            message = message.rstrip().splitlines()[-1].split("DamagedChunk: ", 1)[-1]
+        if message.startswith("Caught "):
+            message = message.rstrip().splitlines()[-1].split(f"{type(self).__name__}: ", 1)[-1]
         super().__init__(message)
+
+
+class DamagedChunk(BadSweep):
+    """A chunk of a store that does not decode (its checksum fails, or its codec cannot read it)."""
+
+
+class BadValues(BadSweep):
+    """A sweep whose chunks decode but hold values no extract writes (NaN, a point kilometres away, a label
+    outside the classes): written by an older or foreign writer, or edited since."""
+
+
+#: No LiDAR return lies farther than this from its sensor on any axis (nuScenes' HDL-32E reaches ~70 m, the
+#: longest automotive sensors a few hundred): the extract fails a sweep holding such a point, and readers
+#: refuse one.
+MAX_RANGE_M = 1000.0
 
 
 def codecs(spec: ArraySpec) -> dict:
@@ -251,6 +272,8 @@ def open_store(url: str, mode: str = "r"):
                          f"s3:// or gs://")
     if scheme != "file" and mode != "r":
         raise StoreError(f"{url}: stores are written to local paths (or file:// URLs) only; {scheme}:// is read-only")
+    if scheme in ("http", "https"):
+        check_byte_ranges(url)
     try:
         group = zarr.open_group(url, mode=mode)
         attrs = dict(group.attrs)
@@ -265,6 +288,26 @@ def open_store(url: str, mode: str = "r"):
         raise StoreError(f"{url} {what}: {type(e).__name__}: {decode_reason(e)}") from None
     check_compatible(attrs, url)
     return group
+
+
+def check_byte_ranges(url: str) -> None:
+    """Refuse an HTTP server that ignores byte ranges (Python's ``http.server`` does): zarr reads each
+    chunk of a sharded array as a byte range of its shard, so through such a server every shard would
+    read as damaged. One request for the first byte of the root ``zarr.json``; a server that cannot be
+    reached is left for the open to report."""
+    import urllib.request
+
+    request = urllib.request.Request(url.rstrip("/") + "/zarr.json", headers={"Range": "bytes=0-0"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, head = response.status, response.read(2)
+    except Exception:
+        return
+    if status == 200 and len(head) > 1:
+        raise StoreError(f"{url}: the server ignores HTTP byte ranges (asked for the first byte of zarr.json, it sent "
+                         f"the whole file); zarr reads sharded arrays by byte range, so their chunks would read as "
+                         f"damaged. Serve the store with a server that honours ranges (nginx, S3, GCS, "
+                         f"`python -m RangeHTTPServer`...) or copy it locally.")
 
 
 def store_url(group) -> str:
@@ -529,14 +572,38 @@ def check_out(url: str, overwrite: bool) -> None:
         # opening with mode "w" would delete whatever is there
         raise StoreError(f"--out {url} exists and is not a Zarr store; refusing to write over it. Choose another "
                          "--out.")
-    if os.path.exists(meta) and not overwrite:
-        try:
-            with open(meta) as f:
-                attrs = json.load(f).get("attributes", {})
-        except (OSError, ValueError) as e:
-            raise StoreError(f"--out {url}: cannot read its zarr.json ({e}); pass --overwrite to start it "
-                             "again") from None
+    if not os.path.exists(meta):
+        return
+    try:
+        with open(meta) as f:
+            root = json.load(f)
+        attrs = root.get("attributes", {})
+    except (OSError, ValueError, AttributeError) as e:
+        root, attrs, unreadable = None, None, e
+    if overwrite:
+        _check_overwrite(url, path, root)
+    elif attrs is None:
+        raise StoreError(f"--out {url}: cannot read its zarr.json ({unreadable}); pass --overwrite to start it "
+                         "again") from None
+    else:
         check_compatible(attrs, url)
+
+
+def _check_overwrite(url: str, path: str, root: dict | None) -> None:
+    """``--overwrite`` deletes the folder: refuse unless it is a teacher-feature store (its zarr.json names a
+    schema_version, or cannot be read) holding nothing but its own arrays, so that no foreign Zarr group
+    and no file a person put beside the arrays is lost."""
+    if root is not None and "schema_version" not in (root.get("attributes") or {}):
+        raise StoreError(f"--out {url} is a Zarr group but not a teacher-feature store (no schema_version "
+                         f"attribute); --overwrite deletes only stores that cdpipe wrote. Choose another --out.")
+    consolidated = ((root or {}).get("consolidated_metadata") or {}).get("metadata") or {}
+    ours = {"zarr.json", *ARRAY_SPECS, *(name.split("/")[0] for name in consolidated)}
+    foreign = sorted(set(os.listdir(path)) - ours)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise StoreError(f"--out {url} holds {shown}, which cdpipe did not write; --overwrite would delete "
+                         f"{'them' if len(foreign) > 1 else 'it'}. Move {'them' if len(foreign) > 1 else 'it'} "
+                         f"out of the store, or choose another --out.")
 
 
 def consolidate(url: str) -> None:

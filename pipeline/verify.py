@@ -11,16 +11,19 @@ reads stores by URL like the trainer.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pipeline.classes import FINE_CLASSES
 from pipeline.store import (
     ARRAY_SPECS,
     ATTRIBUTES,
     ENCODINGS,
     LAYOUTS,
+    MAX_RANGE_M,
     StoreError,
     chunk_key,
     decode_reason,
@@ -60,6 +63,40 @@ def _object_exists(group, key: str) -> bool:
     return bool(sync(group.store.exists(key)))
 
 
+def array_metadata_problems(group) -> list[Problem]:
+    """Each array's own ``zarr.json`` against the copy consolidated into the root ``zarr.json``, which zarr
+    (and so this code) reads: a reader that opens one array alone reads the array's own file, so the two
+    must agree. A file that is missing, does not parse, or differs is a problem naming the array."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+    from zarr.core.sync import sync
+
+    consolidated = getattr(group.metadata, "consolidated_metadata", None)
+    if consolidated is None:
+        return []  # nothing to disagree with: zarr read each array's own file
+    problems = []
+    for name, meta in sorted(consolidated.metadata.items()):
+        key = f"{name}/zarr.json"
+        try:
+            raw = sync(group.store.get(key, prototype=default_buffer_prototype()))
+            if raw is None:
+                raise FileNotFoundError("missing")
+            own = ArrayV3Metadata.from_dict(json.loads(raw.to_bytes())).to_dict()
+        except Exception as e:  # missing, truncated, not JSON, not array metadata
+            problems.append(Problem("damaged", f"its own zarr.json cannot be read ({type(e).__name__}: "
+                                               f"{decode_reason(e)}); the copy in the root zarr.json still "
+                                               f"opens it, but a reader of this array alone cannot",
+                                    array=name, chunk=key))
+            continue
+        ours = meta.to_dict()
+        differ = sorted(k for k in set(own) | set(ours) if own.get(k) != ours.get(k))
+        if differ:
+            shown = "; ".join(f"{k}: {own.get(k)!r} here, {ours.get(k)!r} there" for k in differ[:3])
+            problems.append(Problem("damaged", f"its own zarr.json disagrees with the copy in the root zarr.json "
+                                               f"({shown})", array=name, chunk=key))
+    return problems
+
+
 def check_layout(group) -> list[Problem]:
     """Attributes present, every array of the schema present with the shape and dtype they imply."""
     attrs = dict(group.attrs)
@@ -74,7 +111,7 @@ def check_layout(group) -> list[Problem]:
     if list(attrs["patch_grid"]) != grid_hw:
         return [Problem("attributes", f"patch_grid {attrs['patch_grid']} is not the teacher's image_size "
                                       f"{t['image_size']} over its patch_size {t['patch_size']} ({grid_hw})")]
-    problems = []
+    problems = array_metadata_problems(group)
     foreign = sorted(set(group.array_keys()) - {spec.name for spec in expected_arrays(attrs)})
     if foreign:
         problems.append(Problem("shape", f"arrays that a {attrs['layout']}/{attrs['feature_encoding']} store does not "
@@ -112,11 +149,25 @@ def _value_problems(rows: dict, attrs: dict, camera_hw: np.ndarray) -> list[tupl
                                   f"grid {shape.tolist()}"))
     if not np.isin(rows["occ_labels"], (0, 1)).all():
         out.append(("occ_labels", "labels other than 0 (free) and 1 (occupied)"))
+    xyz = rows["points"][:, :3]
+    far = np.isfinite(xyz).all(axis=1) & (np.abs(xyz) > MAX_RANGE_M).any(axis=1)
+    if far.any():
+        out.append(("points", f"{int(far.sum())} points lie more than {MAX_RANGE_M:g} m from the sensor"))
+    labels = rows.get("labels")
+    if labels is not None and len(labels) and int(labels.max()) >= len(FINE_CLASSES):
+        out.append(("labels", f"{int((labels >= len(FINE_CLASSES)).sum())} labels outside 0-{len(FINE_CLASSES) - 1} "
+                              f"(the lidarseg classes; up to {int(labels.max())})"))
     cam = rows["camera"]
     if ((cam >= len(attrs["cameras"])) | (cam < -1)).any() or not np.array_equal(rows["valid"], cam >= 0):
         out.append(("camera", "camera indices out of range, or valid does not equal camera >= 0"))
     elif len(cam) and (camera_hw[np.unique(cam[cam >= 0])] <= 0).any():  # the frame of pixel, and of the features
         out.append(("camera_hw", "a camera that sees points has no image size"))
+    elif len(cam):
+        seen = cam >= 0
+        uv, hw = rows["pixel"][seen], camera_hw[cam[seen]]
+        outside = ~((uv >= 0) & (uv <= hw[:, ::-1])).all(axis=1)  # continuous (u, v) within [0, W] x [0, H]
+        if outside.any():
+            out.append(("pixel", f"{int(outside.sum())} pixels of seen points lie outside their camera's image"))
     return out
 
 
@@ -267,6 +318,7 @@ def store_info(url: str) -> dict:
     raw = 2 * a["feature_dim"] * total_points
     return {
         "store": store_url(group) if "://" in url else url, "schema_version": a["schema_version"],
+        "metadata_problems": [p.line() for p in array_metadata_problems(group)],
         "sweeps": int(done.sum()), "sweeps_total": a["num_sweeps"],
         "sweeps_failed": int(sum(1 for f in failure if f)),
         "points": total_points, "points_with_feature": n_valid,

@@ -57,11 +57,16 @@ def read_checkpoint(path: str) -> dict:
     return ck
 
 
-def store_fingerprint(attrs: dict) -> dict:
-    """What identifies a store's content for a checkpoint trained on it."""
+def store_fingerprint(attrs: dict, sweeps=None) -> dict:
+    """What identifies a store's content for a checkpoint trained on it; with ``sweeps`` (the store rows
+    the run reads), also how many of them were complete, so that resuming on a store whose extract has
+    written more since is a changed setting, not a silent one."""
     t = attrs["teacher"]
-    return {"num_sweeps": attrs["num_sweeps"], "feature_dim": attrs["feature_dim"], "teacher": t["name"],
-            "weights": t["weights"], "created_utc": attrs["provenance"]["created_utc"]}
+    out = {"num_sweeps": attrs["num_sweeps"], "feature_dim": attrs["feature_dim"], "teacher": t["name"],
+           "weights": t["weights"], "created_utc": attrs["provenance"]["created_utc"]}
+    if sweeps is not None:
+        out["complete_sweeps"] = len(sweeps)
+    return out
 
 
 def field_defaults(config_class) -> dict:

@@ -47,9 +47,10 @@ def pretrain(
     head_hidden: int = typer.Option(512, help="Hidden width of the MLP head."),
     loss: str = typer.Option("cosine", help="Distillation loss: cosine or l2."),
     occ_weight: float = typer.Option(1.0, help="Weight of the occupancy loss (0 disables the task)."),
-    mask_ratio: tuple[float, float] = typer.Option((0.3, 0.5), help="Occupancy task: each step hides this "
-                                                   "fraction (uniform between the two) of the sweep's cubes from "
-                                                   "the student and asks about them; 0 0 hides nothing."),
+    mask_ratio: tuple[float, float] = typer.Option(None, help="Occupancy task: each step hides this fraction "
+                                                   "(uniform between the two) of the sweep's cubes from the student "
+                                                   "and asks about them (default: 0.3 0.5, or 0 0 with --occ-weight "
+                                                   "0, which has no task to hide points for)."),
     mask_cell: float = typer.Option(2.0, help="Occupancy task: edge of the hidden cubes (m), a multiple of the "
                                               "store's occupancy voxel."),
     max_points: int = typer.Option(0, help="Keep a random subset of this many points of each sweep (0: all); "
@@ -78,6 +79,7 @@ def pretrain(
     from pipeline.store import StoreError
     from trainer.data import DataConfig
     from trainer.model import ModelConfig
+    from trainer.occupancy import MaskConfig
     from trainer.train import TrainConfig
     from trainer.train import pretrain as run
 
@@ -86,6 +88,8 @@ def pretrain(
 
         feature_dim = int(open_store(store).attrs["feature_dim"])
         mcfg = ModelConfig(arch=model, feature_dim=feature_dim, head_layers=head_layers, head_hidden=head_hidden)
+        if mask_ratio is None:  # the occupancy task's mask, only when there is a task
+            mask_ratio = MaskConfig().ratio if occ_weight > 0 else (0.0, 0.0)
         dcfg = DataConfig(store=store, split=split, voxel_size=voxel_size, seed=seed, mask_ratio=mask_ratio,
                           mask_cell=mask_cell, max_points=max_points)
         tcfg = TrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, loss=loss,
@@ -98,8 +102,11 @@ def pretrain(
     m = result["metrics"]
     first = _first_metrics(out)
     typer.echo(f"\npretrained {model} for {result['step']} steps on {store}")
-    typer.echo(f"  distillation loss {first.get('distill', float('nan')):.4f} -> {m.get('distill', float('nan')):.4f}"
-               + (f", occupancy loss {first.get('occ', float('nan')):.4f} -> {m['occ']:.4f}" if "occ" in m else ""))
+    def shown(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    typer.echo(f"  distillation loss {shown(first.get('distill'))} -> {shown(m.get('distill'))}"
+               + (f", occupancy loss {shown(first.get('occ'))} -> {shown(m['occ'])}" if "occ" in m else ""))
     typer.echo(f"  checkpoint {result['checkpoint']}, metrics {out}/metrics.jsonl")
     _report_skipped(out)
     from trainer.sparse import backend_name
@@ -108,9 +115,9 @@ def pretrain(
 
 
 def _skip_hint(error: Exception) -> str:
-    from pipeline.store import DamagedChunk
+    from pipeline.store import BadSweep
 
-    return "; --skip-bad-sweeps trains past damaged sweeps, recording them" if isinstance(error, DamagedChunk) else ""
+    return "; --skip-bad-sweeps trains past damaged sweeps, recording them" if isinstance(error, BadSweep) else ""
 
 
 def _report_skipped(out: str) -> None:

@@ -26,8 +26,18 @@ import numpy as np
 import torch
 
 from pipeline.classes import FINE_TO_EVAL
-from pipeline.store import DamagedChunk, open_store, read_column, sweep_rows
-from trainer.batch import Sample
+from pipeline.store import (
+    MAX_RANGE_M,
+    BadSweep,
+    BadValues,
+    chunk_key,
+    feature_arrays,
+    open_store,
+    read_column,
+    store_url,
+    sweep_rows,
+)
+from trainer.batch import Sample, check_fields
 from trainer.occupancy import MaskConfig, balance_by_offset, hide
 
 # Random streams: every random draw of the trainer comes from ``stream_rng(STREAM, seed, *key)``, with a
@@ -57,6 +67,9 @@ PRETRAINING = TARGETS
 SEGMENTATION: tuple[str, ...] = ()  # fine-tuning and scoring: points and labels only
 
 
+STORE_SPLITS = ("train", "val", "all")  # the scenes of a store a run may use
+
+
 @dataclass(frozen=True)
 class DataConfig:
     store: str
@@ -73,8 +86,11 @@ class DataConfig:
     max_points: int = 0  # keep a random subset of this many points per sweep (0: all), as loaders cap clouds
 
     def __post_init__(self):
-        if self.max_points < 0:
-            raise ValueError(f"--max-points {self.max_points}: must be 0 (all points) or positive")
+        if self.split not in STORE_SPLITS:
+            raise ValueError(f"--split {self.split!r}: choose one of {', '.join(STORE_SPLITS)}")
+        check_fields(self, positive=("voxel_size", "max_queries"), not_negative=("max_points",))
+        if not 0 <= self.scale < 1:
+            raise ValueError(f"scale {self.scale}: the augmentation's scaling must lie in [0, 1)")
         self.mask  # validates
 
     @property
@@ -94,7 +110,8 @@ def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_dam
 
     def mark(s0: int, error) -> None:
         unreadable[s0:s0 + step] = True
-        on_damage(s0, error)
+        for s in range(s0, min(s0 + step, n)):  # every sweep of the chunk is lost, and recorded
+            on_damage(s, error)
 
     done = read_column(group, "done", on_damage=mark if on_damage else None).astype(bool)
     scene_of = read_column(group, "scene_index", on_damage=mark if on_damage else None)
@@ -106,13 +123,31 @@ def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_dam
     return np.nonzero(done & keep[scene_of])[0]
 
 
+def incomplete_sweeps(group, split: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
+    """How many sweeps of the scenes in ``split`` (and ``names``) are not complete: ``failed`` (the extract
+    recorded why) and ``not_written`` (an extract still running, or interrupted). Damaged chunks of these
+    columns count as not written."""
+    def lenient(name: str) -> np.ndarray:
+        return read_column(group, name, on_damage=lambda s0, e: None)
+
+    done, failure, scene_of = lenient("done") == 1, lenient("failure"), lenient("scene_index")
+    scenes = group.attrs["scenes"]
+    keep = np.array([(split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)
+                     for sc in scenes])
+    mine = keep[np.clip(scene_of, 0, len(scenes) - 1)] & (scene_of >= 0)
+    failed = np.array([bool(f) for f in failure])
+    return {"failed": int((mine & ~done & failed).sum()), "not_written": int((mine & ~done & ~failed).sum())}
+
+
 class StoreDataset(torch.utils.data.Dataset):
     """Sweep i of the chosen scenes, read and prepared as a ``Sample`` with ``targets`` (some of
     ``TARGETS``; see the module docstring).
 
-    A sweep whose chunks do not decode raises ``DamagedChunk`` (one line naming array, sweep and chunk),
-    unless ``skip_log`` is given: then it is recorded there (one JSON line per damaged sweep, appended) and
-    the next sweep in order is returned in its place, so training batches stay full and deterministic.
+    A sweep whose chunks do not decode, or hold values no extract writes (non-finite points or features,
+    a point beyond ``MAX_RANGE_M``, a label outside the classes), raises a ``BadSweep`` (one line naming
+    array, sweep and chunk), unless ``skip_log`` is given: then it is recorded there (one JSON line per
+    damaged sweep, appended) and the next sweep in order is returned in its place, so training batches
+    stay full and deterministic.
     """
 
     def __init__(self, cfg: DataConfig, skip_log: str | None = None, targets: tuple[str, ...] = PRETRAINING):
@@ -126,6 +161,7 @@ class StoreDataset(torch.utils.data.Dataset):
         group = open_store(cfg.store)
         self.attrs = dict(group.attrs)
         self.sweeps = store_sweeps(group, cfg.split, cfg.scenes, on_damage=self._skip if skip_log else None)
+        self.incomplete = incomplete_sweeps(group, cfg.split, cfg.scenes)
         if len(self.sweeps) == 0:
             raise ValueError(f"store {cfg.store} has no complete sweeps in split {cfg.split!r}")
         occ = self.attrs["occupancy"]
@@ -162,12 +198,12 @@ class StoreDataset(torch.utils.data.Dataset):
                 continue
             try:
                 return self._item(s)
-            except DamagedChunk as e:
+            except BadSweep as e:
                 self._skip(s, e)
-        raise DamagedChunk(f"every sweep of {self.cfg.store} in split {self.cfg.split!r} is damaged; see "
-                           f"{self.skip_log}")
+        raise BadSweep(f"every sweep of {self.cfg.store} in split {self.cfg.split!r} is damaged; see "
+                       f"{self.skip_log}")
 
-    def _skip(self, s: int, error: DamagedChunk) -> None:
+    def _skip(self, s: int, error: BadSweep) -> None:
         import json
         import sys
 
@@ -186,6 +222,7 @@ class StoreDataset(torch.utils.data.Dataset):
                   + (("occ_centres", "occ_labels") if occupancy or masked else ())
                   + (("labels",) if has_labels else ()))
         sweep = sweep_rows(self.group, s, fields)
+        check_values(self.group, s, sweep)
         # every per-point array rides along with the points through each subset below
         per_point = {"points": sweep["points"], "labels": FINE_TO_EVAL[sweep["labels"]] if has_labels else None,
                      "teacher": sweep.get("features"), "valid": sweep.get("valid")}
@@ -236,6 +273,30 @@ class StoreDataset(torch.utils.data.Dataset):
         return Sample(sweep=s, xyz=xyz, intensity=points[:, 3].astype(np.float32), labels=per_point["labels"],
                       teacher=per_point["teacher"], valid=per_point["valid"], queries=queries, occ=occ,
                       nearest=nearest, hidden=hidden)
+
+
+def check_values(group, s: int, sweep: dict[str, np.ndarray]) -> None:
+    """Raise ``BadValues`` naming the store, array and sweep when sweep ``s``'s rows hold what no extract
+    writes: non-finite points or features, a point beyond ``MAX_RANGE_M``, a label outside the lidarseg
+    classes (a store from an older or foreign writer, or edited since; ``cdpipe verify`` lists them all)."""
+    problems = []
+    points = sweep["points"]
+    if not np.isfinite(points).all():
+        problems.append(("points", f"{int((~np.isfinite(points)).any(axis=1).sum())} points hold NaN or inf"))
+    elif len(points) and np.abs(points[:, :3]).max() > MAX_RANGE_M:
+        problems.append(("points", f"points lie more than {MAX_RANGE_M:g} m from the sensor"))
+    features = sweep.get("features")
+    if features is not None and not np.isfinite(features).all():
+        problems.append(("features", f"{int((~np.isfinite(features)).any(axis=1).sum())} features hold NaN or inf"))
+    labels = sweep.get("labels")
+    if labels is not None and len(labels) and int(labels.max()) >= len(FINE_TO_EVAL):
+        problems.append(("labels", f"labels up to {int(labels.max())}, outside the {len(FINE_TO_EVAL)} lidarseg "
+                                   f"classes"))
+    if problems:
+        name, what = problems[0]
+        name = name if name in group else feature_arrays(dict(group.attrs))[0]  # features from patch maps
+        raise BadValues(f"{store_url(group)}: array {name}, sweep {s}, chunk {chunk_key(group[name], s)}: {what} "
+                        f"(`cdpipe verify` lists every such sweep)")
 
 
 def _nearest(points: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from trainer.batch import collate
+from trainer.batch import check_fields, collate
 from trainer.checkpoint import (
     check_resume,
     field_defaults,
@@ -60,9 +60,10 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.warmup < 0 or self.checkpoint_every < 1 or self.eval_every < 0:
-            raise ValueError("--steps, --batch-size and --checkpoint-every must be positive; --warmup and "
-                             "--eval-every not negative")
+        check_fields(self, positive=("labels_percent", "steps", "batch_size", "lr", "checkpoint_every"),
+                     not_negative=("weight_decay", "warmup", "max_points", "eval_every"))
+        if self.labels_percent > 100:
+            raise ValueError(f"--labels-percent {self.labels_percent}: must be at most 100")
 
 
 def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig, voxel_size: float = 0.1,
@@ -84,6 +85,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     fingerprint = store_fingerprint(dict(group.attrs))
     model, init = new_segmenter(arch, checkpoint or None, cfg.seed)
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
+    os.makedirs(cfg.out, exist_ok=True)  # before the dataset, which may record skipped sweeps there
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
                                  max_points=cfg.max_points),
                       skip_log=os.path.join(cfg.out, "skipped_sweeps.jsonl") if skip_bad_sweeps else None,
@@ -139,16 +141,18 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            losses.append(loss.item())
-            if tb is not None:
+            labelled = bool((batch.labels > 0).any())  # a batch of unlabelled points has no loss to log
+            if labelled:
+                losses.append(loss.item())
+            if tb is not None and labelled:
                 tb.add_scalar("loss", loss.item(), step + 1)
                 tb.add_scalar("lr", lr_at(step, cfg), step + 1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}" if labelled else "n/a")
             bar.update()
             done = step + 1
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
                 r = evaluate_model(model, store, "val", voxel_size, device=device)
-                point = {"step": done, "train_loss": float(np.mean(losses)), "val_miou": r["miou"]}
+                point = {"step": done, "train_loss": float(np.mean(losses)) if losses else None, "val_miou": r["miou"]}
                 curve.write(json.dumps(point) + "\n")
                 curve.flush()
                 if tb is not None:

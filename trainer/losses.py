@@ -19,7 +19,10 @@ DISTILLATION_LOSSES = ("cosine", "l2")
 
 
 def distillation_loss(k: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    """``k`` [M, D] unit rows (the projection head's output), ``teacher`` [M, D] raw teacher features."""
+    """``k`` [M, D] unit rows (the projection head's output), ``teacher`` [M, D] raw teacher features;
+    0 (with a gradient path) when M = 0."""
+    if len(k) == 0:
+        return k.sum() * 0.0
     q = nn.functional.normalize(teacher.float(), dim=1)
     if kind == "cosine":
         return (1.0 - (k * q).sum(1)).mean()
@@ -55,8 +58,11 @@ def lovasz_softmax(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def seg_loss(logits: torch.Tensor, labels: torch.Tensor, lovasz: bool) -> torch.Tensor:
-    """``logits`` [N, K] for classes 1..K, ``labels`` [N] in 0..K (0 = ignore)."""
+    """``logits`` [N, K] for classes 1..K, ``labels`` [N] in 0..K (0 = ignore); 0 (with a gradient path)
+    when no point is labelled."""
     keep = labels > 0
+    if not keep.any():
+        return logits.sum() * 0.0
     target = labels[keep] - 1
     loss = nn.functional.cross_entropy(logits[keep].float(), target)
     if lovasz:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.classes import NUM_EVAL_CLASSES
-from trainer.batch import IN_CHANNELS, Batch, require
+from trainer.batch import IN_CHANNELS, Batch, check_fields, require
 from trainer.occupancy import OccupancyHead
 from trainer.sparse import SparseConv3d, SparseTensor
 
@@ -47,6 +47,7 @@ class ModelConfig:
             raise ValueError(f"--model {self.arch!r}: choose one of {sorted(ARCHS)}")
         if not 1 <= self.head_layers <= 4:
             raise ValueError("--head-layers must be within 1..4 (1 = linear head)")
+        check_fields(self, positive=("feature_dim", "head_hidden", "occ_hidden", "occ_radius"))
 
     def to_dict(self) -> dict:
         return asdict(self)

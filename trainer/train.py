@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from trainer.batch import Batch, Collate, require
+from trainer.batch import Batch, Collate, check_fields, require
 from trainer.checkpoint import check_resume, field_defaults, read_checkpoint, save_pretraining, store_fingerprint
 from trainer.data import EPOCH_ORDER_STREAM, PRETRAINING, DataConfig, StoreDataset, stream_rng
 from trainer.losses import DISTILLATION_LOSSES, balanced_bce, distillation_loss
@@ -57,8 +57,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.loss not in DISTILLATION_LOSSES:
             raise ValueError(f"--loss {self.loss!r}: choose one of {', '.join(DISTILLATION_LOSSES)}")
-        if self.steps < 1 or self.batch_size < 1 or self.occ_weight < 0:
-            raise ValueError("--steps and --batch-size must be positive and --occ-weight not negative")
+        check_fields(self, positive=("steps", "batch_size", "lr", "clip", "checkpoint_every"),
+                     not_negative=("weight_decay", "warmup", "occ_weight", "workers"))
 
 
 def lr_at(step: int, cfg) -> float:
@@ -75,7 +75,8 @@ def loss_step(model: torch.nn.Module, batch: Batch, cfg: TrainConfig) -> tuple[t
     require(batch, "teacher", "valid", *(("occ",) if cfg.occ_weight > 0 else ()), purpose="the pretraining loss")
     out = model(batch, occupancy=cfg.occ_weight > 0)
     distill = distillation_loss(out["proj"], batch.teacher[batch.valid], cfg.loss)
-    metrics = {"distill": distill.item()}
+    # a batch with no point a camera saw has nothing to distil: its term is 0 and its metric null, not NaN
+    metrics = {"distill": distill.item() if batch.valid.any() else None}
     loss = distill
     if cfg.occ_weight > 0:
         logits = out["occ_logits"]
@@ -94,10 +95,10 @@ class EpochBatches(torch.utils.data.Sampler):
 
     def __init__(self, n: int, batch_size: int, seed: int, start_step: int, steps: int, rank: int = 0,
                  world: int = 1):
-        if n < world:
-            raise ValueError(f"{n} sweeps cannot feed {world} ranks")
+        if batch_size * world > n:  # never a smaller batch than the one the checkpoint records
+            raise ValueError(f"{n} sweeps cannot fill a batch of {batch_size} on each of {world} ranks")
         self.n, self.seed, self.start, self.steps, self.rank = n, seed, start_step, steps, rank
-        self.bs = min(batch_size, n // world)
+        self.bs = batch_size
         self.global_bs = self.bs * world
         self.per_epoch = max(1, n // self.global_bs)
 
@@ -142,16 +143,24 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     else:
         device = torch.device("cpu")
     torch.manual_seed(tcfg.seed)
+    if tcfg.occ_weight == 0 and dcfg.mask.active:
+        raise ValueError(f"--mask-ratio {dcfg.mask_ratio[0]} {dcfg.mask_ratio[1]} hides points for the occupancy "
+                         f"task, which --occ-weight 0 turns off: drop --mask-ratio (or give 0 0)")
+    os.makedirs(tcfg.out, exist_ok=True)  # before the dataset, which may record skipped sweeps there
     ds = StoreDataset(dcfg, skip_log=os.path.join(tcfg.out, "skipped_sweeps.jsonl") if tcfg.skip_bad_sweeps else None,
                       targets=PRETRAINING)
     if ds.attrs["feature_dim"] != mcfg.feature_dim:
         raise ValueError(f"store {dcfg.store} holds {ds.attrs['feature_dim']}-dim teacher features but the "
                          f"projection head outputs {mcfg.feature_dim}")
-    fingerprint = store_fingerprint(ds.attrs)
+    if tcfg.batch_size * world > len(ds):
+        raise ValueError(f"--batch-size {tcfg.batch_size}{f' on {world} ranks' if world > 1 else ''}: the store has "
+                         f"only {len(ds)} complete sweeps in split {dcfg.split!r}; lower --batch-size to "
+                         f"{max(1, len(ds) // world)} or less")
+    warn_incomplete(ds)
+    fingerprint = store_fingerprint(ds.attrs, sweeps=ds.sweeps)
     model = Student(mcfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    os.makedirs(tcfg.out, exist_ok=True)
     ckpt_path = os.path.join(tcfg.out, "checkpoint.pt")
     start, changes = 0, []
     if resume:
@@ -182,7 +191,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
         multiprocessing_context="spawn" if tcfg.workers > 0 else None, persistent_workers=False)
     model.train()
     lead = rank == 0
-    log = open(os.path.join(tcfg.out, "metrics.jsonl"), "a") if lead else None
+    log = open_metrics_log(os.path.join(tcfg.out, "metrics.jsonl"), start) if lead else None
     tb = tensorboard_writer(tcfg.out) if lead else None
     bar = tqdm(total=tcfg.steps, initial=start, desc="pretrain", unit="step", disable=not (progress and lead))
     metrics: dict = {}
@@ -210,13 +219,13 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
                 if world > 1:
                     metrics["ranks_in_sync"] = ranks_in_sync(model)
             if lead:
-                log.write(json.dumps(metrics) + "\n")
+                log.write(json_line(metrics))
                 log.flush()
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=f"{metrics['distill']:.4f}")
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=_shown(metrics["distill"]))
                 bar.update()
                 if tb is not None:
                     for key, value in metrics.items():
-                        if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                             tb.add_scalar(key, value, step)
                 if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
                     save_pretraining(ckpt_path, model, optimizer, scaler, step, mcfg, dcfg, tcfg, fingerprint)
@@ -230,6 +239,46 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     if world > 1:
         dist.barrier()  # the checkpoint is complete before any rank returns
     return {"metrics": metrics, "checkpoint": ckpt_path, "step": step, "config_changes": changes}
+
+
+def open_metrics_log(path: str, step: int):
+    """OUT/metrics.jsonl opened to append, holding exactly the rows of steps 1..``step`` (a resumed run
+    drops the rows a crash left after its checkpoint, which it is about to write again)."""
+    rows = []
+    if step and os.path.exists(path):
+        with open(path) as f:
+            rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    elif not step and os.path.exists(path):
+        os.remove(path)  # a fresh run in an old folder
+    with open(path + ".tmp", "w") as f:
+        f.writelines(rows)
+    os.replace(path + ".tmp", path)
+    return open(path, "a")
+
+
+def json_line(record: dict) -> str:
+    """One JSON line, with NaN and inf written as null (bare NaN is not JSON; most readers refuse it)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False) + "\n"
+
+
+def _shown(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def warn_incomplete(ds: StoreDataset) -> None:
+    """Say in one line on stderr when the store has sweeps of the run's scenes that are not complete (an
+    extract still running, interrupted, or with failed sweeps): the run trains on the complete ones."""
+    import sys
+
+    missing = ds.incomplete
+    if missing["not_written"] or missing["failed"]:
+        parts = [f"{missing['not_written']} not written yet (the extract is still running or was "
+                 "interrupted: rerun it to finish)"] if missing["not_written"] else []
+        parts += [f"{missing['failed']} failed (`cdpipe info` lists them)"] if missing["failed"] else []
+        print(f"warning: {ds.cfg.store}: {len(ds)} of {len(ds) + missing['not_written'] + missing['failed']} sweeps "
+              f"of split {ds.cfg.split!r} are complete; {', '.join(parts)}; training on the {len(ds)}",
+              file=sys.stderr)
 
 
 def tensorboard_writer(out: str):

@@ -82,6 +82,11 @@ def token(*parts) -> str:
     return hashlib.md5("/".join(str(p) for p in parts).encode()).hexdigest()
 
 
+def scene_token(seed: int, scene: int) -> str:
+    """The token of scene ``scene`` of world ``seed``: a world is recognised by it wherever it is copied."""
+    return token(seed, scene, "scene")
+
+
 def scene_names(version: str, n: int) -> list[tuple[str, str]]:
     """(name, split) of each scene: names from the devkit's official split lists where the version has
     them, so that ``create_splits_scenes()`` assigns our scenes to train and val as usual."""
@@ -258,7 +263,7 @@ def _tables(cfg: SynthConfig, names, results, root: Path) -> dict[str, list]:
     for scene, samples in sorted(by_scene.items()):
         samples.sort(key=lambda r: r["sample"])
         world = _world(cfg.seed, scene, cfg.duration_s)
-        log_tok, scene_tok = token(cfg.seed, scene, "log"), token(cfg.seed, scene, "scene")
+        log_tok, scene_tok = token(cfg.seed, scene, "log"), scene_token(cfg.seed, scene)
         t["log"].append({"token": log_tok, "logfile": _logfile(cfg, scene), "vehicle": "synth",
                          "date_captured": "2018-07-24", "location": "synthetic-street"})
         map_tok = token(cfg.seed, scene, "map")
