@@ -20,7 +20,7 @@ MODEL = dict(arch="minkunet-tiny", head_hidden=64, occ_hidden=16)
 
 def _configs(store, out, steps, **train):
     mcfg = ModelConfig(feature_dim=384, **MODEL)
-    dcfg = DataConfig(store=store, split="train", voxel_size=0.2, max_queries=512)
+    dcfg = DataConfig(store=store, split="train", voxel_size=0.2, max_queries=512, max_points=10000)
     tcfg = TrainConfig(out=str(out), steps=steps, batch_size=2, warmup=2, checkpoint_every=5, **train)
     return mcfg, dcfg, tcfg
 
@@ -51,8 +51,11 @@ def test_resume_equals_straight_run_and_student_learns(small_store, tmp_path):
     resumed = pretrain(mcfg, dcfg, t5, resume=True, progress=False)
     assert resumed["step"] == straight["step"] == 10
     a, b = load_checkpoint(straight["checkpoint"]), load_checkpoint(resumed["checkpoint"])
-    for name, value in a["model"].items():
-        torch.testing.assert_close(value, b["model"][name], rtol=1e-5, atol=1e-6, msg=name)
+    # bit for bit, on 2 threads of a busy machine too: every gather with repeated indices sums its gradient
+    # in a fixed order (trainer/model.py, point_features)
+    differ = {name: (value.float() - b["model"][name].float()).abs().max().item() for name, value in a["model"].items()
+              if not torch.equal(value, b["model"][name])}
+    assert not differ, f"resumed weights differ from the straight run's (max abs difference): {differ}"
     # distillation learned something that carries to held-out sweeps
     model = Student(mcfg)
     model.load_state_dict(a["model"])

@@ -113,9 +113,12 @@ class MinkUNet(nn.Module):
 
 
 def point_features(backbone: MinkUNet, batch: Batch) -> torch.Tensor:
-    """Backbone features [N_points, C] of every point of a collated batch (its voxel's feature)."""
+    """Backbone features [N_points, C] of every point of a collated batch (its voxel's feature). Gathered
+    with ``index_select``, not ``feats[index]``: many points share a voxel, and on the CPU the backward of
+    ``feats[index]`` sums repeated rows with atomic adds across threads, in an order that changes from run
+    to run when the machine is busy; ``index_select``'s backward sums them in index order."""
     x = SparseTensor(batch.voxel_feats, batch.voxel_coords)
-    return backbone(x).feats[batch.point_to_voxel]
+    return torch.index_select(backbone(x).feats, 0, batch.point_to_voxel)
 
 
 class ProjectionHead(nn.Module):

@@ -109,4 +109,6 @@ class OccupancyHead(nn.Module):
 
     def forward(self, point_feats, points_xyz, queries_xyz, nearest) -> torch.Tensor:
         offset = (queries_xyz - points_xyz[nearest]) / self.radius
-        return self.net(torch.cat([point_feats[nearest], offset], dim=1)).squeeze(1)
+        # index_select: many queries share a nearest point, and its backward sums them in a fixed order
+        # (trainer/model.py, point_features)
+        return self.net(torch.cat([torch.index_select(point_feats, 0, nearest), offset], dim=1)).squeeze(1)
