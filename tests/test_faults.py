@@ -438,14 +438,17 @@ def test_a_resumed_run_keeps_each_step_of_metrics_once(small_store, tmp_path):
 
 
 def test_pretraining_on_a_store_still_being_written_says_so(small_store, tmp_path):
-    """Sweep 1 not written yet (done 0, no failure: an extract still running or interrupted) and sweep 2
-    failed: pretraining says in one line that 1 of 3 train sweeps is complete and why, and the checkpoint
-    records how many sweeps it trained on."""
+    """Sweep 1 not written yet (done 0, its per-sweep records at their fill, as before an extract task
+    writes them: the extract still running or interrupted) and sweep 2 failed: pretraining says in one line
+    that 1 of 3 train sweeps is complete and why, and the checkpoint records how many sweeps it trained on."""
     store = _store_copy(small_store, tmp_path)
     g = zarr.open_group(store, mode="r+")
     done = g["done"][:]
     done[1:3] = 0
     g["done"][:] = done
+    scene_index = g["scene_index"][:]
+    scene_index[1] = -1  # never written
+    g["scene_index"][:] = scene_index
     failure = g["failure"][:]
     failure[2] = "camera image missing: x.jpg"
     g["failure"][:] = failure

@@ -123,20 +123,24 @@ def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_dam
     return np.nonzero(done & keep[scene_of])[0]
 
 
-def incomplete_sweeps(group, split: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
-    """How many sweeps of the scenes in ``split`` (and ``names``) are not complete: ``failed`` (the extract
-    recorded why) and ``not_written`` (an extract still running, or interrupted). Damaged chunks of these
-    columns count as not written."""
-    def lenient(name: str) -> np.ndarray:
-        return read_column(group, name, on_damage=lambda s0, e: None)
-
-    done, failure, scene_of = lenient("done") == 1, lenient("failure"), lenient("scene_index")
-    scenes = group.attrs["scenes"]
-    keep = np.array([(split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)
-                     for sc in scenes])
-    mine = keep[np.clip(scene_of, 0, len(scenes) - 1)] & (scene_of >= 0)
-    failed = np.array([bool(f) for f in failure])
-    return {"failed": int((mine & ~done & failed).sum()), "not_written": int((mine & ~done & ~failed).sum())}
+def incomplete_sweeps(group, split: str, names: tuple[str, ...] | None, complete: np.ndarray) -> dict[str, int]:
+    """How many sweeps of the scenes in ``split`` (and ``names``), by the store's scene table, are not among
+    ``complete``: ``failed`` (the extract recorded why) and ``not_written`` (an extract still running, or
+    interrupted; also a sweep whose record cannot be read). Reads only the ``failure`` chunks that hold
+    such sweeps: nothing more for a complete store."""
+    rows = [np.arange(sc["first_sweep"], sc["first_sweep"] + sc["num_sweeps"]) for sc in group.attrs["scenes"]
+            if (split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)]
+    missing = np.setdiff1d(np.concatenate(rows) if rows else np.zeros(0, np.int64), complete)
+    array = group["failure"]
+    step = array.chunks[0]
+    failed = 0
+    for s0 in np.unique(missing // step) * step:
+        try:
+            why = array[s0:s0 + step]
+        except Exception:  # a damaged chunk: its sweeps count as not written
+            continue
+        failed += sum(1 for s in missing[(missing >= s0) & (missing < s0 + step)] if why[s - s0])
+    return {"failed": failed, "not_written": len(missing) - failed}
 
 
 class StoreDataset(torch.utils.data.Dataset):
@@ -161,7 +165,7 @@ class StoreDataset(torch.utils.data.Dataset):
         group = open_store(cfg.store)
         self.attrs = dict(group.attrs)
         self.sweeps = store_sweeps(group, cfg.split, cfg.scenes, on_damage=self._skip if skip_log else None)
-        self.incomplete = incomplete_sweeps(group, cfg.split, cfg.scenes)
+        self.incomplete = incomplete_sweeps(group, cfg.split, cfg.scenes, self.sweeps)
         if len(self.sweeps) == 0:
             raise ValueError(f"store {cfg.store} has no complete sweeps in split {cfg.split!r}")
         occ = self.attrs["occupancy"]
