@@ -326,15 +326,19 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
         from pipeline.lock import check_holder
 
         check_holder(cfg.out, job)  # a task of a job that lost the store's lock writes nothing
-    arrays = open_for_writing(cfg.out)
-    arrays["done"][sl] = np.zeros(n, np.uint8)  # first: a sweep being rewritten is not complete meanwhile
-    for spec in specs:
-        if spec.name != "done":
-            arrays[spec.name][sl] = out[spec.name]
-    if job:
-        check_holder(cfg.out, job)  # nor marks anything done
     done = np.array([not f for f in failure], np.uint8)
-    arrays["done"][sl] = done  # last: the sweeps are complete
+    try:
+        arrays = open_for_writing(cfg.out)
+        arrays["done"][sl] = np.zeros(n, np.uint8)  # first: a sweep being rewritten is not complete meanwhile
+        for spec in specs:
+            if spec.name != "done":
+                arrays[spec.name][sl] = out[spec.name]
+        if job:
+            check_holder(cfg.out, job)  # nor marks anything done
+        arrays["done"][sl] = done  # last: the sweeps are complete
+    except OSError as e:  # the store's side (a full disk, a folder that cannot be written), not the input's
+        raise StoreWriteError(f"writing {cfg.out} failed in the task for sweeps {sl.start}-{sl.stop - 1}: "
+                              f"{type(e).__name__}: {decode_reason(e)}") from None
     clock.lap("write")
     return {"sweeps": n, "done": int(done.sum()), **clock.seconds,
             "failures": {first_sweep + i: f for i, f in enumerate(failure) if f},
@@ -536,13 +540,10 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
                 s0 = futures[fut]
                 try:
                     result = fut.result()
-                except OSError as e:  # the task's input errors are ExtractErrors: this is the store's side
-                    rows = range(s0, min(s0 + k, len(index)))
-                    raise StoreWriteError(
-                        f"writing {cfg.out} failed in the task for sweeps {rows.start}-{rows.stop - 1}: "
-                        f"{type(e).__name__}: {decode_reason(e)}. The input is not at fault: free space on that "
-                        f"file system (or fix its permissions) and rerun the same command; the sweeps already "
-                        f"complete are kept") from None
+                except StoreWriteError as e:
+                    raise StoreWriteError(f"{e}. The input is not at fault: free space on that file system (or "
+                                          f"fix its permissions) and rerun the same command; the sweeps already "
+                                          f"complete are kept") from None
                 except Exception as e:  # the whole task failed: a worker died repeatedly, or a bug
                     why = ("Dask workers died repeatedly running it (often out of memory: lower --workers, "
                            "--tasks-per-worker or --sweeps-per-shard)" if isinstance(e, KilledWorker)

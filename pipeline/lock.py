@@ -1,6 +1,6 @@
 """One writer per store: a lock file beside the store, ``STORE.lock``.
 
-The lock is a small JSON record {job, host, pid, started_utc, heartbeat_utc}, written whole to a
+The lock is a small JSON record {job, host, pid, process_space, started_utc, heartbeat_utc}, written whole to a
 temporary file and hard-linked into place (``link`` fails when the name exists, so of two jobs starting
 together exactly one wins, and the other always reads a complete record), then rewritten by the holder
 every ``HEARTBEAT_S`` seconds. It lies beside the store, not in it (``--overwrite`` deletes the store's
@@ -8,8 +8,8 @@ folder), under the store's resolved path, so two spellings of one store share on
 **stale** when its process is gone (same host, no such pid), its heartbeat is older than
 ``STALE_AFTER_S`` (a job on another host, or a machine that died), or it cannot be parsed; a stale lock
 is broken only when asked (``--break-lock``), a live one never, except that a lock whose process is
-known dead (same host, no such pid: a client killed with SIGKILL) is broken without asking, so that
-rerunning the same command resumes. Breaking happens under a second
+known dead (same host, boot and pid namespace, no such pid: a client killed with SIGKILL) is broken
+without asking, so that rerunning the same command resumes. Breaking happens under a second
 exclusive file, ``STORE.lock.break``, and removes the lock only if it is still the stale record that
 was judged, so two jobs breaking one stale lock cannot both win. Every task checks that the lock still
 names its job before it writes and again before it marks sweeps done (``check_holder``): workers left
@@ -60,7 +60,7 @@ def stale_reason(record: dict) -> str | None:
     parse), or None."""
     if "unreadable" in record or not {"host", "pid", "heartbeat_utc"} <= set(record):
         return f"the lock file cannot be read ({record.get('unreadable', 'fields missing')})"
-    if record["host"] == socket.gethostname():
+    if record["host"] == socket.gethostname() and record.get("process_space") in (None, process_space()):
         try:
             os.kill(int(record["pid"]), 0)
         except ProcessLookupError:
@@ -76,11 +76,25 @@ def stale_reason(record: dict) -> str | None:
     return None
 
 
+def process_space() -> str | None:
+    """Where this process's pid means something: the boot and the pid namespace (two containers with one
+    host name each number their processes from 1); None where the system does not say (not Linux)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
 def holder_died_here(record: dict) -> bool:
-    """Whether the lock's holder is known dead: it ran on this host and its process no longer exists (a
-    client killed with SIGKILL, a machine that rebooted). Its lock is broken without being asked; a holder
-    on another host is judged by its heartbeat alone, which only ``--break-lock`` overrides."""
-    if record.get("host") != socket.gethostname():
+    """Whether the lock's holder is known dead: it ran in this very process space (same host, boot and pid
+    namespace) and its process no longer exists: a client killed with SIGKILL. Its lock is broken without
+    being asked. A holder elsewhere (another host, another container sharing this host's name, a lock
+    written before the space was recorded) is judged by its heartbeat alone, which only ``--break-lock``
+    overrides."""
+    space = process_space()
+    if record.get("host") != socket.gethostname() or space is None or record.get("process_space") != space:
         return False
     try:
         os.kill(int(record["pid"]), 0)
@@ -107,8 +121,8 @@ class StoreLock:
         self.broken: dict | None = None  # the stale record broken on acquiring, if any
 
     def _record(self, started: str) -> dict:
-        return {"job": self.job, "host": socket.gethostname(), "pid": os.getpid(), "started_utc": started,
-                "heartbeat_utc": _now().isoformat(timespec="seconds")}
+        return {"job": self.job, "host": socket.gethostname(), "pid": os.getpid(), "process_space": process_space(),
+                "started_utc": started, "heartbeat_utc": _now().isoformat(timespec="seconds")}
 
     def acquire(self) -> "StoreLock":
         parent = os.path.dirname(self.path)

@@ -597,8 +597,17 @@ def _check_overwrite(url: str, path: str, root: dict | None) -> None:
         raise StoreError(f"--out {url} is a Zarr group but not a teacher-feature store (no schema_version "
                          f"attribute); --overwrite deletes only stores that cdpipe wrote. Choose another --out.")
     consolidated = ((root or {}).get("consolidated_metadata") or {}).get("metadata") or {}
-    ours = {"zarr.json", *ARRAY_SPECS, *(name.split("/")[0] for name in consolidated)}
-    foreign = sorted(set(os.listdir(path)) - ours)
+    arrays = {*ARRAY_SPECS, *(name.split("/")[0] for name in consolidated)}
+    foreign = sorted(set(os.listdir(path)) - {"zarr.json", *arrays})
+    for name in sorted(arrays & set(os.listdir(path))):  # inside an array: its zarr.json and chunk keys c/i/j/...
+        for folder, dirs, files in os.walk(os.path.join(path, name)):
+            rel = os.path.relpath(folder, path).split(os.sep)
+            chunks = len(rel) > 1 and rel[1] == "c" and all(part.isdigit() for part in rel[2:])
+            foreign += [os.path.join(*rel, f) for f in files
+                        if not (f == "zarr.json" and len(rel) == 1) and not (chunks and f.isdigit())]
+            foreign += [os.path.join(*rel, d) for d in dirs if not ((len(rel) == 1 and d == "c")
+                                                                     or (chunks and d.isdigit()))]
+            dirs[:] = [d for d in dirs if (len(rel) == 1 and d == "c") or (chunks and d.isdigit())]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise StoreError(f"--out {url} holds {shown}, which cdpipe did not write; --overwrite would delete "

@@ -84,6 +84,11 @@ def test_overwrite_deletes_only_a_store_cdpipe_wrote(small_dataroot, small_store
     with pytest.raises(StoreError, match="holds NOTES.txt, which cdpipe did not write; --overwrite would delete it"):
         check_out(ours, overwrite=True)
     os.remove(os.path.join(ours, "NOTES.txt"))
+    with open(os.path.join(ours, "points", "c", "notes.txt"), "w") as f:
+        f.write("kept among the chunks")
+    with pytest.raises(StoreError, match=r"holds points/c/notes.txt, which cdpipe did not write"):
+        check_out(ours, overwrite=True)
+    os.remove(os.path.join(ours, "points", "c", "notes.txt"))
     check_out(ours, overwrite=True)  # a store of ours alone may be started again
 
 

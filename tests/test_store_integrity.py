@@ -339,6 +339,20 @@ def test_a_plain_rerun_breaks_the_lock_of_a_client_killed_on_this_host(tmp_path)
         assert lock.broken["job"] == job and read_lock(store)["job"] == lock.job
     finally:
         lock.release()
+    # the same host name, but another pid namespace (a container): its pids are not ours to judge, and a
+    # fresh heartbeat says the job lives
+    elsewhere = {**read_lock_after(store, code, store), "process_space": "another-boot/4026531836"}
+    with open(lock_path(store), "w") as f:
+        json.dump(elsewhere, f)
+    with pytest.raises(LockError, match="being written by another job"):
+        StoreLock(store).acquire()
+
+
+def read_lock_after(store: str, code: str, *args: str) -> dict:
+    """The lock record a client leaves when killed right after taking it."""
+    subprocess.run([sys.executable, "-c", code, *args], capture_output=True, cwd=os.path.dirname(os.path.dirname(
+        __file__)))
+    return read_lock(store)
 
 
 def test_lock_races_have_one_winner_and_the_loser_names_it(tmp_path):

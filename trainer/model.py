@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.classes import NUM_EVAL_CLASSES
-from trainer.batch import IN_CHANNELS, Batch, check_fields, require
+from trainer.batch import IN_CHANNELS, Batch, check_fields, gather_rows, require
 from trainer.occupancy import OccupancyHead
 from trainer.sparse import SparseConv3d, SparseTensor
 
@@ -113,12 +113,10 @@ class MinkUNet(nn.Module):
 
 
 def point_features(backbone: MinkUNet, batch: Batch) -> torch.Tensor:
-    """Backbone features [N_points, C] of every point of a collated batch (its voxel's feature). Gathered
-    with ``index_select``, not ``feats[index]``: many points share a voxel, and on the CPU the backward of
-    ``feats[index]`` sums repeated rows with atomic adds across threads, in an order that changes from run
-    to run when the machine is busy; ``index_select``'s backward sums them in index order."""
+    """Backbone features [N_points, C] of every point of a collated batch (its voxel's feature; many points
+    share a voxel, so the gather is ``gather_rows``, whose gradient is the same every run)."""
     x = SparseTensor(batch.voxel_feats, batch.voxel_coords)
-    return torch.index_select(backbone(x).feats, 0, batch.point_to_voxel)
+    return gather_rows(backbone(x).feats, batch.point_to_voxel)
 
 
 class ProjectionHead(nn.Module):

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainer.batch import gather_rows
+
 
 @dataclass(frozen=True)
 class MaskConfig:
@@ -109,6 +111,5 @@ class OccupancyHead(nn.Module):
 
     def forward(self, point_feats, points_xyz, queries_xyz, nearest) -> torch.Tensor:
         offset = (queries_xyz - points_xyz[nearest]) / self.radius
-        # index_select: many queries share a nearest point, and its backward sums them in a fixed order
-        # (trainer/model.py, point_features)
-        return self.net(torch.cat([torch.index_select(point_feats, 0, nearest), offset], dim=1)).squeeze(1)
+        # many queries share a nearest point: gather_rows keeps their gradient the same every run
+        return self.net(torch.cat([gather_rows(point_feats, nearest), offset], dim=1)).squeeze(1)

@@ -146,7 +146,6 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     if tcfg.occ_weight == 0 and dcfg.mask.active:
         raise ValueError(f"--mask-ratio {dcfg.mask_ratio[0]} {dcfg.mask_ratio[1]} hides points for the occupancy "
                          f"task, which --occ-weight 0 turns off: drop --mask-ratio (or give 0 0)")
-    os.makedirs(tcfg.out, exist_ok=True)  # before the dataset, which may record skipped sweeps there
     ds = StoreDataset(dcfg, skip_log=os.path.join(tcfg.out, "skipped_sweeps.jsonl") if tcfg.skip_bad_sweeps else None,
                       targets=PRETRAINING)
     if ds.attrs["feature_dim"] != mcfg.feature_dim:
@@ -158,6 +157,7 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
                          f"{max(1, len(ds) // world)} or less")
     warn_incomplete(ds)
     fingerprint = store_fingerprint(ds.attrs, sweeps=ds.sweeps)
+    os.makedirs(tcfg.out, exist_ok=True)
     model = Student(mcfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
@@ -247,7 +247,7 @@ def open_metrics_log(path: str, step: int):
     rows = []
     if step and os.path.exists(path):
         with open(path) as f:
-            rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            rows = [line for line in f if _step_of(line) is not None and _step_of(line) <= step]
     elif not step and os.path.exists(path):
         os.remove(path)  # a fresh run in an old folder
     with open(path + ".tmp", "w") as f:
@@ -256,10 +256,29 @@ def open_metrics_log(path: str, step: int):
     return open(path, "a")
 
 
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line; None for a line cut short by a crash (or a full disk)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def finite(value):
+    """``value`` (numbers, lists, dicts) with every NaN and inf float as None, so that it is JSON: bare NaN
+    is not, and most readers refuse it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def json_line(record: dict) -> str:
-    """One JSON line, with NaN and inf written as null (bare NaN is not JSON; most readers refuse it)."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    return json.dumps(clean, allow_nan=False) + "\n"
+    """One JSON line of ``record``, NaN and inf written as null."""
+    return json.dumps(finite(record), allow_nan=False) + "\n"
 
 
 def _shown(value) -> str:
