@@ -537,3 +537,30 @@ def test_a_batch_without_teacher_features_or_labels_logs_null_not_nan(small_stor
     assert empty.item() == 0.0 and empty.requires_grad
     line = json_line({"step": 1, "distill": float("nan"), "occ": float("inf"), "loss": 0.5})
     assert json.loads(line) == {"step": 1, "distill": None, "occ": None, "loss": 0.5}
+
+
+def test_ctrl_c_names_the_last_checkpoint(small_store, tmp_path, monkeypatch):
+    """Ctrl-C during pretraining ends with one line naming the checkpoint that survives, its step, and how
+    to go on (exit 130); before the first checkpoint, it says there is none."""
+    import trainer.train as train
+
+    real = train.loss_step
+    calls = []
+
+    def interrupted_at_step_4(model, batch, cfg):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(model, batch, cfg)
+
+    monkeypatch.setattr(train, "loss_step", interrupted_at_step_4)
+    out = tmp_path / "run"
+    res = runner.invoke(cdtrain, [*PRETRAIN, "--store", small_store[0].out, "--out", str(out), "--steps", "6",
+                                  "--checkpoint-every", "2"])
+    assert res.exit_code == 130, res.output
+    assert (f"interrupted: the last checkpoint is {out / 'checkpoint.pt'} (step 2); continue with "
+            f"`cdtrain pretrain ... --resume`") in res.output
+    calls.clear()
+    res = runner.invoke(cdtrain, [*PRETRAIN, "--store", small_store[0].out, "--out", str(tmp_path / "r2"),
+                                  "--steps", "6", "--checkpoint-every", "5"])
+    assert res.exit_code == 130 and "no checkpoint was written yet" in res.output, res.output

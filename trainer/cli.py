@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 app = typer.Typer(help="cdtrain: Zarr store -> batches -> sparse student + heads -> checkpoints, metrics.",
@@ -99,6 +101,8 @@ def pretrain(
     except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        _interrupted(os.path.join(out, "checkpoint.pt"), "cdtrain pretrain ... --resume")
     m = result["metrics"]
     first = _first_metrics(out)
     typer.echo(f"\npretrained {model} for {result['step']} steps on {store}")
@@ -112,6 +116,20 @@ def pretrain(
     from trainer.sparse import backend_name
 
     typer.echo(f"  sparse convolution: {backend_name()}")
+
+
+def _interrupted(path: str, again: str) -> None:
+    """Ctrl-C: say which checkpoint survives (and its step) and how to go on, then exit 130."""
+    import torch
+
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True).get("step") if os.path.exists(path) else None
+    except Exception:  # a file being replaced at that instant
+        step = None
+    where = (f"the last checkpoint is {path} (step {step}); continue with `{again}`" if step is not None
+             else f"no checkpoint was written yet ({path}); start again")
+    typer.echo(f"\ninterrupted: {where}", err=True)
+    raise typer.Exit(130)
 
 
 def _skip_hint(error: Exception) -> str:
@@ -207,7 +225,14 @@ def finetune(
     except (StoreError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        if linear_probe:
+            typer.echo("\ninterrupted: a linear probe keeps no checkpoint; run it again", err=True)
+            raise typer.Exit(130) from None
+        _interrupted(os.path.join(out, "segmenter.pt"), "cdtrain finetune ... --resume")
     print_result(result)
+    typer.echo(f"  wrote {os.path.join(out, 'result.json')} and {os.path.join(out, 'segmenter.pt')}"
+               + ("" if linear_probe else f", the curve in {os.path.join(out, 'curve.jsonl')}"))
     _report_skipped(out)
 
 
