@@ -27,7 +27,7 @@ from pipeline.frames import build_nuscenes_index, read_lidar
 from pipeline.store import StoreError, check_out, chunk_key
 from pipeline.teacher import META_KEY, TeacherConfig
 from pipeline.verify import store_info, verify_store
-from tests.conftest import store_config
+from tests.conftest import edit_table, store_config
 from trainer.cli import app as cdtrain
 
 runner = CliRunner()
@@ -41,15 +41,6 @@ def _copy_world(small_dataroot, tmp_path, labels: bool = True):
     if not labels:
         os.remove(root / synth_cfg.version / "lidarseg.json")
     return synth_cfg, root
-
-
-def _edit_table(root, version: str, table: str, edit) -> None:
-    path = os.path.join(root, version, f"{table}.json")
-    with open(path) as f:
-        records = json.load(f)
-    edit(records)
-    with open(path, "w") as f:
-        json.dump(records, f)
 
 
 def _store_copy(small_store, tmp_path, name: str = "store.zarr") -> str:
@@ -128,7 +119,7 @@ def test_a_duplicated_token_or_a_shared_lidar_file_fails_the_sweeps_involved(sma
     by_token = {r["token"]: r for r in records}
     twin = {**by_token[index.lidar_token[2]], "token": index.lidar_token[0],
             "sample_token": index.sample_token[0]}  # consistent but for the file
-    _edit_table(root, synth_cfg.version, "sample_data", lambda recs: recs.append(twin))
+    edit_table(root, synth_cfg.version, "sample_data", lambda recs: recs.append(twin))
     got = build_nuscenes_index(str(root), synth_cfg.version)
     assert f"sample_data token {index.lidar_token[0]} appears 2 times" in got.failure[0]
     # sweep 0 no longer reads sweep 2's file; sweep 2 keeps its own
@@ -137,7 +128,7 @@ def test_a_duplicated_token_or_a_shared_lidar_file_fails_the_sweeps_involved(sma
     synth_cfg, root = _copy_world(small_dataroot, tmp_path / "b", labels=False)
     index = build_nuscenes_index(str(root), synth_cfg.version)
     name_of_4 = by_token[index.lidar_token[4]]["filename"]
-    _edit_table(root, synth_cfg.version, "sample_data",
+    edit_table(root, synth_cfg.version, "sample_data",
                 lambda recs: [r.update(filename=name_of_4) for r in recs if r["token"] == index.lidar_token[3]])
     got = build_nuscenes_index(str(root), synth_cfg.version)
     for s in (3, 4):

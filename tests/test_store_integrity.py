@@ -23,7 +23,7 @@ from pipeline.frames import build_nuscenes_index
 from pipeline.lock import LockError, StoreLock, check_holder, lock_path, read_lock
 from pipeline.store import DamagedChunk, StoreError, chunk_key, open_store, read_rows, store_dims
 from pipeline.verify import store_info, verify_store
-from tests.conftest import store_config
+from tests.conftest import edit_table, store_config
 from tests.http_store import serve
 from trainer.cli import app as cdtrain
 
@@ -145,15 +145,6 @@ def test_damaged_chunk_error_survives_a_loader_worker():
     assert str(DamagedChunk(text)) == "s.zarr: array features, sweep 1 (sample t)"
 
 
-def _edit_table(root, version: str, table: str, edit) -> None:
-    path = os.path.join(root, version, f"{table}.json")
-    with open(path) as f:
-        records = json.load(f)
-    edit(records)
-    with open(path, "w") as f:
-        json.dump(records, f)  # NaN is written as NaN, which the devkit's json.load reads back
-
-
 @pytest.mark.slow
 def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_read(small_dataroot, tmp_path):
     """A world without lidarseg (so no label count guards the points) and six faults, extracted through
@@ -179,18 +170,18 @@ def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_re
             elif lidar_sd.get(r["token"]) == 1:
                 r["filename"] = str(secret)
 
-    _edit_table(root, synth_cfg.version, "sample_data", lidar_names)
+    edit_table(root, synth_cfg.version, "sample_data", lidar_names)
     raw = open(index.lidar_path[2], "rb").read()
     open(index.lidar_path[2], "wb").write(raw[:-8])  # not a whole 20-byte point
     sd = {r["token"]: r for r in json.load(open(root / synth_cfg.version / "sample_data.json"))}
     pose_of_3 = sd[index.lidar_token[3]]["ego_pose_token"]
-    _edit_table(root, synth_cfg.version, "ego_pose",
+    edit_table(root, synth_cfg.version, "ego_pose",
                 lambda recs: [r.update(translation=[math.nan, 0.0, 0.0]) for r in recs if r["token"] == pose_of_3])
     nusc_sample = {r["token"]: r for r in json.load(open(root / synth_cfg.version / "sample.json"))}
     cam_back_sd = [r for r in sd.values() if r["sample_token"] == index.sample_token[5]
                    and "CAM_BACK/" in r["filename"]][0]
     cs_token = cam_back_sd["calibrated_sensor_token"]
-    _edit_table(root, synth_cfg.version, "calibrated_sensor",
+    edit_table(root, synth_cfg.version, "calibrated_sensor",
                 lambda recs: [r.update(rotation=[math.nan, 0.0, 0.0, 1.0]) for r in recs if r["token"] == cs_token])
     assert nusc_sample  # the tables still load
     missing_image = index.image_path[4][1]
@@ -258,9 +249,9 @@ def test_malformed_table_records_fail_their_sweep_or_camera(small_dataroot, tmp_
             if r["token"] == lidar_of_2["token"]:
                 r["ego_pose_token"] = "nope"
 
-    _edit_table(root, synth_cfg.version, "sample_data", dangle)
+    edit_table(root, synth_cfg.version, "sample_data", dangle)
     ragged = front_of_1["calibrated_sensor_token"]
-    _edit_table(root, synth_cfg.version, "calibrated_sensor",
+    edit_table(root, synth_cfg.version, "calibrated_sensor",
                 lambda recs: [r.update(camera_intrinsic=[[1, 0], [0, 1, 0], [0, 0, 1]]) for r in recs
                               if r["token"] == ragged])
     open(index.lidar_path[5], "wb").close()  # empty
