@@ -45,6 +45,7 @@ FINE_CLASSES: tuple[str, ...] = (
     "vehicle.ego",
 )
 FINE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FINE_CLASSES)}
+NUM_FINE_CLASSES = len(FINE_CLASSES)  # lidarseg labels are 0 .. NUM_FINE_CLASSES - 1
 
 EVAL_CLASSES: tuple[str, ...] = (
     "ignore",

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.classes import FINE_CLASSES
+from pipeline.classes import NUM_FINE_CLASSES
 from pipeline.errors import ExtractError
 from pipeline.geometry import invert_transform, make_transform
-from pipeline.store import MAX_RANGE_M
+from pipeline.store import points_problem
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 CAMERA_GRID = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),  # the cameras as a picture shows them
@@ -23,7 +23,6 @@ LIDAR = "LIDAR_TOP"
 SPLITS = ("all", "train", "val", "test", "mini_train", "mini_val")
 LIDAR_FIELDS = 5  # one nuScenes .pcd.bin point: x, y, z, intensity, ring, each a float32
 LIDAR_RECORD_BYTES = 4 * LIDAR_FIELDS
-NUM_FINE_CLASSES = len(FINE_CLASSES)  # lidarseg labels are 0 .. NUM_FINE_CLASSES - 1
 
 
 @dataclass(frozen=True)
@@ -334,21 +333,6 @@ def read_lidar(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None
             raise ExtractError(f"lidarseg file {lpath} holds labels {', '.join(map(str, bad[:8].tolist()))} outside "
                                f"0-{NUM_FINE_CLASSES - 1} (the {NUM_FINE_CLASSES} lidarseg classes)")
     return points, labels
-
-
-def points_problem(points: np.ndarray) -> str | None:
-    """Why the LiDAR points [N, 5] (x, y, z, intensity, ring) cannot be used, or None: a value that is not
-    finite, or a point farther than ``MAX_RANGE_M`` on some axis."""
-    nonfinite = ~np.isfinite(points).all(axis=1)
-    far = np.isfinite(points[:, :3]).all(axis=1) & (np.abs(points[:, :3]) > MAX_RANGE_M).any(axis=1)
-    parts = []
-    if nonfinite.any():
-        parts.append(f"{int(nonfinite.sum())} points hold NaN or inf (first: row {int(np.argmax(nonfinite))})")
-    if far.any():
-        row = int(np.argmax(far))
-        parts.append(f"{int(far.sum())} points lie more than {MAX_RANGE_M:g} m from the sensor (first: row {row}, "
-                     f"xyz {points[row, :3].tolist()})")
-    return "; ".join(parts) or None
 
 
 SECTOR_DEG = 2  # the azimuth sectors of the coverage check (a cut of 4 degrees or more empties one)

@@ -179,6 +179,22 @@ class BadValues(BadSweep):
 MAX_RANGE_M = 1000.0
 
 
+def points_problem(points: np.ndarray) -> str | None:
+    """Why the LiDAR points [N, 5] (x, y, z, intensity, ring) cannot be used, or None: a value that is not
+    finite, or a point farther than ``MAX_RANGE_M`` on some axis. The one rule of the extract (which fails
+    such a sweep), ``cdpipe verify`` and the trainer (which refuse a stored one)."""
+    nonfinite = ~np.isfinite(points).all(axis=1)
+    far = np.isfinite(points[:, :3]).all(axis=1) & (np.abs(points[:, :3]) > MAX_RANGE_M).any(axis=1)
+    parts = []
+    if nonfinite.any():
+        parts.append(f"{int(nonfinite.sum())} points hold NaN or inf (first: row {int(np.argmax(nonfinite))})")
+    if far.any():
+        row = int(np.argmax(far))
+        parts.append(f"{int(far.sum())} points lie more than {MAX_RANGE_M:g} m from the sensor (first: row {row}, "
+                     f"xyz {points[row, :3].tolist()})")
+    return "; ".join(parts) or None
+
+
 def codecs(spec: ArraySpec) -> dict:
     """Compression per array, chosen by measurement (storage_schema.md, "Chunking and compression"), and
     a crc32c checksum of every encoded chunk: Zarr's own codec, so any Zarr v3 reader detects a damaged

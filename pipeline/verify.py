@@ -17,13 +17,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.classes import FINE_CLASSES
+from pipeline.classes import NUM_FINE_CLASSES
 from pipeline.store import (
     ARRAY_SPECS,
     ATTRIBUTES,
     ENCODINGS,
     LAYOUTS,
-    MAX_RANGE_M,
     StoreError,
     chunk_key,
     decode_reason,
@@ -32,6 +31,7 @@ from pipeline.store import (
     grid,
     open_store,
     patch_grid,
+    points_problem,
     read_column,
     read_rows,
     store_url,
@@ -149,13 +149,14 @@ def _value_problems(rows: dict, attrs: dict, camera_hw: np.ndarray) -> list[tupl
                                   f"grid {shape.tolist()}"))
     if not np.isin(rows["occ_labels"], (0, 1)).all():
         out.append(("occ_labels", "labels other than 0 (free) and 1 (occupied)"))
-    xyz = rows["points"][:, :3]
-    far = np.isfinite(xyz).all(axis=1) & (np.abs(xyz) > MAX_RANGE_M).any(axis=1)
-    if far.any():
-        out.append(("points", f"{int(far.sum())} points lie more than {MAX_RANGE_M:g} m from the sensor"))
+    points = rows["points"]
+    finite = np.isfinite(points).all(axis=1, keepdims=True)  # the rows that are not are reported above
+    far = points_problem(np.where(finite, points, 0))  # zeroed, so that row numbers stay the store's
+    if far:
+        out.append(("points", far))
     labels = rows.get("labels")
-    if labels is not None and len(labels) and int(labels.max()) >= len(FINE_CLASSES):
-        out.append(("labels", f"{int((labels >= len(FINE_CLASSES)).sum())} labels outside 0-{len(FINE_CLASSES) - 1} "
+    if labels is not None and len(labels) and int(labels.max()) >= NUM_FINE_CLASSES:
+        out.append(("labels", f"{int((labels >= NUM_FINE_CLASSES).sum())} labels outside 0-{NUM_FINE_CLASSES - 1} "
                               f"(the lidarseg classes; up to {int(labels.max())})"))
     cam = rows["camera"]
     if ((cam >= len(attrs["cameras"])) | (cam < -1)).any() or not np.array_equal(rows["valid"], cam >= 0):

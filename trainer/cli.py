@@ -141,7 +141,6 @@ def _skip_hint(error: Exception) -> str:
 def _report_skipped(out: str) -> None:
     """Name the damaged sweeps that --skip-bad-sweeps left out, if any."""
     import json
-    import os
 
     path = os.path.join(out, "skipped_sweeps.jsonl")
     if os.path.exists(path):
@@ -152,7 +151,6 @@ def _report_skipped(out: str) -> None:
 
 def _first_metrics(out: str) -> dict:
     import json
-    import os
 
     path = os.path.join(out, "metrics.jsonl")
     with open(path) as f:
@@ -336,8 +334,6 @@ def plot(
 ):
     """Training curves of one or more runs: distillation, occupancy and total loss (raw and smoothed), learning
     rate, RankMe, and the fine-tuning loss and held-out mIoU, each where the runs logged it."""
-    import os
-
     from trainer.plots import plot_runs
 
     if not out.lower().endswith(".png"):

@@ -26,14 +26,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from pipeline.classes import FINE_TO_EVAL
+from pipeline.classes import FINE_TO_EVAL, NUM_FINE_CLASSES
 from pipeline.store import (
-    MAX_RANGE_M,
     BadSweep,
     BadValues,
     chunk_key,
     feature_arrays,
     open_store,
+    points_problem,
     read_column,
     store_url,
     sweep_rows,
@@ -287,17 +287,15 @@ def check_values(group, s: int, sweep: dict[str, np.ndarray]) -> None:
     writes: non-finite points or features, a point beyond ``MAX_RANGE_M``, a label outside the lidarseg
     classes (a store from an older or foreign writer, or edited since; ``cdpipe verify`` lists them all)."""
     problems = []
-    points = sweep["points"]
-    if not np.isfinite(points).all():
-        problems.append(("points", f"{int((~np.isfinite(points)).any(axis=1).sum())} points hold NaN or inf"))
-    elif len(points) and np.abs(points[:, :3]).max() > MAX_RANGE_M:
-        problems.append(("points", f"points lie more than {MAX_RANGE_M:g} m from the sensor"))
+    bad_points = points_problem(sweep["points"])
+    if bad_points:
+        problems.append(("points", bad_points))
     features = sweep.get("features")
     if features is not None and not _all_finite(features):
         problems.append(("features", f"{int((~np.isfinite(features)).any(axis=1).sum())} features hold NaN or inf"))
     labels = sweep.get("labels")
-    if labels is not None and len(labels) and int(labels.max()) >= len(FINE_TO_EVAL):
-        problems.append(("labels", f"labels up to {int(labels.max())}, outside the {len(FINE_TO_EVAL)} lidarseg "
+    if labels is not None and len(labels) and int(labels.max()) >= NUM_FINE_CLASSES:
+        problems.append(("labels", f"labels up to {int(labels.max())}, outside the {NUM_FINE_CLASSES} lidarseg "
                                    f"classes"))
     if problems:
         name, what = problems[0]
