@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's entry points for a fresh machine (see README.md):
-#   ./run.sh demo   synthetic nuScenes-format world -> teacher-feature store -> short pretraining -> linear-probe mIoU
+#   ./run.sh demo   synthetic nuScenes-format world -> teacher-feature store (semantic stand-in teacher) -> short
+#                   pretraining -> linear-probe mIoU of the distilled student and of a random-init one
 #   ./run.sh test   the test suite (extra arguments go to pytest, e.g. ./run.sh test -m "not slow")
 #   ./run.sh lint   ruff check . (rules in pyproject.toml; extra arguments go to ruff, e.g. --statistics)
 # Each creates the virtual environment .venv on first use, in one pip command.
@@ -38,17 +39,31 @@ case "$cmd" in
         ensure_venv
         out="${DEMO_DIR:-demo}"
         "$VENV/bin/cdpipe" synth --out "$out/nuscenes" "$@"
-        # no teacher weights can be downloaded here: the demo runs a randomly initialised ViT-S/14,
-        # named as such in the store and its summary
-        "$VENV/bin/cdpipe" extract --dataroot "$out/nuscenes" --out "$out/store.zarr" --random-teacher --overwrite
+        # no DINOv2 weights can be downloaded here: the demo's teacher is the semantic stand-in of
+        # tools/teachers/ (a small ViT trained with class labels on another synthetic world), named as such
+        # in the store and its summary; `cdpipe extract --random-teacher` runs a random ViT instead
+        "$VENV/bin/cdpipe" extract --dataroot "$out/nuscenes" --out "$out/store.zarr" --overwrite \
+            --teacher vit_small_patch14_dinov2 --teacher-weights tools/teachers/semantic.safetensors
+        # what the store holds for one val sweep: cameras and points coloured by the teacher's features
+        "$VENV/bin/cdpipe" preview --store "$out/store.zarr" --split val --sweep 0 --out "$out/preview_val.png"
         # a short CPU pretraining of a small student: the distillation loss should fall
-        rm -rf "$out/run"
+        rm -rf "$out/run" "$out/probe" "$out/probe_random"
         "$VENV/bin/cdtrain" pretrain --store "$out/store.zarr" --out "$out/run" --model minkunet-tiny \
-            --head-hidden 256 --steps 20 --warmup 4
-        # how good are its features for segmentation? a linear probe (fitted to convergence) on the
-        # labelled train scene, mIoU on the val scene
-        "$VENV/bin/cdtrain" finetune --store "$out/store.zarr" --checkpoint "$out/run/checkpoint.pt" \
+            --head-hidden 256 --steps "${DEMO_STEPS:-60}" --warmup 6 --max-points 20000
+        # how much of the classes can a linear probe read from its frozen features, against the same
+        # student at random initialisation? Same labelled points (the train scene), mIoU on the val scene
+        "$VENV/bin/cdtrain" finetune --store "$out/store.zarr" --pretrained "$out/run/checkpoint.pt" \
             --linear-probe --out "$out/probe"
+        "$VENV/bin/cdtrain" finetune --store "$out/store.zarr" --model minkunet-tiny --linear-probe \
+            --out "$out/probe_random"
+        "$VENV/bin/python" - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+for name, run in (("distilled student", "probe"), ("random-init student", "probe_random")):
+    r = json.load(open(f"{out}/{run}/result.json"))
+    print(f"linear probe, {name:<19}: val mIoU {100 * r['miou']:5.1f} ({r['fit_points']} labelled points, "
+          f"{r['sweeps']} val sweeps)")
+PY
         ;;
     test)
         ensure_venv

@@ -1,5 +1,5 @@
-"""Lossy encodings of per-point teacher features, measured (issue 16, item 2): bytes per real point and
-fidelity for each encoding, on stores of different teachers.
+"""Lossy encodings of per-point teacher features, measured: bytes per real point and fidelity for each
+encoding, on stores of different teachers.
 
 For each store, the valid per-point features of ``--sweeps`` complete sweeps (spread over the store) are
 the reference: the stored float16 values, whose own rounding from the exact float32 feature costs a

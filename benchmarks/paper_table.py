@@ -76,6 +76,12 @@ def settings(args) -> dict:
             "probe_points_per_sweep": 2000, "label_percent": {"ft_1scene": 1.0, "ft_25pct": 25.0}}
 
 
+def _width_by_height(size: str) -> str:
+    """The table's configs keep the teacher input HEIGHTxWIDTH, as the store records it; the flag is
+    WIDTHxHEIGHT."""
+    return "x".join(size.split("x")[::-1])
+
+
 def _cli(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
@@ -93,13 +99,14 @@ def build_world(work: str, seed: int, cfg: dict) -> str:
     dataroot, store = os.path.join(work, "world"), os.path.join(work, "store.zarr")
     if not os.path.exists(dataroot + ".done"):
         _run([_cli("cdpipe"), "synth", "--out", dataroot, "--scenes", str(cfg["scenes"]), "--samples-per-scene",
-              str(cfg["samples_per_scene"]), "--seed", str(seed), "--image-size", cfg["image_size"], "--version",
+              str(cfg["samples_per_scene"]), "--seed", str(seed), "--camera-size", cfg["image_size"], "--version",
               "v1.0-trainval", "--no-preview", "--workers", "1"], os.path.join(work, "synth.log"))
         open(dataroot + ".done", "w").close()
     if not os.path.exists(store + ".done"):
         _run([_cli("cdpipe"), "extract", "--dataroot", dataroot, "--version", "v1.0-trainval", "--out", store,
-              "--teacher", "vit_small_patch14_dinov2", "--teacher-weights", TEACHER, "--image-size",
-              cfg["teacher_size"], "--workers", "1", "--torch-threads", "1"], os.path.join(work, "extract.log"))
+              "--teacher", "vit_small_patch14_dinov2", "--teacher-weights", TEACHER, "--teacher-size",
+              _width_by_height(cfg["teacher_size"]), "--workers", "1", "--torch-threads", "1"],
+             os.path.join(work, "extract.log"))
         open(store + ".done", "w").close()
     return store
 
@@ -141,9 +148,8 @@ def part(path: str, compute) -> dict:
 def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: float, cfg: dict) -> str:
     """Pretraining checkpoint of one row (continued if a previous run stopped part-way)."""
     from pipeline.store import open_store
-    from trainer.data import DataConfig
-    from trainer.model import ModelConfig
-    from trainer.train import TrainConfig, pretrain
+    from trainer.config import DataConfig, ModelConfig, TrainConfig
+    from trainer.train import pretrain
 
     ckpt = os.path.join(out, "checkpoint.pt")
     mcfg = ModelConfig(arch=cfg["arch"], feature_dim=int(open_store(store).attrs["feature_dim"]),
@@ -168,7 +174,8 @@ def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: fl
 
 
 def probe_part(store: str, checkpoint: str | None, out: str, seed: int, cfg: dict) -> dict:
-    from trainer.probe import ProbeConfig, linear_probe
+    from trainer.config import ProbeConfig
+    from trainer.probe import linear_probe
 
     r = linear_probe(store, checkpoint, cfg["arch"],
                      ProbeConfig(out=out, points_per_sweep=cfg["probe_points_per_sweep"], seed=seed),
@@ -177,7 +184,8 @@ def probe_part(store: str, checkpoint: str | None, out: str, seed: int, cfg: dic
 
 
 def finetune_part(store: str, checkpoint: str | None, out: str, seed: int, key: str, cfg: dict) -> dict:
-    from trainer.finetune import FinetuneConfig, finetune
+    from trainer.config import FinetuneConfig
+    from trainer.finetune import finetune
 
     steps = cfg["finetune_steps"][key]
     fc = FinetuneConfig(out=out, labels_percent=cfg["label_percent"][key], steps=steps,
@@ -193,7 +201,8 @@ def finetune_part(store: str, checkpoint: str | None, out: str, seed: int, key: 
 
 def floor_part(store: str, kind: str, seed: int, cfg: dict) -> dict:
     from pipeline.classes import NUM_EVAL_CLASSES
-    from trainer.data import DataConfig, StoreDataset
+    from trainer.config import DataConfig
+    from trainer.data import StoreDataset
     from trainer.evaluate import scores
     from trainer.metrics import confusion_matrix
     from trainer.probe import feature_table, fit_softmax

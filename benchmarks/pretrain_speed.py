@@ -35,10 +35,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from trainer.batch import Collate, collate
-    from trainer.data import DataConfig, StoreDataset
-    from trainer.model import ModelConfig, Student
+    from trainer.config import DataConfig, ModelConfig, TrainConfig
+    from trainer.data import StoreDataset
+    from trainer.model import Student
     from trainer.sparse import SparseConv3d, SparseTensor
-    from trainer.train import EpochBatches, TrainConfig, _EpochDataset, loss_step
+    from trainer.train import EpochBatches, _EpochDataset, loss_step
 
     torch.manual_seed(0)
     dcfg = DataConfig(store=args.store, split="all")

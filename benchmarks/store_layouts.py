@@ -1,4 +1,4 @@
-"""Store layouts and encodings, measured (issue 16): for each teacher, the same world extracted in every
+"""Store layouts and encodings, measured: for each teacher, the same world extracted in every
 layout (patches, points) and encoding (float16, int8), and for each store:
 
 - bytes per real point of the arrays that carry the teacher features, and of the whole store, each as a

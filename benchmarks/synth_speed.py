@@ -1,6 +1,6 @@
 """How long the default demo world takes to generate (goal: under a minute on a 2-core machine).
 
-    .venv/bin/python benchmarks/synth_speed.py [--scenes 2] [--samples 10] [--image-size 800x450] [--workers 0]
+    .venv/bin/python benchmarks/synth_speed.py [--scenes 2] [--samples 10] [--image-size 800x450] [--workers N]
 
 Prints the wall time of ``write_dataroot`` (world, LiDAR, six cameras, JPEG, tables, maps) and the
 cost per keyframe and per image, plus a one-process breakdown of one keyframe by stage.
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=2)
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--image-size", default="800x450")
-    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=None, help="processes (default: one per core; 0: this process)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.image_size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,7 +36,7 @@ def main() -> None:
         total = time.perf_counter() - t0
     n = summary["keyframes"]
     print(f"world {args.scenes} scenes x {args.samples} keyframes, 6 cameras at {w}x{h}, "
-          f"{os.cpu_count()} cores, workers={args.workers or os.cpu_count()}")
+          f"{os.cpu_count()} cores, workers={os.cpu_count() if args.workers is None else args.workers}")
     print(f"total {total:.1f} s  ({'under' if total < 60 else 'OVER'} the 60 s goal)")
     print(f"per keyframe {total / n:.2f} s wall, per image {total / (6 * n):.3f} s wall")
     print(f"LiDAR points per sweep: mean {summary['points_per_sweep']['mean']:.0f}")

@@ -64,7 +64,8 @@ def gbdt_floor(store: str, seed: int, cfg: dict, class_weight: str | None) -> di
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from pipeline.classes import NUM_EVAL_CLASSES
-    from trainer.data import DataConfig, StoreDataset
+    from trainer.config import DataConfig
+    from trainer.data import StoreDataset
     from trainer.evaluate import scores
     from trainer.metrics import confusion_matrix
 

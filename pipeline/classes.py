@@ -1,8 +1,10 @@
-"""nuScenes-lidarseg class taxonomy: the 32 fine classes and the 16 evaluation classes.
+"""nuScenes-lidarseg class taxonomy: the 32 fine classes and the 16 evaluation classes, and the colour
+every picture paints each in.
 
 The fine indices are the ones nuScenes-lidarseg stores, one uint8 per point, in ``category.json``
 (``index`` field). The mapping to the 16 evaluation classes (0 = ignore) is the devkit's
-``LidarsegClassMapper``; ``tests/test_classes.py`` checks both against the installed devkit.
+``LidarsegClassMapper``; ``tests/test_classes.py`` checks both against the installed devkit (and
+``tests/test_plots.py`` the colours against its colormap).
 Light module: the trainer imports it.
 """
 
@@ -97,3 +99,65 @@ NUM_EVAL_CLASSES = len(EVAL_CLASSES) - 1
 FINE_TO_EVAL: np.ndarray = np.array(
     [EVAL_CLASSES.index(_FINE_TO_EVAL_NAME.get(name, "ignore")) for name in FINE_CLASSES], dtype=np.uint8
 )
+
+#: RGB (0-255) of each fine class, in ``FINE_CLASSES`` order: the nuScenes devkit's colormap, which its
+#: own pictures (``map_pointcloud_to_image``) paint with, so that ours and the devkit's agree.
+FINE_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0),  # noise
+    (70, 130, 180),  # animal
+    (0, 0, 230),  # human.pedestrian.adult
+    (135, 206, 235),  # human.pedestrian.child
+    (100, 149, 237),  # human.pedestrian.construction_worker
+    (219, 112, 147),  # human.pedestrian.personal_mobility
+    (0, 0, 128),  # human.pedestrian.police_officer
+    (240, 128, 128),  # human.pedestrian.stroller
+    (138, 43, 226),  # human.pedestrian.wheelchair
+    (112, 128, 144),  # movable_object.barrier
+    (210, 105, 30),  # movable_object.debris
+    (105, 105, 105),  # movable_object.pushable_pullable
+    (47, 79, 79),  # movable_object.trafficcone
+    (188, 143, 143),  # static_object.bicycle_rack
+    (220, 20, 60),  # vehicle.bicycle
+    (255, 127, 80),  # vehicle.bus.bendy
+    (255, 69, 0),  # vehicle.bus.rigid
+    (255, 158, 0),  # vehicle.car
+    (233, 150, 70),  # vehicle.construction
+    (255, 83, 0),  # vehicle.emergency.ambulance
+    (255, 215, 0),  # vehicle.emergency.police
+    (255, 61, 99),  # vehicle.motorcycle
+    (255, 140, 0),  # vehicle.trailer
+    (255, 99, 71),  # vehicle.truck
+    (0, 207, 191),  # flat.driveable_surface
+    (175, 0, 75),  # flat.other
+    (75, 0, 75),  # flat.sidewalk
+    (112, 180, 60),  # flat.terrain
+    (222, 184, 135),  # static.manmade
+    (255, 228, 196),  # static.other
+    (0, 175, 0),  # static.vegetation
+    (255, 240, 245),  # vehicle.ego
+)
+
+# the fine class whose colour an evaluation class is drawn in (ignore: noise's black)
+_EVAL_COLOUR_OF: dict[str, str] = {
+    "ignore": "noise",
+    "barrier": "movable_object.barrier",
+    "bicycle": "vehicle.bicycle",
+    "bus": "vehicle.bus.rigid",
+    "car": "vehicle.car",
+    "construction_vehicle": "vehicle.construction",
+    "motorcycle": "vehicle.motorcycle",
+    "pedestrian": "human.pedestrian.adult",
+    "traffic_cone": "movable_object.trafficcone",
+    "trailer": "vehicle.trailer",
+    "truck": "vehicle.truck",
+    "driveable_surface": "flat.driveable_surface",
+    "other_flat": "flat.other",
+    "sidewalk": "flat.sidewalk",
+    "terrain": "flat.terrain",
+    "manmade": "static.manmade",
+    "vegetation": "static.vegetation",
+}
+
+#: RGB (0-255) of each evaluation class, in ``EVAL_CLASSES`` order: the colour of its main fine class.
+EVAL_COLOURS: tuple[tuple[int, int, int], ...] = tuple(FINE_COLOURS[FINE_INDEX[_EVAL_COLOUR_OF[name]]]
+                                                       for name in EVAL_CLASSES)

@@ -4,69 +4,65 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
-app = typer.Typer(help="cdpipe: camera frames + LiDAR -> teacher features and occupancy targets -> Zarr store.",
-                  no_args_is_help=True, add_completion=False)
+from pipeline.dialect import DEVICE_HELP, JSON_HELP, STORE_HELP, fail, new_app, parse_size, store_from
+from pipeline.occupancy import FREE_PER_OCCUPIED, NEAR_SURFACE_M, VOXEL_SIZE_M
+from pipeline.store import ENCODINGS, LAYOUTS
+
+Layout = Literal[LAYOUTS]
+Encoding = Literal[ENCODINGS]
+Dataset = Literal["nuscenes"]
+ExtractSplit = Literal["all", "train", "val", "mini_train", "mini_val"]
+
+app = new_app("cdpipe: camera frames + LiDAR -> teacher features and occupancy targets -> Zarr store.")
 
 
-def fail(message: str, code: int = 2):
-    """Print one line on stderr and exit (2: bad input or a store that cannot be used, found before any work;
-    1: the work ran and some of it failed)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _two_ints(text: str, form: str, example: str) -> tuple[int, int]:
-    try:
-        a, b = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        fail(f"--image-size {text!r} is not {form}, e.g. {example}")
-    if a <= 0 or b <= 0:
-        fail(f"--image-size {text!r}: both sizes must be positive ({form})")
-    return a, b
-
-
-def parse_camera_size(text: str) -> tuple[int, int]:
-    """A camera image size, 'WIDTHxHEIGHT' as image files state it -> (W, H)."""
-    return _two_ints(text, "WIDTHxHEIGHT", "800x450")
-
-
-def parse_teacher_input(text: str) -> tuple[int, int]:
-    """The teacher's input size, 'HEIGHTxWIDTH' as tensors and the store's teacher.image_size state it -> (H, W)."""
-    return _two_ints(text, "HEIGHTxWIDTH", "224x448")
+def _store_argument(old_name: str = "URL"):
+    """The store as a positional argument: the old spelling of --store, hidden, kept for one release."""
+    return typer.Argument(None, hidden=True, metavar=old_name)
 
 
 @app.command()
 def synth(
-    out: Path = typer.Option(..., "--out", help="Dataroot to write (created; existing files are overwritten)."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Dataroot to write (created; existing files are "
+                             "overwritten)."),
     scenes: int = typer.Option(2, help="Number of scenes (streets)."),
     samples_per_scene: int = typer.Option(10, help="Keyframes per scene (2 Hz)."),
     seed: int = typer.Option(0, help="World seed: each seed is a different street."),
-    image_size: str = typer.Option("800x450", help="Camera image size WIDTHxHEIGHT (nuScenes: 1600x900)."),
+    camera_size: str = typer.Option("800x450", metavar="WIDTHxHEIGHT", help="Camera image size (nuScenes: "
+                                    "1600x900)."),
+    image_size: str = typer.Option(None, hidden=True, help="Old name of --camera-size."),
     version: str = typer.Option("v1.0-mini", help="nuScenes version folder name."),
-    workers: int = typer.Option(0, help="Processes (0: one per core)."),
+    workers: int = typer.Option(None, show_default="one per core", help="Processes rendering keyframes (0: this "
+                                "process)."),
     preview: bool = typer.Option(True, help="Also write preview.png: six cameras and a bird's-eye view."),
     camera_labels: bool = typer.Option(False, "--camera-labels",
                                        help="Also write camseg/CAM_*/*.png: the class of every camera pixel "
                                             "(255 = sky), for training and gating stand-in teachers."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Write a synthetic street in nuScenes format (tables, LiDAR, six cameras, lidarseg labels)."""
     from pipeline.synth.write import SynthConfig, write_dataroot
 
-    w, h = parse_camera_size(image_size)
+    flag = "--image-size" if image_size else "--camera-size"
+    w, h = parse_size(flag, image_size or camera_size)
     try:
         cfg = SynthConfig(out=str(out), scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                           width=w, height=h, version=version, workers=workers, camera_labels=camera_labels)
     except ValueError as e:
         fail(str(e))
-    summary = write_dataroot(cfg)
+    summary = write_dataroot(cfg, progress=not as_json)
     if preview:
         from pipeline.dataroot import write_preview
 
         summary["preview"] = str(write_preview(out, version))
-    print_summary(summary)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1, default=str))
+    else:
+        print_summary(summary)
 
 
 def print_summary(summary: dict) -> None:
@@ -90,18 +86,23 @@ def print_summary(summary: dict) -> None:
 
 @app.command()
 def inspect(
-    dataroot: Path = typer.Argument(..., help="A nuScenes-format dataroot."),
+    dataroot: Path = typer.Option(None, "--dataroot", metavar="DIR", help="A nuScenes-format dataroot."),
+    root: Path = typer.Argument(None, hidden=True, metavar="DATAROOT"),
     version: str = typer.Option("v1.0-mini", help="Version folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ):
     """Load a dataroot with the nuScenes devkit and print what is in it."""
     from pipeline.dataroot import inspect_dataroot
 
+    if dataroot and root and dataroot != root:
+        fail(f"cdpipe inspect: two dataroots given ({root} and --dataroot {dataroot}); name one, with --dataroot")
+    dataroot = dataroot or root
+    if dataroot is None:
+        fail("cdpipe inspect: name the dataroot with --dataroot DIR (see `cdpipe inspect --help`)")
     try:
         summary = inspect_dataroot(dataroot, version)
     except FileNotFoundError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
     else:
@@ -110,32 +111,37 @@ def inspect(
 
 @app.command()
 def extract(
-    dataroot: Path = typer.Option(..., "--dataroot", help="nuScenes-format dataroot."),
-    out: str = typer.Option(..., "--out", help="Store to write: a local path or an fsspec URL."),
-    dataset: str = typer.Option("nuscenes", help="Dataset format (nuscenes)."),
+    dataroot: Path = typer.Option(..., "--dataroot", metavar="DIR", help="nuScenes-format dataroot."),
+    out: str = typer.Option(..., "--out", metavar="STORE", help="Store to write: a local path or a file:// URL (a "
+                            "shared file system; read it anywhere by URL)."),
+    dataset: Dataset = typer.Option("nuscenes", help="Dataset format."),
     version: str = typer.Option("v1.0-mini", help="Dataset version folder."),
-    split: str = typer.Option("all", help="Scenes to extract: all, train, val (mini_train/mini_val accepted)."),
+    split: ExtractSplit = typer.Option("all", help="Scenes to extract (mini_train/mini_val: the same as train/val "
+                                       "in a v1.0-mini dataroot)."),
     teacher: str = typer.Option("vit_small_patch14_dinov2", help="timm ViT name (DINOv2 S/B/L/G, _reg4 variants...)."),
     teacher_weights: Path = typer.Option(None, help="Local teacher weights (.safetensors/.pth), loaded by timm."),
     random_teacher: bool = typer.Option(False, "--random-teacher",
                                         help="Run a randomly initialised teacher on purpose (named so everywhere)."),
     teacher_seed: int = typer.Option(0, help="Initialisation seed of a random teacher."),
-    image_size: str = typer.Option("224x448", help="Teacher input size HEIGHTxWIDTH (ScaLR: 224x448), not the cameras' "
-                                                   "WIDTHxHEIGHT: the store records it as teacher.image_size [H, W]."),
+    teacher_size: str = typer.Option("448x224", metavar="WIDTHxHEIGHT", help="Size of the images the teacher sees "
+                                     "(ScaLR: 448x224); the store records it as teacher.image_size [H, W]."),
+    image_size: str = typer.Option(None, hidden=True, help="Old spelling of --teacher-size, HEIGHTxWIDTH."),
     normed: bool = typer.Option(False, "--normed", help="Take the last block after the final norm (default: before)."),
     min_depth: float = typer.Option(1.0, help="Keep projections deeper than this (m)."),
-    occ_voxel: float = typer.Option(0.5, help="Occupancy voxel size (m)."),
-    occ_free_ratio: float = typer.Option(1.0, help="Near-surface free voxels sampled per occupied voxel."),
-    occ_near: float = typer.Option(1.5, help="Free voxels are drawn among those a ray enters at most this many "
-                                              "metres before its return (storage_schema.md, Occupancy)."),
-    layout: str = typer.Option("patches", help="How the store carries the teacher features: patches (each camera's "
-                                                "patch map; ~10x smaller) or points (a feature per point; the "
-                                                "simplest to read with plain zarr). storage_schema.md compares them."),
-    feature_encoding: str = typer.Option("float16", help="float16, or int8 (each vector with its own scale: half "
-                                                         "the size, cosine >= 0.9999 to float16)."),
+    occ_voxel: float = typer.Option(VOXEL_SIZE_M, help="Occupancy voxel size (m)."),
+    occ_free_ratio: float = typer.Option(FREE_PER_OCCUPIED, help="Near-surface free voxels sampled per occupied "
+                                         "voxel."),
+    occ_near: float = typer.Option(NEAR_SURFACE_M, help="Free voxels are drawn among those a ray enters at most "
+                                   "this many metres before its return (storage_schema.md, Occupancy)."),
+    layout: Layout = typer.Option("patches", help="How the store carries the teacher features: patches (each camera's "
+                                  "patch map; ~10x smaller) or points (a feature per point; the simplest to read "
+                                  "with plain zarr). storage_schema.md compares them."),
+    feature_encoding: Encoding = typer.Option("float16", help="float16, or int8 (each vector with its own scale: "
+                                              "half the size, cosine >= 0.9999 to float16)."),
     sweeps_per_shard: int = typer.Option(2, help="Sweeps per shard = per task (small tasks keep the last workers "
                                                  "busy at the end of a job)."),
-    workers: int = typer.Option(1, help="Dask worker processes of the local cluster (one teacher each)."),
+    workers: int = typer.Option(1, help="Dask worker processes of the local cluster, one teacher each (0: one "
+                                "worker in this process)."),
     tasks_per_worker: int = typer.Option(0, help="Tasks a local worker runs at once in threads sharing its "
                                                  "teacher (0: cores / workers)."),
     torch_threads: int = typer.Option(0, help="torch threads per task (0: cores / (workers x tasks per worker); 1 "
@@ -146,6 +152,8 @@ def extract(
                                                         "the store, finish the others, exit 1)."),
     break_lock: bool = typer.Option(False, "--break-lock", help="Break the store's lock when its job is gone "
                                                                 "(never a live job's)."),
+    device: str = typer.Option(None, metavar="DEVICE", help="Where the teacher runs: " + DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Run the frozen teacher once over every camera frame; write its patch maps (or per-point features),
     each point's camera and pixel, occupancy targets, points and labels into a Zarr store
@@ -155,22 +163,24 @@ def extract(
     from pipeline.errors import ExtractError
     from pipeline.extract import ExtractConfig, run_extract
     from pipeline.lock import LockError
-    from pipeline.occupancy import OccupancyGrid, grid_shape
+    from pipeline.occupancy import OccupancyGrid
     from pipeline.store import StoreError, StoreWriteError, check_out
     from pipeline.teacher import TeacherConfig, check_teacher
 
-    h, w = parse_teacher_input(image_size)
+    if image_size:  # the old spelling, HEIGHTxWIDTH
+        h, w = parse_size("--image-size", image_size)
+    else:
+        w, h = parse_size("--teacher-size", teacher_size)
     try:
-        grid = OccupancyGrid(voxel_size=occ_voxel, free_per_occupied=occ_free_ratio, near_surface_m=occ_near,
-                             shape=grid_shape(occ_voxel))
+        grid = OccupancyGrid(voxel_size=occ_voxel, free_per_occupied=occ_free_ratio, near_surface_m=occ_near)
         cfg = ExtractConfig(
             dataroot=str(dataroot), version=version, out=out, dataset=dataset, split=split,
             teacher=TeacherConfig(name=teacher, weights=str(teacher_weights) if teacher_weights else None,
                                   random=random_teacher, seed=teacher_seed, image_size=(h, w),
                                   layer="last_norm" if normed else "last_prenorm"),
             min_depth=min_depth, occupancy=grid, layout=layout, feature_encoding=feature_encoding,
-            sweeps_per_shard=sweeps_per_shard, workers=workers,
-            tasks_per_worker=tasks_per_worker, torch_threads=torch_threads, scheduler=scheduler, overwrite=overwrite)
+            sweeps_per_shard=sweeps_per_shard, workers=workers, tasks_per_worker=tasks_per_worker,
+            torch_threads=torch_threads, scheduler=scheduler, overwrite=overwrite, device=device)
     except ValueError as e:
         fail(str(e))
     try:  # everything that can be checked before a cluster starts
@@ -181,18 +191,23 @@ def extract(
     except (StoreError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     try:
-        summary = run_extract(cfg, command=" ".join(["cdpipe", *sys.argv[1:]]), strict=strict, break_lock=break_lock)
+        summary = run_extract(cfg, command=" ".join(["cdpipe", *sys.argv[1:]]), strict=strict, break_lock=break_lock,
+                              progress=not as_json)
     except StoreWriteError as e:  # the job ran and stopped: exit 1
         fail(str(e), 1)
     except (StoreError, ExtractError, LockError, FileNotFoundError) as e:
         fail(str(e))
-    print_store_summary(summary)
     job = summary["job"]
-    if job["broken_lock"]:
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1, default=str))
+    else:
+        print_store_summary(summary)
+    if job["broken_lock"] and not as_json:
         typer.echo(f"  lock       broke the stale lock of job {job['broken_lock'].get('job')} "
                    f"(pid {job['broken_lock'].get('pid')})")
-    typer.echo(f"  this job   {len(job['failures'])} sweeps failed, {sum(map(len, job['warnings'].values()))} "
-               f"warnings, {job['retries']} task attempts lost to dying workers (retried)")
+    if not as_json:
+        typer.echo(f"  this job   {len(job['failures'])} sweeps failed, {sum(map(len, job['warnings'].values()))} "
+                   f"warnings, {job['retries']} task attempts lost to dying workers (retried)")
     for s, why in sorted(job["failures"].items())[:20]:
         typer.echo(f"    failed  sweep {s}: {why}", err=True)
     for s, ws in sorted(job["warnings"].items())[:20]:
@@ -200,7 +215,7 @@ def extract(
             typer.echo(f"    warning sweep {s}: {w}", err=True)
     if job["failures"]:
         fail(f"{len(job['failures'])} of {summary['sweeps_total']} sweeps failed and are recorded in the store "
-             f"(`cdpipe info {out}` lists them); fix their input and rerun the same command to extract them", 1)
+             f"(`cdpipe info --store {out}` lists them); fix their input and rerun the same command to extract them", 1)
 
 
 def print_store_summary(s: dict) -> None:
@@ -249,13 +264,15 @@ def print_store_summary(s: dict) -> None:
 
 
 @app.command()
-def info(url: str = typer.Argument(..., help="Store: a local path, or a file://, http(s)://, s3:// or gs:// URL."),
-         as_json: bool = typer.Option(False, "--json", help="Print everything as JSON.")):
+def info(store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_HELP),
+         url: str = _store_argument(),
+         as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """What is in a store: provenance, teacher, counts, coverage, occupancy, bytes per array and per point,
     failures and warnings."""
     from pipeline.store import StoreError
     from pipeline.verify import store_info
 
+    url = store_from(store, url, "cdpipe info")
     try:
         summary = store_info(url)
     except StoreError as e:
@@ -265,16 +282,19 @@ def info(url: str = typer.Argument(..., help="Store: a local path, or a file://,
     else:
         print_store_summary(summary)
     for line in summary["metadata_problems"]:
-        typer.echo(f"problem: {line} (`cdpipe verify {url}` checks everything)", err=True)
+        typer.echo(f"problem: {line} (`cdpipe verify --store {url}` checks everything)", err=True)
     if summary["metadata_problems"]:
         raise typer.Exit(1)
 
 
 @app.command()
-def migrate(old: str = typer.Argument(..., help="Store of schema version 1, 2 or 3 (left as it is)."),
-            out: str = typer.Option(..., "--out", help="New store to write (a local path)."),
-            dataroot: Path = typer.Option(None, help="Dataset the store was extracted from (default: the dataroot "
-                                                     "it records), for the camera image sizes.")):
+def migrate(store: str = typer.Option(None, "--store", metavar="STORE", help="Store of schema version 1, 2 or 3 "
+                                     "(left as it is)."),
+            old: str = _store_argument("OLD"),
+            out: str = typer.Option(..., "--out", metavar="STORE", help="New store to write (a local path)."),
+            dataroot: Path = typer.Option(None, metavar="DIR", help="Dataset the store was extracted from (default: "
+                                          "the dataroot it records), for the camera image sizes."),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Rewrite an older store in the current schema without the teacher, in the points layout (older
     stores hold a feature per point; re-extract for the ~10x smaller patches layout). Schema 1 and 2 also
     gain checksums on every chunk, camera image sizes from the tables and the teacher's construction
@@ -284,28 +304,34 @@ def migrate(old: str = typer.Argument(..., help="Store of schema version 1, 2 or
     from pipeline.migrate import migrate as run
     from pipeline.store import StoreError
 
+    old = store_from(store, old, "cdpipe migrate")
     try:
         result = run(old, out, str(dataroot) if dataroot else None, command=" ".join(["cdpipe", *sys.argv[1:]]))
     except StoreError as e:
         fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result, indent=1, default=str))
+        return
     typer.echo(f"migrated {result['sweeps']} sweeps from schema {result['from_schema']} to {result['out']}; "
-               f"check it with `cdpipe verify {result['out']}`")
+               f"check it with `cdpipe verify --store {result['out']}`")
 
 
-@app.command(hidden=True)
-def store(url: str = typer.Argument(..., help="Store path or URL.")):
+@app.command("store", hidden=True)
+def store_command(url: str = typer.Argument(..., help="Store path or URL.")):
     """The old name of `cdpipe info`."""
-    info(url, as_json=False)
+    info(None, url, as_json=False)
 
 
 @app.command()
-def verify(url: str = typer.Argument(..., help="Store: a local path, or a file://, http(s)://, s3:// or gs:// URL."),
-           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+def verify(store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_HELP),
+           url: str = _store_argument(),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
            progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Decode every chunk of a store and check it: checksums, missing chunks of complete sweeps, failure
     records, schema version, shapes, NaN/inf and out-of-range values. One line per problem; exit 1 on any."""
     from pipeline.verify import Problem, verify_store
 
+    url = store_from(store, url, "cdpipe verify")
     report = verify_store(url, progress=progress)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
@@ -324,16 +350,22 @@ def verify(url: str = typer.Argument(..., help="Store: a local path, or a file:/
 
 
 @app.command()
-def preview(url: str = typer.Argument(..., help="Store: a local path, or a file://, http(s)://, s3:// or gs:// URL."),
-            out: Path = typer.Option(..., "--out", help="PNG to write."),
-            sweep: int = typer.Option(0, help="Sweep index (0 .. num_sweeps - 1)."),
-            dataroot: Path = typer.Option(None, help="Where the camera images are (default: the dataroot the store "
-                                                     "records; without them the points are drawn alone).")):
+def preview(store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_HELP),
+            url: str = _store_argument(),
+            out: Path = typer.Option(..., "--out", metavar="FILE.png", help="PNG to write."),
+            sweep: int = typer.Option(0, help="Sweep index (0 .. num_sweeps - 1), counted within --split."),
+            split: Literal["all", "train", "val"] = typer.Option("all", help="Count --sweep within these scenes "
+                                                                 "(val: --sweep 0 is the first val sweep)."),
+            dataroot: Path = typer.Option(None, metavar="DIR", help="Where the camera images are (default: the "
+                                          "dataroot the store records; without them the points are drawn alone).")):
     """Picture one sweep: each camera with its points coloured by a PCA of their teacher features, the
     same from above, the lidarseg labels from above, and slices of the occupancy targets."""
     from pipeline.preview import draw_preview, sweep_preview
     from pipeline.store import StoreError
 
+    url = store_from(store, url, "cdpipe preview")
+    if split != "all":
+        sweep = _sweep_of_split(url, split, sweep)
     if out.suffix.lower() != ".png":
         fail(f"--out {out}: the preview is a PNG; name it FILE.png")
     if not out.parent.is_dir():
@@ -342,8 +374,25 @@ def preview(url: str = typer.Argument(..., help="Store: a local path, or a file:
         view = sweep_preview(url, sweep, str(dataroot) if dataroot else None)
     except StoreError as e:
         fail(str(e))
+    typer.echo(f"drawing sweep {sweep} of {url} ...", err=True)
     draw_preview(view, out)
     typer.echo(f"{out}: sweep {sweep} of {url}" + (f" ({view.image_note})" if view.image_note else ""))
+
+
+def _sweep_of_split(url: str, split: str, k: int) -> int:
+    """The store index of the ``k``-th sweep of the scenes of ``split`` (store order)."""
+    from pipeline.store import StoreError, open_store
+
+    try:
+        scenes = open_store(url).attrs["scenes"]
+    except StoreError as e:
+        fail(str(e))
+    rows = [s for sc in scenes if sc["split"] == split
+            for s in range(sc["first_sweep"], sc["first_sweep"] + sc["num_sweeps"])]
+    if not 0 <= k < len(rows):
+        fail(f"--sweep {k} --split {split}: the store has {len(rows)} {split} sweeps" + (f" (0 .. {len(rows) - 1})"
+                                                                                          if rows else ""))
+    return rows[k]
 
 
 def console_script() -> None:

@@ -10,19 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.classes import EVAL_CLASSES, FINE_TO_EVAL
-from pipeline.frames import CAMERA_GRID, LIDAR, LIDAR_RECORD_BYTES
-
-
-def load_nuscenes(dataroot: str | os.PathLike, version: str):
-    """``NuScenes(version, dataroot)`` with an error that says which folder is missing."""
-    from nuscenes.nuscenes import NuScenes
-
-    tables = Path(dataroot) / version
-    if not tables.is_dir():
-        found = sorted(p.name for p in Path(dataroot).glob("v1.0-*")) if Path(dataroot).is_dir() else []
-        raise FileNotFoundError(f"no table folder {tables} (versions found in {dataroot}: {found or 'none'})")
-    return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+from pipeline.classes import EVAL_CLASSES, FINE_CLASSES, FINE_COLOURS, FINE_TO_EVAL
+from pipeline.frames import CAMERA_GRID, LIDAR, LIDAR_RECORD_BYTES, load_nuscenes
 
 
 def inspect_dataroot(dataroot: str | os.PathLike, version: str) -> dict:
@@ -66,9 +55,12 @@ def _synth_seed(dataroot) -> str:
 
 def write_preview(dataroot: str | os.PathLike, version: str, sample_index: int = 0, tile_width: int = 400) -> Path:
     """``DATAROOT/preview.png``: the six cameras of one keyframe with its LiDAR points painted by lidarseg
-    class (projected by the devkit's ``map_pointcloud_to_image``), and a bird's-eye view of the sweep."""
+    class (projected by the devkit's ``map_pointcloud_to_image``), and a bird's-eye view of the sweep, over a
+    legend of the classes painted (``pipeline.classes.FINE_COLOURS``, the devkit's colours)."""
     from nuscenes.utils.data_classes import LidarPointCloud
     from PIL import Image, ImageDraw
+
+    from pipeline.preview import legend_strip
 
     nusc = load_nuscenes(dataroot, version)
     from nuscenes.nuscenes import NuScenesExplorer
@@ -76,7 +68,7 @@ def write_preview(dataroot: str | os.PathLike, version: str, sample_index: int =
     explorer = NuScenesExplorer(nusc)
     sample = nusc.sample[sample_index]
     lidar_tok = sample["data"][LIDAR]
-    tiles = []
+    tiles, shown = [], set()
     for row in CAMERA_GRID:
         for ch in row:
             pts, colour, im = explorer.map_pointcloud_to_image(lidar_tok, sample["data"][ch], show_lidarseg=True)
@@ -84,6 +76,7 @@ def write_preview(dataroot: str | os.PathLike, version: str, sample_index: int =
             im = im.convert("RGB").resize((tile_width, int(round(im.height * scale))))
             draw = ImageDraw.Draw(im)
             rgb = (np.asarray(colour)[:, :3] * 255).astype(int)
+            shown.update(FINE_COLOURS.index(tuple(int(v) for v in c)) for c in np.unique(rgb, axis=0))
             for (u, v), c in zip((pts[:2].T * scale), rgb):
                 draw.rectangle([u - 0.5, v - 0.5, u + 0.5, v + 0.5], fill=tuple(c))
             draw.text((6, 4), ch, fill=(255, 255, 255))
@@ -101,7 +94,7 @@ def write_preview(dataroot: str | os.PathLike, version: str, sample_index: int =
     from pyquaternion import Quaternion
 
     xyz = Quaternion(cs["rotation"]).rotation_matrix @ pc.points[:3] + np.array(cs["translation"])[:, None]
-    colours = np.array([nusc.colormap[nusc.lidarseg_idx2name_mapping[i]] for i in range(32)], dtype=np.uint8)
+    colours = np.array(FINE_COLOURS, dtype=np.uint8)
     half = 50.0  # metres shown either side of the ego vehicle
     bev = np.full((bev_size, bev_size, 3), 20, dtype=np.uint8)
     col = ((-xyz[1] + half) / (2 * half) * bev_size).astype(int)  # ego x up, y left
@@ -112,6 +105,13 @@ def write_preview(dataroot: str | os.PathLike, version: str, sample_index: int =
     bev_im = Image.fromarray(bev)
     ImageDraw.Draw(bev_im).text((6, 4), f"{LIDAR}, {2 * half:.0f} m square, ego at centre", fill=(255, 255, 255))
     canvas.paste(bev_im, (3 * tile_width, 0))
+    shown.update(np.unique(labels[inside]).tolist())
+    legend = legend_strip([(FINE_CLASSES[i], FINE_COLOURS[i]) for i in sorted(shown)], canvas.width,
+                          "lidarseg classes painted (fine classes)")
+    framed = Image.new("RGB", (canvas.width, canvas.height + legend.height), (20, 20, 24))
+    framed.paste(canvas, (0, 0))
+    framed.paste(legend, (0, canvas.height))
+    canvas = framed
     out = Path(dataroot) / "preview.png"
     canvas.save(out)
     return out

@@ -1,12 +1,13 @@
 """``cdpipe extract``: run the frozen teacher once over every camera frame and write the store.
 
-Client: start the Dask workers (each imports torch and timm and builds the teacher right away, which
-also gives the store its teacher record), meanwhile build the frame index from the tables, create the
-store (or reopen it to resume), and hand groups of ``sweeps_per_shard`` consecutive sweeps to the
-workers. Worker task (``extract_group``): read the LiDAR sweeps and all their camera images, run the
-teacher on the whole batch of images, project every point into every camera, keep the patch maps (the
-patches layout) or sample each point's feature (the points layout), build occupancy targets, and write
-whole shards (whole chunks where an array has no shards) of every array; ``done`` last. A rerun skips
+Client: start the Dask workers (``--workers 0``: one, in this process; each imports torch and timm and
+builds the teacher right away, which also gives the store its teacher record), meanwhile build the
+frame index from the tables, create the store (or reopen it to resume) through ``StoreWriter``, and
+hand groups of ``sweeps_per_shard`` consecutive sweeps to the workers. Worker task (``extract_group``):
+read the LiDAR sweeps and all their camera images, run the teacher on the whole batch of images,
+project every point into every camera, keep the patch maps (the patches layout) or sample each point's
+feature (the points layout), build occupancy targets, and write the group through ``StoreWriter``:
+whole shards (whole chunks where an array has no shards) of every array, ``done`` last. A rerun skips
 groups whose ``done`` flags are all set, so a killed job loses at most the groups in flight.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import os
+import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from pipeline.frames import LIDAR, FrameIndex, coverage_problem, read_image, rea
 from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
 from pipeline.projection import assign_views, sample_features
 from pipeline.store import (
+    ARRAY_SPECS,
     ENCODINGS,
     FEATURE_ARRAYS,
     LAYOUTS,
@@ -35,24 +39,18 @@ from pipeline.store import (
     PIXEL_CONVENTION,
     SAMPLING,
     SCHEMA_VERSION,
-    StoreError,
     StoreWriteError,
-    as_attribute,
-    check_compatible,
     check_out,
-    consolidate,
-    create_arrays,
     decode_reason,
     encode_int8,
-    expected_arrays,
     local_path,
-    open_for_writing,
-    open_store,
     patch_grid,
-    read_column,
-    store_dims,
 )
+from pipeline.store_writer import StoreWriter
 from pipeline.teacher import TeacherConfig
+
+#: What ``--device`` accepts: cpu, cuda, or cuda:N
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -71,23 +69,29 @@ class ExtractConfig:
     # camera's patch map, ~10x smaller than a feature per point at the same fidelity, or a feature per point
     layout: str = "patches"
     feature_encoding: str = "float16"
-    # The local cluster: ``workers`` processes, each holding one teacher and running ``tasks_per_worker``
-    # tasks at once in threads (0: cores // workers), each task's torch ops on ``torch_threads`` threads
-    # (0: cores // (workers x tasks_per_worker), at least 1). On the CPU, threads sharing one teacher run
-    # it as fast as a process per core or faster (teacher alone on 2 cores: 2 threads 1.47-1.51 scans/s;
-    # 2 processes 1.34-1.37 with glibc's defaults, 1.52 with the malloc settings below), and torch, timm
-    # and the model load once: start-up 4.5-4.8 s instead of 8.1 s, one model in memory.
+    # The local cluster: ``workers`` processes (0: one worker in this process, in threads), each holding
+    # one teacher and running ``tasks_per_worker`` tasks at once in threads (0: cores // workers), each
+    # task's torch ops on ``torch_threads`` threads (0: cores // (workers x tasks_per_worker), at least 1).
+    # On the CPU, threads sharing one teacher run it as fast as a process per core or faster (teacher
+    # alone on 2 cores: 2 threads 1.47-1.51 scans/s; 2 processes 1.34-1.37 with glibc's defaults, 1.52
+    # with the malloc settings below), and torch, timm and the model load once: start-up 4.5-4.8 s
+    # instead of 8.1 s, one model in memory.
     workers: int = 1
     tasks_per_worker: int = 0
     torch_threads: int = 0
     scheduler: str | None = None  # address of a running dask scheduler; None: a LocalCluster
+    device: str | None = None  # where the teacher runs: cpu, cuda or cuda:N; None: cuda when there is one
     overwrite: bool = False
 
     def __post_init__(self):
         if self.dataset != "nuscenes":
             raise ValueError(f"--dataset {self.dataset!r}: only 'nuscenes' (and nuScenes-format data) is supported")
-        if self.sweeps_per_shard < 1 or self.workers < 1:
-            raise ValueError("--sweeps-per-shard and --workers must be at least 1")
+        if self.sweeps_per_shard < 1:
+            raise ValueError("--sweeps-per-shard must be at least 1")
+        if self.workers < 0:
+            raise ValueError(f"--workers {self.workers}: give 0 (work in this process) or more worker processes")
+        if self.device is not None and not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"--device {self.device!r}: choose cpu, cuda or cuda:N (N: the GPU's index)")
         if self.tasks_per_worker < 0 or self.torch_threads < 0:
             raise ValueError("--tasks-per-worker and --torch-threads must be 0 (automatic) or more")
         if self.min_depth <= 0:
@@ -100,14 +104,14 @@ class ExtractConfig:
     @property
     def tasks(self) -> int:
         """Tasks each local worker runs at once."""
-        return self.tasks_per_worker or max(1, _cores() // self.workers)
+        return self.tasks_per_worker or max(1, _cores() // max(1, self.workers))
 
     @property
     def threads(self) -> int:
         """torch threads per task (one on a cluster given by --scheduler, unless set)."""
         if self.torch_threads or self.scheduler:
             return self.torch_threads or 1
-        return max(1, _cores() // (self.workers * self.tasks))
+        return max(1, _cores() // (max(1, self.workers) * self.tasks))
 
 
 def _cores() -> int:
@@ -152,59 +156,6 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
     }
 
 
-# attributes that must agree for a rerun to resume into an existing store. The padded sizes P and Q are
-# the store's: a rerun keeps them (a sweep fixed since, and now larger than P, fails on its own).
-_RESUME_KEYS = ("schema_version", "num_sweeps", "feature_dim", "layout", "feature_encoding", "patch_grid",
-                "sweeps_per_shard", "cameras", "has_labels", "dataset", "teacher", "projection", "occupancy")
-
-
-def create_or_open_store(cfg: ExtractConfig, attrs: dict):
-    """Create the store with every array (empty), or reopen a compatible one to resume."""
-    import zarr
-
-    check_out(cfg.out, cfg.overwrite)
-    group = None
-    if not cfg.overwrite:
-        try:
-            group = zarr.open_group(cfg.out, mode="r+")  # local path or URL
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            group = None
-    if group is not None:
-        old = dict(group.attrs)
-        check_compatible(old, cfg.out)
-        diff = [k for k in _RESUME_KEYS if _resume_view(k, old.get(k)) != _resume_view(k, attrs[k])]
-        options = {"layout": "--layout", "feature_encoding": "--feature-encoding"}
-        if diff and set(diff) <= set(options):
-            hint = " ".join(f"{options[k]} {old.get(k)}" for k in options if k in diff)
-            raise StoreError(f"{cfg.out} holds its features as {old.get('layout')} in {old.get('feature_encoding')}, "
-                             f"this run asks for {attrs['layout']} in {attrs['feature_encoding']}: rerun with {hint} "
-                             f"to resume it, or write to a new --out")
-        if diff:
-            raise StoreError(f"{cfg.out} was written with other settings ({', '.join(diff)} differ), so this run "
-                             f"cannot resume it. Write to a new --out, or pass --overwrite to start it again.")
-        return group
-    group = zarr.open_group(cfg.out, mode="w")
-    group.attrs.update(attrs)
-    create_arrays(group, attrs)
-    consolidate(cfg.out)
-    return zarr.open_group(cfg.out, mode="r+")
-
-
-def _resume_view(key: str, value):
-    """An attribute as a resume compares it: as JSON, the teacher without what may differ between runs."""
-    from pipeline.teacher import RUN_SPECIFIC
-
-    value = as_attribute(value)
-    if key == "teacher" and isinstance(value, dict):
-        for path in RUN_SPECIFIC:
-            node = value
-            for part in path[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict):
-                node.pop(path[-1], None)
-    return value
-
-
 # ---------------------------------------------------------------------------------------------------
 # the worker task
 
@@ -212,49 +163,52 @@ def _resume_view(key: str, value):
 _TEACHER_LOCK = threading.Lock()
 
 
-def _teacher(cfg: TeacherConfig):
+def _teacher(cfg: TeacherConfig, device: str | None):
     """The worker's one teacher, built on first use; the tasks running in the worker's threads share it
     (its forward keeps no state)."""
     with _TEACHER_LOCK:
-        return _build_teacher(cfg)
+        return _build_teacher(cfg, device)
 
 
 @lru_cache(maxsize=1)
-def _build_teacher(cfg: TeacherConfig):
+def _build_teacher(cfg: TeacherConfig, device: str | None):
     import torch
 
     from pipeline.teacher import FrozenTeacher
 
-    teacher = FrozenTeacher(cfg)
-    return teacher.to("cuda") if torch.cuda.is_available() else teacher
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and int(device.partition(":")[2] or 0) >= torch.cuda.device_count():
+        raise ExtractError(f"--device {device}: this worker sees {torch.cuda.device_count()} CUDA devices"
+                           + ("" if torch.cuda.device_count() else f" (torch {torch.__version__}, CUDA "
+                                                                   f"{torch.version.cuda or 'not built in'})"))
+    return FrozenTeacher(cfg).to(device)
 
 
-def warm_worker(cfg: TeacherConfig) -> tuple[dict, int]:
+def warm_worker(cfg: TeacherConfig, device: str | None) -> tuple[dict, int]:
     """Build (and keep) the teacher in this worker; return its provenance record and feature size."""
-    teacher = _teacher(cfg)
+    teacher = _teacher(cfg, device)
     return teacher.describe(), teacher.feature_dim
 
 
-def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims: dict, job: str = "") -> dict:
-    """Extract sweeps ``first_sweep .. first_sweep + len(index)`` and write them (``dims``: the store's
-    sizes P, Q, D, h, w).
+def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, job: str = "") -> dict:
+    """Extract sweeps ``first_sweep .. first_sweep + len(index) - 1`` and write them into the store.
 
     A sweep that fails (its index entry, or a file read here: LiDAR, labels, an image) is written as fill
     with its ``failure`` and ``done`` 0; the others complete. ``job`` is the id in the store's lock: if
-    another job has taken the lock since, nothing is marked done. Returns the number of sweeps done,
-    ``failures`` {sweep: reason}, ``warnings`` {sweep: [...]} and the seconds per stage (read, teacher,
-    project, occupancy, write).
+    another job has taken the lock since, nothing is written (taken mid-write: nothing is marked done).
+    Returns the number of sweeps done, ``failures`` {sweep: reason}, ``warnings`` {sweep: [...]} and the
+    seconds per stage (read, teacher, project, occupancy, write).
     """
     import torch
 
     torch.set_num_threads(cfg.threads)
-    teacher = _teacher(cfg.teacher)
+    teacher = _teacher(cfg.teacher, cfg.device)
+    writer = StoreWriter.open(cfg.out, job)
+    dims = writer.dims
     n, p, q = len(index), dims["P"], dims["Q"]
-    specs = expected_arrays({"layout": cfg.layout, "feature_encoding": cfg.feature_encoding,
-                             "has_labels": index.label_path is not None})
     # every array of the group as its fill (dtypes and fills from the schema), then what the index knows
-    out = {spec.name: np.full(spec.shape(n, {**dims, "C": len(index.cameras)}), spec.fill,
-                              dtype=object if spec.dtype == "str" else spec.dtype) for spec in specs}
+    out = writer.blank(n)
     for name, value in (("scene_index", index.scene_index), ("timestamp", index.timestamp),
                         ("camera_timestamp", index.camera_timestamp), ("camera_hw", index.image_hw),
                         ("sample_token", index.sample_token), ("lidar_token", index.lidar_token)):
@@ -305,9 +259,9 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
                                    f"with --overwrite to rebuild the store with room for them")
         except ExtractError as e:
             failure[i] = f"{e} (sample {index.sample_token[i]})" if index.sample_token[i] not in str(e) else str(e)
-            for spec in specs:  # the features written before the failure
-                if spec.name in FEATURE_ARRAYS:
-                    out[spec.name][i] = spec.fill
+            for name in FEATURE_ARRAYS:  # the features written before the failure
+                if name in out:
+                    out[name][i] = ARRAY_SPECS[name].fill
             continue
         out["points"][i, :m] = points
         if labels is not None:
@@ -321,26 +275,10 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, dims:
     out["failure"] = np.array(failure, dtype=object)
     out["warnings"] = np.array(["" if failure[i] else "\n".join(warnings[i]) for i in range(n)], dtype=object)
 
-    sl = slice(first_sweep, first_sweep + n)
-    if job:
-        from pipeline.lock import check_holder
-
-        check_holder(cfg.out, job)  # a task of a job that lost the store's lock writes nothing
-    done = np.array([not f for f in failure], np.uint8)
-    try:
-        arrays = open_for_writing(cfg.out)
-        arrays["done"][sl] = np.zeros(n, np.uint8)  # first: a sweep being rewritten is not complete meanwhile
-        for spec in specs:
-            if spec.name != "done":
-                arrays[spec.name][sl] = out[spec.name]
-        if job:
-            check_holder(cfg.out, job)  # nor marks anything done
-        arrays["done"][sl] = done  # last: the sweeps are complete
-    except OSError as e:  # the store's side (a full disk, a folder that cannot be written), not the input's
-        raise StoreWriteError(f"writing {cfg.out} failed in the task for sweeps {sl.start}-{sl.stop - 1}: "
-                              f"{type(e).__name__}: {decode_reason(e)}") from None
+    out["done"][:] = [not f for f in failure]
+    writer.write_sweeps(first_sweep, out)  # done last; a job that lost the store's lock writes nothing
     clock.lap("write")
-    return {"sweeps": n, "done": int(done.sum()), **clock.seconds,
+    return {"sweeps": n, "done": int(out["done"].sum()), **clock.seconds,
             "failures": {first_sweep + i: f for i, f in enumerate(failure) if f},
             "warnings": {first_sweep + i: w for i, w in enumerate(warnings) if w and not failure[i]}}
 
@@ -436,8 +374,9 @@ def check_teacher_never_saw(teacher: TeacherConfig, dataroot: str, version: str)
 
 def check_orientation(size: tuple[int, int], image_hw: np.ndarray) -> None:
     """Refuse a teacher input (``size`` = (H, W)) that stands the other way from the cameras' images
-    (``image_hw`` [K, 2]): ``--image-size`` is HEIGHTxWIDTH, and 448x224 given for 224x448 would feed the
-    teacher portrait images of landscape cameras without a word."""
+    (``image_hw`` [K, 2]): ``--teacher-size 224x448`` given for 448x224 (or the old HEIGHTxWIDTH
+    ``--image-size 448x224`` for 224x448) would feed the teacher portrait images of landscape cameras without
+    a word."""
     h, w = size
     cams = np.asarray(image_hw).reshape(-1, 2)
     cams = cams[(cams > 0).all(axis=1) & (cams[:, 0] != cams[:, 1])]
@@ -446,9 +385,9 @@ def check_orientation(size: tuple[int, int], image_hw: np.ndarray) -> None:
     landscape = bool((cams[:, 1] > cams[:, 0]).mean() >= 0.5)
     if (w > h) != landscape:
         ch, cw = (int(v) for v in cams[0])
-        raise ExtractError(f"--image-size {h}x{w} is HEIGHTxWIDTH: a {'portrait' if h > w else 'landscape'} teacher "
-                           f"input ({w} wide, {h} high) for {'landscape' if landscape else 'portrait'} cameras "
-                           f"({cw}x{ch}); did you mean --image-size {w}x{h}?")
+        raise ExtractError(f"--teacher-size {w}x{h} (WIDTHxHEIGHT) is a {'portrait' if h > w else 'landscape'} "
+                           f"teacher input ({w} wide, {h} high) for {'landscape' if landscape else 'portrait'} cameras "
+                           f"({cw}x{ch}); did you mean --teacher-size {h}x{w}?")
 
 
 def _lost_attempts(dask_scheduler=None) -> int:
@@ -480,31 +419,54 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
     cfg = dataclasses.replace(cfg, out=local_path(cfg.out))  # one spelling for the store, its lock and the tasks
     check_teacher_never_saw(cfg.teacher, cfg.dataroot, cfg.version)
     started = time.perf_counter()
+
+    def say(text: str) -> None:  # the phases before the progress bar, one line each
+        if progress:
+            print(f"extract: {text}", file=sys.stderr, flush=True)
+
     lock = StoreLock(local_path(cfg.out), break_stale=break_lock).acquire()
     # the tables are read in a thread while the cluster starts and its workers build the teacher
+    say(f"reading the tables of {os.path.join(cfg.dataroot, cfg.version)} (split {cfg.split})")
     reader = ThreadPoolExecutor(1, thread_name_prefix="cdpipe-index")
     index_future = reader.submit(build_nuscenes_index, cfg.dataroot, cfg.version, cfg.split)
     reader.shutdown(wait=False)  # its one thread ends with the index
     client = cluster = None
+    in_process = not cfg.scheduler and cfg.workers == 0
+    if in_process:  # the tasks set torch's process-wide thread count: given back when the job ends
+        import torch
+
+        torch_threads = torch.get_num_threads()
     failures: dict[int, str] = {}
     warnings: dict[int, list[str]] = {}
     try:
         if cfg.scheduler:
+            say(f"connecting to the Dask scheduler at {cfg.scheduler}; its workers build the teacher "
+                f"{cfg.teacher.name}")
             client = Client(cfg.scheduler)
         else:
+            workers = "a Dask worker in this process" if in_process else _plural(cfg.workers, "Dask worker process")
+            say(f"starting {workers} ({_plural(cfg.tasks, 'task')} at once{' each' if cfg.workers > 1 else ''}), "
+                f"building the teacher {cfg.teacher.name}")
             # CRITICAL: workers log a heartbeat traceback when the cluster closes under them; task errors
             # still reach us as exceptions. ":0" keeps two jobs on one machine off one port.
             with dask.config.set(_LOCAL_WORKER_CONFIG):
-                cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.tasks, processes=True,
-                                       dashboard_address=":0", silence_logs=logging.CRITICAL)
+                cluster = LocalCluster(n_workers=max(1, cfg.workers), threads_per_worker=cfg.tasks,
+                                       processes=not in_process, dashboard_address=":0",
+                                       silence_logs=logging.CRITICAL)
             client = Client(cluster)
-            client.register_plugin(LocalWorkerSetup())
+            if not in_process:  # its malloc settings and fast exit are for worker processes only
+                client.register_plugin(LocalWorkerSetup())
         lost_before = client.run_on_scheduler(_lost_attempts)
         # every worker imports torch and timm and builds the teacher while the client reads the tables;
         # the first to finish describes the teacher (name, weights sha256, feature size) for the store
-        warm = [client.submit(warm_worker, cfg.teacher, workers=[w], allow_other_workers=True, pure=False)
-                for w in client.scheduler_info()["workers"]] or [client.submit(warm_worker, cfg.teacher, pure=False)]
+        warm = [client.submit(warm_worker, cfg.teacher, cfg.device, workers=[w], allow_other_workers=True, pure=False)
+                for w in client.scheduler_info()["workers"]] or [client.submit(warm_worker, cfg.teacher, cfg.device,
+                                                                               pure=False)]
         index = index_future.result()
+        unusable = sum(map(bool, index.failure))
+        say(f"tables read ({time.perf_counter() - started:.1f} s): {_plural(len(index), 'sweep')} in "
+            f"{_plural(len(index.scenes), 'scene')}" + (f", {unusable} unusable (to be recorded as failed)"
+                                                        if unusable else ""))
         check_orientation(cfg.teacher.image_size, index.image_hw[index.camera_ok])
         if all(index.failure):
             raise ExtractError(f"every one of the {len(index)} sweeps is unusable; the first: {index.failure[0]}")
@@ -519,20 +481,23 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
                                "memory)") from None
         except Exception as e:  # weights that do not fit the model, a model without patch tokens...
             raise ExtractError(f"the teacher {cfg.teacher.name} could not be built: {decode_reason(e)}") from None
+        say(f"teacher ready ({time.perf_counter() - started:.1f} s): {cfg.teacher.name}, D = {feature_dim}, on "
+            f"{teacher_desc['device']}")
         max_points = int(index.num_points.max())
         max_q = max_queries_for(max_points, cfg.occupancy)
         attrs = store_attrs(cfg, index, teacher_desc, feature_dim, max_points, max_q, command)
-        group = create_or_open_store(cfg, attrs)
-        # a damaged chunk of done counts as not done: its sweeps are extracted again, which rewrites it
-        done = read_column(group, "done", on_damage=lambda s0, e: None)
+        existed = os.path.exists(os.path.join(cfg.out, "zarr.json")) and not cfg.overwrite
+        writer = StoreWriter(cfg.out, attrs, overwrite=cfg.overwrite, job=lock.job)
+        done = writer.done()  # a damaged chunk of done reads as 0: its sweeps are extracted again
         k = cfg.sweeps_per_shard
         todo = [s0 for s0 in range(0, len(index), k) if not done[s0:s0 + k].all()]
         n_done_before = len(index) - sum(min(k, len(index) - s0) for s0 in todo)
-        dims = store_dims(dict(group.attrs))
+        say(f"resuming {cfg.out}: {n_done_before} of {_plural(len(index), 'sweep')} already done" if existed
+            else f"{'started' if cfg.overwrite else 'created'} the store {cfg.out} ({_plural(len(index), 'sweep')})")
         task_started = time.perf_counter()
         stage_seconds: dict[str, float] = {}
-        futures = {client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, dims,
-                                 lock.job, pure=False): s0 for s0 in todo}
+        futures = {client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, lock.job,
+                                 pure=False): s0 for s0 in todo}
         bar = tqdm(total=len(index), initial=n_done_before, desc="extract sweeps", unit="sweep",
                    disable=not progress or not todo)
         try:
@@ -548,11 +513,11 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
                     why = ("Dask workers died repeatedly running it (often out of memory: lower --workers, "
                            "--tasks-per-worker or --sweeps-per-shard)" if isinstance(e, KilledWorker)
                            else f"{type(e).__name__}: {decode_reason(e)}")
-                    rows = range(s0, min(s0 + k, len(index)))
-                    result = {"sweeps": len(rows), "done": 0, "warnings": {},
-                              "failures": {s: f"task for sweeps {rows.start}-{rows.stop - 1} failed: "
-                                              f"{why}" for s in rows}}
-                    result["failures"] = record_failures(cfg.out, index, result["failures"])
+                    rows = slice(s0, min(s0 + k, len(index)))
+                    recorded = writer.fail_sweeps(
+                        s0, [f"task for sweeps {rows.start}-{rows.stop - 1} failed: {why}"] * (rows.stop - rows.start),
+                        index.sample_token[rows], index.lidar_token[rows])
+                    result = {"sweeps": rows.stop - rows.start, "done": 0, "warnings": {}, "failures": recorded}
                 bar.update(result["sweeps"])
                 failures.update(result.pop("failures"))
                 warnings.update(result.pop("warnings"))
@@ -577,6 +542,8 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
             client.close()
         if cluster is not None:
             cluster.close()
+        if in_process:
+            torch.set_num_threads(torch_threads)
         lock.release()
     task_seconds = time.perf_counter() - task_started
     summary = store_info(cfg.out)
@@ -589,18 +556,6 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
     return summary
 
 
-def record_failures(url: str, index: FrameIndex, failures: dict[int, str]) -> dict[int, str]:
-    """Record ``failures`` {sweep: reason} of a task that failed as a whole (its chunk of ``failure``, which
-    no other task writes), with the sweeps' tokens so that the records name them. A sweep still marked
-    done keeps its data and is not a failure (the task died before touching it); returns the failures
-    recorded."""
-    arrays = open_for_writing(url)
-    s0, s1 = min(failures), max(failures) + 1
-    done = read_column(open_store(url), "done", on_damage=lambda s, e: None)[s0:s1]
-    failures = {s: why for s, why in failures.items() if not done[s - s0]}
-    old = arrays["failure"][s0:s1]
-    arrays["sample_token"][s0:s1] = np.array(index.sample_token[s0:s1], dtype=object)
-    arrays["lidar_token"][s0:s1] = np.array(index.lidar_token[s0:s1], dtype=object)
-    arrays["failure"][s0:s1] = np.array([failures.get(s, old[s - s0] if done[s - s0] else "")
-                                         for s in range(s0, s1)], dtype=object)
-    return failures
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else ('es' if word.endswith('s') else 's')}"

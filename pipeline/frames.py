@@ -1,7 +1,8 @@
 """The compact frame index: everything the extract workers need, read once from the dataset tables.
 
-The client builds it with the nuScenes devkit; workers get slices of it (file paths, 4x4 transforms,
-intrinsics, timestamps, tokens) and never load the tables themselves.
+The client builds it with the nuScenes devkit (``load_nuscenes``, through which ``dataroot.py`` and
+``migrate.py`` open the tables too); workers get slices of it (file paths, 4x4 transforms, intrinsics,
+timestamps, tokens) and never load the tables themselves.
 """
 
 from __future__ import annotations
@@ -227,11 +228,20 @@ def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict
     return row
 
 
+def load_nuscenes(dataroot: str | os.PathLike, version: str):
+    """``NuScenes(version, dataroot)`` (the devkit's tables) with an error that says which folder is missing."""
+    from nuscenes.nuscenes import NuScenes
+
+    tables = os.path.join(dataroot, version)
+    if not os.path.isdir(tables):
+        found = sorted(p for p in os.listdir(dataroot) if p.startswith("v1.0-")) if os.path.isdir(dataroot) else []
+        raise FileNotFoundError(f"no table folder {tables} (versions found in {dataroot}: {found or 'none'})")
+    return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+
+
 def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> FrameIndex:
     """Index every LiDAR keyframe of the scenes in ``split`` (``all``: every scene of the version). A
     sweep that cannot be extracted is kept with its ``failure``; the job records it and goes on."""
-    from pipeline.dataroot import load_nuscenes
-
     if split not in SPLITS:
         raise ValueError(f"--split {split!r}: choose one of {SPLITS}")
     nusc = load_nuscenes(dataroot, version)
@@ -378,8 +388,8 @@ def _empty_sectors(points: np.ndarray) -> np.ndarray:
 
 def read_image(path: str, hw, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one camera image, check it has the size its record says (``hw`` = (H, W)), and resize it
-    to ``size`` = (h, w) with PIL bicubic when given (what ``FrozenTeacher.preprocess`` would do, but
-    without a round trip through numpy). Returns uint8 RGB [H, W, 3]."""
+    to ``size`` = (h, w) by the teacher's rule (``teacher.resize_for_teacher``) when given, without a
+    round trip through numpy. Returns uint8 RGB [H, W, 3]."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -387,10 +397,11 @@ def read_image(path: str, hw, size: tuple[int, int] | None = None) -> np.ndarray
             if im.size != (int(hw[1]), int(hw[0])):
                 raise ExtractError(f"camera image {path} is {im.size[0]}x{im.size[1]}, but its sample_data record "
                                    f"says {hw[1]}x{hw[0]}")
-            im = im if im.mode == "RGB" else im.convert("RGB")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BICUBIC)  # decodes, then resizes
-            arr = np.asarray(im)
+            if size is not None:
+                from pipeline.teacher import resize_for_teacher
+
+                im = resize_for_teacher(im, size)  # decodes, then resizes
+            arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except FileNotFoundError:
         raise ExtractError(f"camera image missing: {path}") from None
     except (OSError, UnidentifiedImageError) as e:

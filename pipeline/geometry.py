@@ -68,11 +68,6 @@ def invert_transform(t: np.ndarray) -> np.ndarray:
     return inv
 
 
-def transform_points(t: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply ``t`` [4,4] to ``points`` [N,3] (frame b -> frame a); returns float64 [N,3]."""
-    return np.asarray(points, dtype=np.float64) @ t[:3, :3].T + t[:3, 3]
-
-
 def intrinsic_matrix(width: int, height: int, hfov_deg: float) -> np.ndarray:
     """Pinhole K [3,3] for an image ``width`` x ``height`` with horizontal field ``hfov_deg``.
 

@@ -29,19 +29,8 @@ import os
 
 import numpy as np
 
-from pipeline.store import (
-    ARRAY_SPECS,
-    ARRAYS,
-    SCHEMA_VERSION,
-    StoreError,
-    check_out,
-    consolidate,
-    create_arrays,
-    expected_arrays,
-    local_path,
-    open_for_writing,
-    patch_grid,
-)
+from pipeline.store import ARRAY_SPECS, SCHEMA_VERSION, StoreError, check_out, expected_arrays, local_path, patch_grid
+from pipeline.store_writer import StoreWriter
 
 
 def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", progress: bool = True) -> dict:
@@ -76,15 +65,10 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     done_all = src["done"][:]
     camera_hw = src["camera_hw"][:] if version >= 3 else _camera_sizes(src, attrs, new["dataset"]["dataroot"], done_all)
     occ = new["occupancy"]
-    dst = zarr.open_group(partial, mode="w")
-    dst.attrs.update(new)
-    create_arrays(dst, new)
-    consolidate(partial)
-
+    writer = StoreWriter(partial, new)
     grid = OccupancyGrid(voxel_size=occ["voxel_size_m"], lower=tuple(occ["lower"]), shape=tuple(occ["shape"]),
                          free_per_occupied=occ["free_per_occupied"], near_surface_m=occ["near_surface_m"])
     n, k, q_max = new["num_sweeps"], new["sweeps_per_shard"], new["max_queries"]
-    arrays = open_for_writing(partial)
     copied = [spec.name for spec in expected_arrays(new) if spec.name in src and spec.name != "done"]
     for s0 in tqdm(range(0, n, k), desc="migrate sweeps", unit="task", disable=not progress):
         rows = slice(s0, min(s0 + k, n))
@@ -93,7 +77,7 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
         for name in ("failure", "warnings"):  # not recorded before schema 3; written, so every chunk exists
             if name not in block:
                 block[name] = np.full(rows.stop - rows.start, "", dtype=object)
-        done = src["done"][rows]
+        block["done"] = done = src["done"][rows]
         if version == 1:  # the occupancy targets of today's rule, from the stored points
             for name in ("occ_voxels", "occ_labels", "num_queries"):
                 block[name] = np.full(block[name].shape, ARRAY_SPECS[name].fill, block[name].dtype)
@@ -106,17 +90,14 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
                 block["occ_voxels"][i, :len(labels)] = voxels
                 block["occ_labels"][i, :len(labels)] = labels
                 block["num_queries"][i] = len(labels)
-        for spec in ARRAYS:
-            if spec.name in block:
-                arrays[spec.name][rows] = block[spec.name]
-        arrays["done"][rows] = done  # last, as extract writes
+        writer.write_sweeps(s0, block)  # done last, as extract writes
     os.rename(partial, out)
     return {"out": out, "sweeps": int(n), "from_schema": version}
 
 
 def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str) -> dict:
     """The attributes of the migrated store."""
-    from pipeline.occupancy import FREE_DRAW
+    from pipeline.occupancy import FREE_DRAW, NEAR_SURFACE_M
     from pipeline.teacher import how_built
 
     new = dict(attrs)
@@ -139,7 +120,8 @@ def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str
     if weights is None and not random:  # the file is unknown: say so rather than guess
         t["create_model"]["pretrained_cfg_overlay"] = {"file": None}
     new["teacher"] = t
-    new["occupancy"] = {"near_surface_m": 1.5, **attrs["occupancy"], "free_draw": FREE_DRAW}
+    # schema 1 had no near-surface rule: its targets are computed again with today's default
+    new["occupancy"] = {"near_surface_m": NEAR_SURFACE_M, **attrs["occupancy"], "free_draw": FREE_DRAW}
     return _moved(new, attrs, dataroot)
 
 
@@ -172,7 +154,7 @@ def _weights_path(attrs: dict) -> str | None:
 def _camera_sizes(src, attrs: dict, dataroot: str, done: np.ndarray) -> np.ndarray:
     """[S, C, 2] (height, width) of each complete sweep's camera images, from the dataset's sample_data
     records (0 for a sweep that is not complete, as its other arrays are fill)."""
-    from pipeline.dataroot import load_nuscenes
+    from pipeline.frames import load_nuscenes
 
     try:
         nusc = load_nuscenes(dataroot, attrs["dataset"]["version"])

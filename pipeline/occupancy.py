@@ -7,14 +7,15 @@ sensor at the origin). Voxel (i, j, k) spans lower + ([i, i+1), [j, j+1), [k, k+
   (with positive length) before it reaches the point;
 - near-surface free: a free voxel that some segment enters (or starts in) at most ``near_surface_m``
   before its point: entered at parameter t in [0, 1) of the segment o -> p, (1 - t) |p| <= near_surface_m.
-  With 0.5 m voxels and 1.5 m these are the last ~3 free voxels before a return along each ray;
+  With the defaults (0.5 m voxels, 1.5 m) these are the last ~3 free voxels before a return along each ray;
 - unknown: every other voxel (no target).
 The targets are all occupied voxels plus ``round(free_per_occupied * n_occupied)`` near-surface free
 voxels drawn uniformly without replacement (all of them if there are fewer), in increasing linear-index
 order. Why near the surface: free voxels drawn anywhere along the rays lie mostly far from every point,
 so the distance from a query to its nearest point alone told occupied from free (99% of the targets
-by one threshold, METHOD.md); near the surface, occupied and free queries sit at similar distances from
-the points, and the trainer hides the points of the queried regions (trainer/occupancy.py).
+by one threshold: ``benchmarks/occupancy_shortcut.py``); near the surface, occupied and free queries sit
+at similar distances from the points, and the trainer hides the points of the queried regions
+(trainer/occupancy.py).
 
 Fast path: a segment enters a new voxel exactly where it crosses a grid plane, so the voxels it
 passes through are the voxel it starts in (below a plane it starts on, if it heads down) plus, for each
@@ -28,9 +29,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# The defaults of the occupancy targets (``OccupancyGrid``'s, and so ``cdpipe extract``'s), each in one place
 LOWER_M = (-50.0, -50.0, -5.0)  # the grid's corner in the LiDAR frame (m)
 EXTENT_M = (100.0, 100.0, 8.0)  # and its size: x, y within 50 m of the sensor, z from 5 m below to 3 m above
-VOXEL_M = 0.5
+VOXEL_SIZE_M = 0.5  # the voxels' edge
+FREE_PER_OCCUPIED = 1.0  # near-surface free targets drawn per occupied voxel
+NEAR_SURFACE_M = 1.5  # free targets: voxels a ray enters at most this far before its return
 
 
 def grid_shape(voxel_size: float) -> tuple[int, int, int]:
@@ -40,14 +44,18 @@ def grid_shape(voxel_size: float) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class OccupancyGrid:
-    voxel_size: float = VOXEL_M
+    voxel_size: float = VOXEL_SIZE_M
     lower: tuple[float, float, float] = LOWER_M
-    shape: tuple[int, int, int] = grid_shape(VOXEL_M)
-    free_per_occupied: float = 1.0
-    near_surface_m: float = 1.5  # free targets: voxels entered at most this far before a return
+    shape: tuple[int, int, int] | None = None  # None: EXTENT_M in voxels of voxel_size (``grid_shape``)
+    free_per_occupied: float = FREE_PER_OCCUPIED
+    near_surface_m: float = NEAR_SURFACE_M
 
     def __post_init__(self):
-        if self.voxel_size <= 0 or min(self.shape) < 1 or self.free_per_occupied < 0 or self.near_surface_m <= 0:
+        if not self.voxel_size > 0 or self.free_per_occupied < 0 or self.near_surface_m <= 0:
+            raise ValueError(f"bad occupancy grid {self}")
+        if self.shape is None:
+            object.__setattr__(self, "shape", grid_shape(self.voxel_size))
+        if min(self.shape) < 1:
             raise ValueError(f"bad occupancy grid {self}")
         if max(self.shape) > np.iinfo(np.int16).max:
             raise ValueError("occupancy grid too large for int16 voxel indices")

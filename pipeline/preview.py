@@ -8,6 +8,10 @@ means the same in every camera and in the bird's-eye view). The camera images co
 store records (``dataset.dataroot``), or another one given; without it the camera panels show the
 projected points alone.
 
+Every panel of labels or targets carries a legend of the colours it uses, naming only what it shows. The
+class colours are ``pipeline.classes``' (the devkit's); ``legend_strip`` draws the same kind of legend
+for the dataroot's preview (``pipeline.dataroot.write_preview``), which is a Pillow picture.
+
 Light module (numpy, zarr through ``pipeline.store``, Pillow, matplotlib; no devkit, Dask or timm).
 """
 
@@ -20,19 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.classes import EVAL_CLASSES, FINE_TO_EVAL
+from pipeline.classes import EVAL_CLASSES, EVAL_COLOURS, FINE_TO_EVAL
 from pipeline.frames import CAMERA_GRID
 
 # the panel grid of the cameras, as they sit on the car (front row, then back row seen from behind)
 NO_FEATURE = (0.55, 0.55, 0.55)  # grey: a point no camera sees
-# evaluation-class colours: the nuScenes devkit's colour of the class's main fine class
-EVAL_COLOURS = {
-    "ignore": (0, 0, 0), "barrier": (112, 128, 144), "bicycle": (220, 20, 60), "bus": (255, 69, 0),
-    "car": (255, 158, 0), "construction_vehicle": (233, 150, 70), "motorcycle": (255, 61, 99),
-    "pedestrian": (0, 0, 230), "traffic_cone": (47, 79, 79), "trailer": (255, 140, 0), "truck": (255, 99, 71),
-    "driveable_surface": (0, 207, 191), "other_flat": (175, 0, 75), "sidewalk": (75, 0, 75),
-    "terrain": (112, 180, 60), "manmade": (222, 184, 135), "vegetation": (0, 175, 0),
-}
 OCC_COLOURS = {"unknown": (0.13, 0.13, 0.15), "free": (0.30, 0.62, 1.0), "occupied": (1.0, 0.55, 0.0)}
 BEV_HALF_M = 50.0  # the bird's-eye panels show this many metres either side of the sensor
 
@@ -220,8 +216,14 @@ def occupancy_slabs(p: SweepPreview) -> list[tuple[str, np.ndarray]]:
 
 
 def draw_preview(p: SweepPreview, out: str | os.PathLike, dpi: int = 100) -> Path:
-    """Write the picture of ``p`` to ``out`` (PNG): the six cameras with their points in PCA colours, the
-    sweep from above in the same colours, its labels from above, and slices of its occupancy targets."""
+    """Write the picture of ``p`` to ``out`` (PNG): ``preview_figure``."""
+    return save_png(preview_figure(p, dpi), out, dpi)
+
+
+def preview_figure(p: SweepPreview, dpi: int = 100):
+    """The picture of ``p`` (a matplotlib ``Figure``): the six cameras with their points in PCA colours, the
+    sweep from above in the same colours, its labels from above with a legend of the classes in view,
+    and slices of its occupancy targets with a legend of their three states."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -242,12 +244,15 @@ def draw_preview(p: SweepPreview, out: str | os.PathLike, dpi: int = 100) -> Pat
     ax.set_title("teacher features from above (grey: no camera sees the point)", fontsize=8, pad=3)
     ax = fig.add_subplot(below[:, 1])
     if p.eval_labels is not None:
-        colours = np.asarray([EVAL_COLOURS[n] for n in EVAL_CLASSES], np.float64)[p.eval_labels] / 255
-        _bev_points(ax, p.xyz, colours)
-        present = [c for c in np.unique(p.eval_labels) if c != 0]
-        ax.legend(handles=[Patch(color=np.asarray(EVAL_COLOURS[EVAL_CLASSES[c]]) / 255, label=EVAL_CLASSES[c])
-                           for c in present], loc="lower left", fontsize=5.5, ncol=2, framealpha=0.85,
-                  handlelength=0.8, columnspacing=0.6, borderaxespad=0.2, labelspacing=0.25)
+        lut = np.asarray(EVAL_COLOURS, np.float64) / 255
+        _bev_points(ax, p.xyz, lut[p.eval_labels])
+        in_view = (np.abs(p.xyz[:, :2]) <= BEV_HALF_M).all(1)
+        present = np.unique(p.eval_labels[in_view])
+        present = [*present[present != 0], *present[present == 0]]  # ignore (black) last
+        ax.legend(handles=[Patch(facecolor=lut[c], edgecolor="0.5", linewidth=0.4,
+                                 label="ignore (not scored)" if c == 0 else EVAL_CLASSES[c]) for c in present],
+                  loc="lower left", fontsize=5.5, ncol=2, framealpha=0.85, handlelength=0.8, columnspacing=0.6,
+                  borderaxespad=0.2, labelspacing=0.25)
         ax.set_title("lidarseg labels from above (evaluation classes)", fontsize=8, pad=3)
     else:
         _bev_axes(ax)
@@ -266,10 +271,33 @@ def draw_preview(p: SweepPreview, out: str | os.PathLike, dpi: int = 100) -> Pat
         ax.set_title(title, fontsize=7, pad=2)
     ax = fig.add_subplot(below[1, 3])
     ax.axis("off")
-    ax.legend(handles=[Patch(color=v, label=k) for k, v in OCC_COLOURS.items()], loc="center",
-              title="occupancy targets", title_fontsize=7, fontsize=7, frameon=False)
+    ax.legend(handles=[Patch(facecolor=v, edgecolor="0.5", linewidth=0.4, label=k) for k, v in OCC_COLOURS.items()],
+              loc="center", title="occupancy targets", title_fontsize=7, fontsize=7, frameon=False)
     fig.text(0.01, 0.995, p.caption, ha="left", va="top", fontsize=9, linespacing=1.4)
-    return save_png(fig, out, dpi)
+    return fig
+
+
+def legend_strip(entries: list[tuple[str, tuple[int, int, int]]], width: int, title: str,
+                 background: tuple[int, int, int] = (20, 20, 24)):
+    """A Pillow image ``width`` pixels wide: ``title``, then a swatch (14 x 14 pixels of exactly the colour,
+    framed in grey) and the name of each ``(name, rgb)`` of ``entries``, in as many columns as fit; to paste under a
+    picture painted in those colours."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13)
+    column = 14 + 6 + max([int(font.getlength(name)) for name, _ in entries] or [0]) + 18
+    columns = max(1, min(len(entries), (width - 12) // column))
+    rows = -(-len(entries) // columns)
+    line, top = 20, 26
+    im = Image.new("RGB", (width, top + rows * line + 8), background)
+    draw = ImageDraw.Draw(im)
+    draw.text((6, 5), title, fill=(255, 255, 255), font=font)
+    for i, (name, rgb) in enumerate(entries):
+        x, y = 6 + (i // rows) * column, top + (i % rows) * line
+        draw.rectangle([x - 1, y - 1, x + 14, y + 14], fill=(110, 110, 110))  # a frame, for black on dark
+        draw.rectangle([x, y, x + 13, y + 13], fill=tuple(int(v) for v in rgb))
+        draw.text((x + 20, y), name, fill=(235, 235, 235), font=font)
+    return im
 
 
 def save_png(fig, out: str | os.PathLike, dpi: int) -> Path:

@@ -1,7 +1,7 @@
-"""The teacher-feature store: every array, dtype, fill, chunking, codec and attribute, in one place, and
-the functions that create, open and read stores. ``storage_schema.md`` describes exactly this module;
-``tests/test_schema_doc.py`` holds the two together. The writer (``extract.py``), ``info``/``verify``
-and the trainer all go through it.
+"""The teacher-feature store: every array, dtype, fill, chunking, codec and attribute, in one place, the
+errors a store raises, and the functions that open and read stores. ``storage_schema.md`` describes exactly
+this module; ``tests/test_schema_doc.py`` holds the two together. ``info``/``verify`` and the trainer read
+through it; its one writer, ``StoreWriter`` (``store_writer.py``), creates stores from it.
 
 A store is one Zarr v3 group. Sweeps (LiDAR keyframes) lie along axis 0 of every array; per-point arrays
 are padded to ``P`` (the largest sweep) and per-query arrays to ``Q``, with ``num_points`` and
@@ -16,8 +16,9 @@ Two layouts carry the teacher features (attribute ``layout``), each in one of tw
 ``feature_encoding``):
 
 - ``patches``: each camera's patch map [C, h, w, D] per sweep; a point's feature is computed on reading,
-  by the bilinear rule of the extract (``bilinear_cells``, ``sample_cells``) at its stored camera and
-  pixel. A sweep's maps hold C h w vectors (3,072 at 224x448 with patch 14) against ~30,000 points.
+  by the bilinear rule of the extract (``projection.bilinear_cells``, ``projection.sample_cells``) at its
+  stored camera and pixel. A sweep's maps hold C h w vectors (3,072 at 224x448 with patch 14) against
+  ~30,000 points.
 - ``points``: the feature of every point [P, D], as the extract computed it.
 - ``float16``, or ``int8``: each vector scaled by its own max |x| / 127 (the scale kept as float32).
 
@@ -32,10 +33,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipeline.projection import bilinear_cells, sample_cells
 
 # 4: the patch layout and the int8 encoding (attributes layout, feature_encoding, patch_grid); 3: a crc32c
 # checksum on every chunk, failure and warnings per sweep, camera image sizes, the teacher's construction,
@@ -246,12 +248,26 @@ def grid(spec: ArraySpec, attrs: dict) -> tuple[tuple, tuple, tuple | None]:
     return shape, (k, *shape[1:]), None
 
 
-def create_arrays(group, attrs: dict) -> None:
-    """Every array of a new store, empty, with its dtype, fill, chunks, shards and codecs."""
-    for spec in expected_arrays(attrs):
-        shape, chunks, shards = grid(spec, attrs)
-        group.create_array(spec.name, shape=shape, dtype=str if spec.dtype == "str" else spec.dtype,
-                           chunks=chunks, shards=shards, fill_value=spec.fill, **codecs(spec))
+# ---------------------------------------------------------------------------------------------------
+# the int8 encoding, shared by the writer and the readers
+
+
+def encode_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors ``x`` [..., D] as int8 and a float32 scale [...] each: ``q = round(x / scale)``, ``scale =
+    max |x| / 127`` (0 for a zero vector, whose q is 0)."""
+    x = np.asarray(x, np.float32)
+    scale = np.abs(x).max(-1) / np.float32(127)
+    q = np.rint(x / np.where(scale > 0, scale, 1)[..., None])
+    return np.clip(q, -127, 127).astype(np.int8), scale.astype(np.float32)
+
+
+def decode_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``q * scale`` as float32 [..., D]."""
+    return q.astype(np.float32) * scale[..., None]
+
+
+# ---------------------------------------------------------------------------------------------------
+# opening and reading stores
 
 
 def as_attribute(value):
@@ -477,96 +493,9 @@ def _features(group, s: int, n: int, rows) -> np.ndarray:
     return sample_cells(maps.reshape(c * h * w, d), idx, wts)
 
 
-# ---------------------------------------------------------------------------------------------------
-# the feature rule and encodings, shared by the writer and the readers
-
-
-def bilinear_cells(camera: np.ndarray, uv: np.ndarray, image_hw: np.ndarray, h: int, w: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The four patch cells and bilinear weights of each point's feature: ``idx`` [N,4] int64 into the
-    cameras' maps stacked as [C h w] cells (cell (c, i, j) is row (c h + i) w + j), ``wts`` [N,4] float32.
-
-    ``camera`` [N] is the camera that sees each point (-1: none), ``uv`` [N,2] its continuous pixel in
-    that camera's original image, ``image_hw`` [C,2] the original (H0, W0) of each camera, (h, w) the
-    patch grid. Cell (i, j) is centred at image pixel ((j + 0.5) W0 / w, (i + 0.5) H0 / h): this is
-    ``grid_sample`` with ``align_corners=False`` and ``padding_mode="border"``, equal to upsampling the
-    map to the image with ``interpolate(bilinear, align_corners=False)`` and reading it at (u, v). Points
-    beyond the outer cell centres take the border value. A point no camera sees reads row C h w (one
-    past the cells: a zero row that ``sample_cells`` appends) with weight 0.
-    """
-    n_cells = len(image_hw) * h * w
-    seen = camera >= 0
-    cam = np.where(seen, camera, 0).astype(np.int64)
-    hw0 = np.asarray(image_hw, dtype=np.float64)[cam].reshape(-1, 2)
-    # continuous map coordinates (cell centres at integers), clamped to the outer centres (border)
-    x = np.clip(uv[:, 0] * (w / np.maximum(hw0[:, 1], 1)) - 0.5, 0, w - 1)
-    y = np.clip(uv[:, 1] * (h / np.maximum(hw0[:, 0], 1)) - 0.5, 0, h - 1)
-    x0 = np.minimum(np.floor(x), max(w - 2, 0))
-    y0 = np.minimum(np.floor(y), max(h - 2, 0))
-    fx, fy = x - x0, y - y0
-    dx, dy = int(w > 1), w * int(h > 1)  # a one-cell-wide map has no right / lower neighbour
-    base = cam * (h * w) + y0.astype(np.int64) * w + x0.astype(np.int64)
-    idx = np.stack([base, base + dx, base + dy, base + dx + dy], 1)
-    idx[~seen] = n_cells
-    wts = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1).astype(np.float32)
-    wts[~seen] = 0
-    return idx, wts
-
-
-def sample_cells(cells: np.ndarray, idx: np.ndarray, wts: np.ndarray, out: np.ndarray | None = None,
-                 block: int = 512) -> np.ndarray:
-    """``out[n] = sum_k wts[n, k] cells[idx[n, k]]`` [N, D], computed in float32 and rounded once to
-    ``out``'s dtype (float16 when allocated here); ``cells`` [M, D] any float dtype, ``idx`` may name row M
-    (a zero row). With torch installed: one ``embedding_bag`` per ``block`` points (its float32
-    intermediate stays in cache; 4-5x numpy's speed); without it, the same sum in numpy."""
-    d = cells.shape[1]
-    if out is None:
-        out = np.empty((len(idx), d), np.float16)
-    seen = idx[:, 0] < len(cells)  # points no camera sees (a quarter, typically) get their zero directly
-    if not seen.all():
-        out[~seen] = 0
-        if seen.any():
-            out[seen] = sample_cells(cells, idx[seen], wts[seen], np.empty((int(seen.sum()), d), out.dtype), block)
-        return out
-    table = np.empty((len(cells) + 1, d), np.float32)
-    table[:-1], table[-1] = cells, 0
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is None:
-        for s in range(0, len(idx), block):
-            e = min(s + block, len(idx))
-            acc = table[idx[s:e, 0]] * wts[s:e, :1]
-            for k in range(1, 4):
-                acc += table[idx[s:e, k]] * wts[s:e, k:k + 1]
-            out[s:e] = acc
-        return out
-    table_t, idx_t, wts_t, dst = (torch.from_numpy(table), torch.from_numpy(idx), torch.from_numpy(wts),
-                                  torch.from_numpy(out))
-    for s in range(0, len(idx), block):
-        e = min(s + block, len(idx))
-        dst[s:e].copy_(torch.nn.functional.embedding_bag(idx_t[s:e], table_t, per_sample_weights=wts_t[s:e],
-                                                         mode="sum"))
-    return out
-
-
-def encode_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors ``x`` [..., D] as int8 and a float32 scale [...] each: ``q = round(x / scale)``, ``scale =
-    max |x| / 127`` (0 for a zero vector, whose q is 0)."""
-    x = np.asarray(x, np.float32)
-    scale = np.abs(x).max(-1) / np.float32(127)
-    q = np.rint(x / np.where(scale > 0, scale, 1)[..., None])
-    return np.clip(q, -127, 127).astype(np.int8), scale.astype(np.float32)
-
-
-def decode_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``q * scale`` as float32 [..., D]."""
-    return q.astype(np.float32) * scale[..., None]
-
 
 # ---------------------------------------------------------------------------------------------------
-# writing (``cdpipe extract`` and ``cdpipe migrate``)
+# where a store may be written, checked before any work (``cdpipe extract --out``, ``cdpipe migrate --out``)
 
 
 def local_path(url: str) -> str:
@@ -637,30 +566,3 @@ def _check_overwrite(url: str, path: str, root: dict | None) -> None:
                          f"{'them' if len(foreign) > 1 else 'it'}. Move {'them' if len(foreign) > 1 else 'it'} "
                          f"out of the store, or choose another --out.")
 
-
-def consolidate(url: str) -> None:
-    """Copy every array's metadata into the root ``zarr.json`` (once, when the store is created): opening
-    the store and its arrays is then one read instead of one per array, which each extract task does."""
-    import warnings
-
-    import zarr
-
-    with warnings.catch_warnings():  # "not part of the Zarr v3 specification": readers may ignore it
-        warnings.simplefilter("ignore", category=UserWarning)
-        zarr.consolidate_metadata(url)
-
-
-_ZARR_CONFIG_LOCK = threading.Lock()
-
-
-def open_for_writing(url: str) -> dict:
-    """The store's arrays, opened to write whole chunks. Every chunk a task writes holds sweeps, and
-    zarr's check for all-fill chunks (to skip writing them) scans each chunk at about the cost of
-    compressing it (float16 compares are slow), so the arrays are opened with the check off. zarr
-    reads that setting when an array is opened, from its process-wide config, whose ``set`` restores
-    the old value on exit without a lock: tasks in other threads open theirs one at a time."""
-    import zarr
-
-    with _ZARR_CONFIG_LOCK, zarr.config.set({"array.write_empty_chunks": True}):
-        group = zarr.open_group(url, mode="r+")
-        return {spec.name: group[spec.name] for spec in ARRAYS if spec.name in group}

@@ -82,8 +82,8 @@ def architecture(cfg: TeacherConfig) -> tuple[dict, dict | None]:
     """The arguments given to ``timm.create_model`` beyond the name and img_size, and the stand-in record
     of the weights file (None for real weights or a random teacher)."""
     if cfg.random:
-        # timm's DINOv2 LayerScale starts at 1e-5, which makes a random model's blocks do nothing;
-        # init_values=1.0 makes every block count (METHOD.md).
+        # timm's DINOv2 LayerScale starts at 1e-5, which makes a random model's blocks do nothing (it is in
+        # effect LayerNorm of the patch and position embeddings); init_values=1.0 makes every block count
         return {"init_values": 1.0}, None
     meta = weights_description(cfg.weights)
     made_for = meta.get("timm_name")
@@ -118,9 +118,17 @@ def how_built(name: str, arch: dict, image_size, weights: str | None, pil_versio
     }
 
 
-#: Parts of the teacher record that may differ between two runs writing one store: where the weights
-#: file lies, the Pillow version and the device. A rerun that differs only in these resumes the store.
-RUN_SPECIFIC = (("create_model", "pretrained_cfg_overlay"), ("resize", "version"), ("device",))
+def resize_for_teacher(image, size: tuple[int, int]):
+    """A camera image (a PIL image) as the teacher is fed it: 8-bit RGB at ``size`` = (H, W), resized with
+    PIL's bicubic filter (which antialiases when it shrinks), or as it is when it already has that size.
+    The one resize rule of the teacher's input, which the store records (``how_built``: resize): the
+    extract (``frames.read_image``), ``FrozenTeacher.preprocess`` and the stand-in teachers' training
+    frames (``tools/camera_frames.py``) all resize through it."""
+    from PIL import Image
+
+    image = image if image.mode == "RGB" else image.convert("RGB")
+    h, w = size
+    return image if image.size == (w, h) else image.resize((w, h), Image.BICUBIC)
 
 
 def check_teacher(cfg: TeacherConfig) -> None:
@@ -149,8 +157,8 @@ def check_teacher(cfg: TeacherConfig) -> None:
         raise ValueError(f"--teacher {cfg.name} is not a ViT with patch tokens")
     ph, pw = model.patch_embed.patch_size
     if h % ph or w % pw:
-        raise ValueError(f"--image-size {h}x{w} (HEIGHTxWIDTH): both must be multiples of the teacher's patch size "
-                         f"{ph}x{pw}, e.g. {max(1, round(h / ph)) * ph}x{max(1, round(w / pw)) * pw}")
+        raise ValueError(f"--teacher-size {w}x{h} (WIDTHxHEIGHT): both must be multiples of the teacher's patch "
+                         f"size {pw}x{ph}, e.g. {max(1, round(w / pw)) * pw}x{max(1, round(h / ph)) * ph}")
 
 
 def _check_weights_file(path: str) -> None:
@@ -232,7 +240,7 @@ class FrozenTeacher(torch.nn.Module):
         from PIL import Image
 
         h, w = self.cfg.image_size
-        arr = np.stack([im if im.shape[:2] == (h, w) else np.asarray(Image.fromarray(im).resize((w, h), Image.BICUBIC))
+        arr = np.stack([im if im.shape[:2] == (h, w) else np.asarray(resize_for_teacher(Image.fromarray(im), (h, w)))
                         for im in images])
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std

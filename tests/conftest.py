@@ -18,8 +18,8 @@ def small_dataroot(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_store(small_dataroot, tmp_path_factory):
-    """The small dataroot extracted with a small random ViT-S/14 input (112x224), 1 worker, 1 thread, in
-    the default layout (patch maps, float16)."""
+    """The small dataroot extracted with a small random ViT-S/14 input (112x224), in this process (one task
+    at a time, one torch thread), in the default layout (patch maps, float16)."""
     from pipeline.extract import run_extract
 
     synth_cfg, _ = small_dataroot
@@ -45,7 +45,7 @@ def store_config(synth_cfg, out, **overrides):
     from pipeline.teacher import TeacherConfig
 
     kwargs = dict(dataroot=synth_cfg.out, version=synth_cfg.version, out=out,
-                  teacher=TeacherConfig(random=True, image_size=(112, 224)), sweeps_per_shard=2, workers=1,
+                  teacher=TeacherConfig(random=True, image_size=(112, 224)), sweeps_per_shard=2, workers=0,
                   tasks_per_worker=1, torch_threads=1)
     kwargs.update(overrides)
     return ExtractConfig(**kwargs)

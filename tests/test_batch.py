@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trainer.batch import INPUT_SCALE, Sample, collate, point_inputs
+from trainer.config import ModelConfig
 from trainer.data import (
     AUGMENT_STREAM,
     PRETRAINING,
@@ -17,7 +18,7 @@ from trainer.data import (
     augmentation_matrix,
     stream_rng,
 )
-from trainer.model import ModelConfig, Segmenter, Student
+from trainer.model import Segmenter, Student
 from trainer.probe import stored_inputs
 
 

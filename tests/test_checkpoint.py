@@ -8,9 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from trainer.batch import INPUT_SCALE
-from trainer.checkpoint import check_resume, config_differences, field_defaults, read_checkpoint
+from trainer.checkpoint import check_resume, config_differences, read_checkpoint
 from trainer.cli import app
-from trainer.train import TrainConfig
+from trainer.config import TrainConfig, field_defaults
 
 runner = CliRunner()
 
@@ -51,7 +51,8 @@ def test_pretrain_resume_refuses_a_changed_setting_and_forcing_reports_it(small_
             "--voxel-size", "0.4", "--max-points", "4000", "--warmup", "1", "--checkpoint-every", "2"]
     first = runner.invoke(app, args + ["--steps", "2"])
     assert first.exit_code == 0, first.output
-    res = runner.invoke(app, args + ["--steps", "3", "--lr", "0.001", "--resume"])
+    ck = out + "/checkpoint.pt"
+    res = runner.invoke(app, args + ["--steps", "3", "--lr", "0.001", "--resume", ck])
     assert res.exit_code == 2
     line = res.output.strip()
     assert line.count("\n") == 0 and line.startswith("error: --resume")
@@ -59,16 +60,20 @@ def test_pretrain_resume_refuses_a_changed_setting_and_forcing_reports_it(small_
     assert "--force-config" in line and read_checkpoint(out + "/checkpoint.pt")["step"] == 2
     assert read_checkpoint(out + "/checkpoint.pt")["input_scale"] == list(INPUT_SCALE)  # written, to be checked
     # where things go and how often: not a change of settings
-    moved = runner.invoke(app, args + ["--steps", "2", "--resume", "--checkpoint-every", "5", "--skip-bad-sweeps"])
+    moved = runner.invoke(app, args + ["--steps", "2", "--resume", ck, "--checkpoint-every", "5", "--skip-bad-sweeps"])
     assert moved.exit_code == 0, moved.output
-    forced = runner.invoke(app, args + ["--steps", "3", "--lr", "0.001", "--resume", "--force-config"])
+    alone = runner.invoke(app, ["pretrain", "--resume", ck])  # the checkpoint holds every setting
+    assert alone.exit_code == 0 and "pretrained minkunet-tiny for 2 steps" in alone.output, alone.output
+    elsewhere = runner.invoke(app, ["pretrain", "--resume", ck, "--out", str(tmp_path / "other")])
+    assert elsewhere.exit_code == 2 and "continues the run in" in elsewhere.output
+    forced = runner.invoke(app, args + ["--steps", "3", "--lr", "0.001", "--resume", ck, "--force-config"])
     assert forced.exit_code == 0, forced.output
     warning = "resumed with a changed setting (--force-config): train_config.lr: 0.002 -> 0.001"
     assert warning in forced.output
     assert forced.output.index(warning) < forced.output.index("pretrained minkunet-tiny")  # said before it runs
     assert read_checkpoint(out + "/checkpoint.pt")["step"] == 3
     # a different model is never forced: its weights would not fit
-    res = runner.invoke(app, args + ["--head-hidden", "64", "--steps", "4", "--resume", "--force-config"])
+    res = runner.invoke(app, args + ["--head-hidden", "64", "--steps", "4", "--resume", ck, "--force-config"])
     assert res.exit_code == 2 and "model_config.head_hidden: 32 -> 64" in res.output
     res = runner.invoke(app, args + ["--steps", "2", "--force-config"])
     assert res.exit_code != 0 and "--force-config goes with --resume" in res.output

@@ -15,9 +15,8 @@ import zarr
 from nuscenes.nuscenes import NuScenesExplorer
 from PIL import Image
 
-from pipeline.dataroot import load_nuscenes
 from pipeline.extract import run_extract
-from pipeline.frames import CAMERAS, build_nuscenes_index
+from pipeline.frames import CAMERAS, build_nuscenes_index, load_nuscenes
 from pipeline.projection import assign_views, project
 from pipeline.store import StoreError, open_store, read_sweep
 from pipeline.verify import store_info, verify_store
@@ -184,9 +183,10 @@ def test_store_contents(small_store):
 @pytest.mark.slow
 def test_two_dask_workers_equal_one(small_store, small_dataroot, tmp_path):
     """2 worker processes running 2 tasks each in threads that share their teacher (the 3 tasks of the
-    small world all at once) write the store that 1 process running 1 task at a time wrote."""
+    small world all at once) write the store that one worker in the test's own process, running 1 task at
+    a time, wrote."""
     cfg1, _ = small_store
-    assert (cfg1.workers, cfg1.tasks) == (1, 1)
+    assert (cfg1.workers, cfg1.tasks) == (0, 1)
     cfg2 = store_config(small_dataroot[0], str(tmp_path / "two.zarr"), workers=2, tasks_per_worker=2)
     run_extract(cfg2, progress=False)
     g1, g2 = zarr.open_group(cfg1.out, mode="r"), zarr.open_group(cfg2.out, mode="r")
@@ -262,6 +262,35 @@ def test_refuses_to_write_over_a_directory_that_is_not_a_store(small_dataroot, t
         with pytest.raises(StoreError, match="not a Zarr store"):
             run_extract(store_config(small_dataroot[0], str(precious), overwrite=overwrite), progress=False)
     assert (precious / "chapter1.tex").read_text() == "keep me"
+
+
+def test_extract_config_names_the_option_it_refuses(small_dataroot, tmp_path):
+    """--workers 0 (this process) and --device cpu, cuda or cuda:N are accepted; anything else is refused in
+    one line that names the option."""
+    out = str(tmp_path / "s.zarr")
+    for kwargs, flag in (({"workers": -1}, "--workers -1"), ({"sweeps_per_shard": 0}, "--sweeps-per-shard"),
+                         ({"device": "gpu"}, "--device 'gpu'"), ({"device": "cuda:one"}, "--device 'cuda:one'")):
+        with pytest.raises(ValueError, match=flag):
+            store_config(small_dataroot[0], out, **kwargs)
+    for device in (None, "cpu", "cuda", "cuda:1"):
+        assert store_config(small_dataroot[0], out, workers=0, device=device).device == device
+
+
+def test_extract_in_this_process_says_what_it_does_and_runs_on_the_device_asked(small_dataroot, tmp_path, capsys):
+    """In this process (--workers 0) on --device cpu: one line on stderr per phase before the progress bar
+    (workers and teacher, tables, store), the teacher record says cpu; a rerun says what it resumes; a GPU
+    that is not there is named."""
+    cfg = store_config(small_dataroot[0], str(tmp_path / "s.zarr"), split="val", device="cpu")
+    run_extract(cfg, progress=True)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("extract: ")]
+    assert [line.split()[1] for line in said] == ["reading", "starting", "tables", "teacher", "created"], said
+    assert "a Dask worker in this process" in said[1] and "3 sweeps in 1 scene" in said[2] and "on cpu" in said[3]
+    assert open_store(cfg.out).attrs["teacher"]["device"] == "cpu"
+    run_extract(cfg, progress=True)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("extract: ")]
+    assert said[-1].endswith("3 of 3 sweeps already done"), said
+    with pytest.raises(Exception, match="--device cuda:99: this worker sees"):
+        run_extract(dataclasses.replace(cfg, out=str(tmp_path / "gpu.zarr"), device="cuda:99"), progress=False)
 
 
 @pytest.mark.slow

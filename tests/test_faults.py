@@ -63,7 +63,7 @@ def test_overwrite_deletes_only_a_store_cdpipe_wrote(small_dataroot, small_store
     before = sorted(p.relative_to(foreign) for p in foreign.rglob("*"))
     for args in ([], ["--overwrite"]):
         res = runner.invoke(cdpipe, ["extract", "--dataroot", small_dataroot[0].out, "--out", str(foreign),
-                                     "--random-teacher", "--image-size", "112x224", *args])
+                                     "--random-teacher", "--teacher-size", "224x112", *args])
         assert res.exit_code == 2 and "not a teacher-feature store" in res.output, res.output
         assert res.output.count("\n") == 1
     assert sorted(p.relative_to(foreign) for p in foreign.rglob("*")) == before
@@ -177,7 +177,7 @@ def test_one_extract_meets_bad_values_a_cut_file_and_bad_labels(small_dataroot, 
     np.fromfile(index.label_path[3], np.uint8)[:keep].tofile(index.label_path[3])
     out = str(tmp_path / "store.zarr")
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
-                                 "--image-size", "112x224", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
                                  "--torch-threads", "1"])
     assert res.exit_code == 1 and "3 of 6 sweeps failed" in res.output, res.output
     assert "Traceback" not in res.output and "RuntimeWarning" not in res.output
@@ -211,7 +211,7 @@ def test_every_sweep_failing_lists_the_failures_not_a_traceback(small_dataroot, 
         open(path, "wb").write(data[: len(data) // 3])
     out = str(tmp_path / "store.zarr")
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
-                                 "--image-size", "112x224", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
                                  "--torch-threads", "1"])
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert "6 of 6 sweeps failed" in res.output and "0 of 6 written (6 failed)" in res.output
@@ -227,8 +227,9 @@ def test_a_full_disk_stops_the_job_and_blames_no_input(small_dataroot, tmp_path,
     from dask.distributed import LocalCluster
 
     import pipeline.extract as extract
+    import pipeline.store_writer as store_writer
 
-    real = extract.open_for_writing
+    real = store_writer._open_for_writing
 
     class Full:
         def __init__(self, array):
@@ -243,9 +244,10 @@ def test_a_full_disk_stops_the_job_and_blames_no_input(small_dataroot, tmp_path,
             return self.array[key]
 
     def full_disk(url):
-        return {name: Full(array) if name == "points" else array for name, array in real(url).items()}
+        group, arrays = real(url)
+        return group, {name: Full(array) if name == "points" else array for name, array in arrays.items()}
 
-    monkeypatch.setattr(extract, "open_for_writing", full_disk)  # threads of this process run the tasks
+    monkeypatch.setattr(store_writer, "_open_for_writing", full_disk)  # threads of this process run the tasks
     threads = torch.get_num_threads()  # the tasks set torch's (process-wide) thread count: restored below
     monkeypatch.setattr(extract, "extract_group", _keeping_threads(extract.extract_group, threads))
     out = str(tmp_path / "store.zarr")
@@ -259,7 +261,7 @@ def test_a_full_disk_stops_the_job_and_blames_no_input(small_dataroot, tmp_path,
         assert "fix their input" not in text
         g = zarr.open_group(out, mode="r")
         assert not any(g["failure"][:]) and not g["done"][2:4].any()
-        monkeypatch.setattr(extract, "open_for_writing", real)
+        monkeypatch.setattr(store_writer, "_open_for_writing", real)
         summary = run_extract(cfg, progress=False)
     assert summary["sweeps"] == 6 and not summary["job"]["failures"]
     assert verify_store(out, progress=False)["problems"] == []
@@ -276,18 +278,22 @@ def _keeping_threads(task, threads: int):
 
 
 def test_a_teacher_input_turned_sideways_is_refused(small_dataroot, tmp_path):
-    """--image-size is HEIGHTxWIDTH: 448x224 for 16:9 cameras is a portrait teacher input, refused in one
-    line that suggests 224x448, before any task; a square input, or one matching the cameras, passes."""
+    """--teacher-size is WIDTHxHEIGHT: 224x448 for 16:9 cameras is a portrait teacher input, refused in one
+    line that suggests 448x224, before any task; a square input, or one matching the cameras, passes. The old
+    spelling, HEIGHTxWIDTH --image-size, is checked the same way."""
     synth_cfg, _ = small_dataroot
     out = tmp_path / "store.zarr"
     res = runner.invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", str(out), "--random-teacher",
+                                 "--teacher-size", "112x224", "--workers", "1"])
+    assert res.exit_code == 2 and "did you mean --teacher-size 224x112" in res.output, res.output
+    res = runner.invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", str(out), "--random-teacher",
                                  "--image-size", "224x112", "--workers", "1"])
-    assert res.exit_code == 2 and "did you mean --image-size 112x224" in res.output, res.output
+    assert res.exit_code == 2 and "did you mean --teacher-size 224x112" in res.output, res.output
     assert not out.exists()
     from pipeline.extract import check_orientation
 
     landscape = np.array([[270, 480], [900, 1600]])
-    with pytest.raises(ExtractError, match="did you mean --image-size 224x448"):
+    with pytest.raises(ExtractError, match="did you mean --teacher-size 448x224"):
         check_orientation((448, 224), landscape)
     check_orientation((224, 448), landscape)
     check_orientation((224, 224), landscape)
@@ -428,7 +434,7 @@ def test_a_resumed_run_keeps_each_step_of_metrics_once(small_store, tmp_path):
     assert died.returncode == 9, died.stderr
     steps = [json.loads(x)["step"] for x in open(out / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5]
-    res = runner.invoke(cdtrain, [*args, "--resume"])
+    res = runner.invoke(cdtrain, ["pretrain", "--resume", str(out / "checkpoint.pt")])  # nothing else
     assert res.exit_code == 0, res.output
     assert [json.loads(x)["step"] for x in open(out / "metrics.jsonl")] == list(range(1, 9))
 
@@ -492,10 +498,7 @@ def test_occupancy_weight_zero_hides_nothing(small_store, tmp_path):
     ("model", "head_hidden", 0, "--head-hidden 0"),
 ])
 def test_configs_refuse_bad_values_naming_the_flag(config, field, value, flag):
-    from trainer.data import DataConfig
-    from trainer.finetune import FinetuneConfig
-    from trainer.model import ModelConfig
-    from trainer.train import TrainConfig
+    from trainer.config import DataConfig, FinetuneConfig, ModelConfig, TrainConfig
 
     make = {"train": lambda **kw: TrainConfig(out="x", **kw), "data": lambda **kw: DataConfig(store="s", **kw),
             "finetune": lambda **kw: FinetuneConfig(out="x", **kw), "model": lambda **kw: ModelConfig(**kw)}[config]
@@ -510,10 +513,12 @@ def test_a_batch_without_teacher_features_or_labels_logs_null_not_nan(small_stor
     metric null; no labelled point: the segmentation loss is 0; a NaN reaching the metrics file is written
     as null, never as bare NaN."""
     from trainer.batch import collate
-    from trainer.data import DataConfig, StoreDataset
+    from trainer.config import DataConfig, ModelConfig, TrainConfig
+    from trainer.data import StoreDataset
     from trainer.losses import seg_loss
-    from trainer.model import ModelConfig, Student
-    from trainer.train import TrainConfig, json_line, loss_step
+    from trainer.model import Student
+    from trainer.run import json_line
+    from trainer.train import loss_step
 
     ds = StoreDataset(DataConfig(store=small_store[0].out, voxel_size=0.2, max_queries=256, max_points=2000))
     sample = ds[0]
@@ -550,7 +555,7 @@ def test_ctrl_c_names_the_last_checkpoint(small_store, tmp_path, monkeypatch):
                                   "--checkpoint-every", "2"])
     assert res.exit_code == 130, res.output
     assert (f"interrupted: the last checkpoint is {out / 'checkpoint.pt'} (step 2); continue with "
-            f"`cdtrain pretrain ... --resume`") in res.output
+            f"`cdtrain pretrain --resume {out / 'checkpoint.pt'}`") in res.output
     calls.clear()
     res = runner.invoke(cdtrain, [*PRETRAIN, "--store", small_store[0].out, "--out", str(tmp_path / "r2"),
                                   "--steps", "6", "--checkpoint-every", "5"])

@@ -15,9 +15,8 @@ runner = CliRunner()
 
 
 def _pretrain(store, out):
-    from trainer.data import DataConfig
-    from trainer.model import ModelConfig
-    from trainer.train import TrainConfig, pretrain
+    from trainer.config import DataConfig, ModelConfig, TrainConfig
+    from trainer.train import pretrain
 
     return pretrain(ModelConfig(arch="minkunet-tiny", feature_dim=384, head_hidden=32, occ_hidden=8),
                     DataConfig(store=store, voxel_size=0.3, max_queries=256),
@@ -27,7 +26,7 @@ def _pretrain(store, out):
 def test_probe_evaluate_and_rankme_from_a_pretraining_checkpoint(small_store, tmp_path):
     store = small_store[0].out
     pre = _pretrain(store, tmp_path / "pre")
-    res = runner.invoke(app, ["finetune", "--store", store, "--out", str(tmp_path / "probe"), "--checkpoint",
+    res = runner.invoke(app, ["finetune", "--store", store, "--out", str(tmp_path / "probe"), "--pretrained",
                               pre["checkpoint"], "--linear-probe", "--voxel-size", "0.3", "--labels-percent", "50",
                               "--device", "cpu"])
     assert res.exit_code == 0, res.output
@@ -37,7 +36,7 @@ def test_probe_evaluate_and_rankme_from_a_pretraining_checkpoint(small_store, tm
     assert result["probe_fit"]["converged"] and len(result["label_scenes"]) == 1 and len(result["confusion"]) == 17
     assert result["classes"] and set(result["classes"]) <= set(result["iou"])
     # the segmenter file describes itself: evaluate needs neither --voxel-size nor --model
-    ev = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "probe" / "segmenter.pt"),
+    ev = runner.invoke(app, ["evaluate", "--store", store, "--segmenter", str(tmp_path / "probe" / "segmenter.pt"),
                              "--out", str(tmp_path / "eval.json"), "--device", "cpu",
                              "--corruption", "sparser_sensor:2", "--corruption", "fog:0.05"])
     assert ev.exit_code == 0, ev.output
@@ -48,7 +47,7 @@ def test_probe_evaluate_and_rankme_from_a_pretraining_checkpoint(small_store, tm
     bad = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "probe" / "segmenter.pt"),
                               "--corruption", "snow:1"])
     assert bad.exit_code != 0 and "snow" in bad.output
-    rk = runner.invoke(app, ["rankme", "--store", store, "--checkpoint", pre["checkpoint"], "--sweeps", "2"])
+    rk = runner.invoke(app, ["rankme", "--store", store, "--pretrained", pre["checkpoint"], "--sweeps", "2"])
     assert rk.exit_code == 0 and "RankMe" in rk.output and "train sweeps" in rk.output
 
 
@@ -58,7 +57,7 @@ def test_evaluate_refuses_a_pretraining_checkpoint_in_one_line(small_store, tmp_
     res = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", pre["checkpoint"]])
     assert res.exit_code == 2
     assert res.output.strip().count("\n") == 0 and "pretraining checkpoint" in res.output
-    assert "cdtrain finetune --checkpoint" in res.output and "Traceback" not in res.output
+    assert "cdtrain finetune --pretrained" in res.output and "Traceback" not in res.output
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     res = runner.invoke(app, ["evaluate", "--store", store, "--checkpoint", str(tmp_path / "junk.pt")])
     assert res.exit_code == 2 and "junk.pt" in res.output and "Traceback" not in res.output
@@ -101,7 +100,8 @@ def test_finetune_from_random_init_is_the_baseline(small_store, tmp_path):
 
 
 def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
-    """A run killed after its step-2 checkpoint and resumed ends with the weights of a straight run."""
+    """A run killed after its step-2 checkpoint and resumed (`cdtrain finetune --resume RUN/segmenter.pt`, no
+    other flag) ends with the weights of a straight run."""
     import torch
 
     import trainer.finetune as ft
@@ -131,7 +131,9 @@ def test_finetune_resumes_where_it_stopped(small_store, tmp_path, monkeypatch):
                                                                     checkpoint_every=2, eval_every=3, warmup=0,
                                                                     batch_size=1, max_points=3000),
                     voxel_size=0.3, progress=False, resume=True)
-    ft.finetune(store, None, "minkunet-tiny", cfg(tmp_path / "resumed"), voxel_size=0.3, progress=False, resume=True)
+    # the file alone resumes: store, backbone, voxel size and settings come from it
+    res = runner.invoke(app, ["finetune", "--resume", str(tmp_path / "resumed" / "segmenter.pt"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
     a = torch.load(tmp_path / "straight" / "segmenter.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "segmenter.pt", weights_only=True)
     assert a["step"] == b["step"] == 4 and a["arch"] == "minkunet-tiny" and a["voxel_size"] == 0.3
@@ -155,9 +157,10 @@ def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, t
     import torch
 
     from trainer.batch import collate
-    from trainer.data import DataConfig, StoreDataset
+    from trainer.config import DataConfig, ProbeConfig
+    from trainer.data import StoreDataset
     from trainer.model import Segmenter
-    from trainer.probe import ProbeConfig, linear_probe
+    from trainer.probe import linear_probe
 
     store = small_store[0].out
     torch.manual_seed(0)

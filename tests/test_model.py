@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from trainer.batch import IN_CHANNELS
-from trainer.model import ARCHS, BasicBlock, MinkUNet
+from trainer.config import ARCHS
+from trainer.model import BasicBlock, MinkUNet
 
 
 def test_minkunet34_has_the_published_planes_and_blocks():

@@ -8,10 +8,11 @@ import torch
 import zarr
 
 from pipeline.store import read_sweep
-from trainer.data import DataConfig, StoreDataset
+from trainer.config import DataConfig, MaskConfig
+from trainer.data import StoreDataset
 from trainer.losses import balanced_bce
 from trainer.metrics import balanced_accuracy
-from trainer.occupancy import MaskConfig, balance_by_offset, hide
+from trainer.occupancy import balance_by_offset, hide
 
 
 def _cells(xyz, lower, cell):

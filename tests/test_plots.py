@@ -1,7 +1,10 @@
-"""Pictures: the store preview (both layouts, by path and by URL), training curves, evaluation charts, the
-ablation figure, and TensorBoard scalars beside metrics.jsonl. Each PNG is checked for its size and for
-not being blank; the preview's colours are checked against a PCA computed here, with scikit-learn, from
-features read with plain zarr."""
+"""Pictures: the store preview (both layouts, by path and by URL), the dataroot preview, training curves,
+evaluation charts, the ablation figure, and TensorBoard scalars beside metrics.jsonl. Each PNG is checked
+for its size and for not being blank; the preview's colours are checked against a PCA computed here, with
+scikit-learn, from features read with plain zarr. What the charts say is checked on their figures: the
+y-range of each training curve against the scale of its measure (a loss from 0, chance drawn), integer
+step ticks, a one-point series on a sensible range, the confusion matrix's cells and colour bar in one
+unit, and the previews' legends naming exactly the classes they paint."""
 
 from __future__ import annotations
 
@@ -97,6 +100,89 @@ def test_preview_colours_are_a_pca_of_the_stored_features(layout, request, tmp_p
     assert ((top.max(-1) - top.min(-1)) > 60).mean() > 0.01
 
 
+def _legend_entries(legend) -> dict[str, tuple[int, ...]]:
+    """A legend's names -> the RGB (0-255) of their swatches."""
+    return {t.get_text(): tuple(int(round(255 * v)) for v in h.get_facecolor()[:3])
+            for t, h in zip(legend.get_texts(), legend.legend_handles)}
+
+
+def test_preview_legends_name_the_classes_in_view(small_store):
+    import dataclasses
+
+    from pipeline.classes import EVAL_CLASSES, EVAL_COLOURS
+    from pipeline.preview import BEV_HALF_M, OCC_COLOURS, preview_figure, sweep_preview
+
+    view = sweep_preview(small_store[0].out, 1)
+
+    def labels_legend(v):
+        (ax,) = [ax for ax in preview_figure(v).axes if ax.get_title().startswith("lidarseg labels")]
+        return ax.get_legend()
+
+    # every class the labels panel paints, in its colour, and no other
+    in_view = (np.abs(view.xyz[:, :2]) <= BEV_HALF_M).all(1)
+    present = sorted(set(view.eval_labels[in_view].tolist()))
+    assert len([c for c in present if c]) >= 3  # something to name
+    expected = {("ignore (not scored)" if c == 0 else EVAL_CLASSES[c]): EVAL_COLOURS[c] for c in present}
+    assert _legend_entries(labels_legend(view)) == expected
+    # a sweep of road alone names the road alone; a store without labels has no legend to show
+    road = EVAL_CLASSES.index("driveable_surface")
+    only_road = dataclasses.replace(view, eval_labels=np.full_like(view.eval_labels, road))
+    assert _legend_entries(labels_legend(only_road)) == {"driveable_surface": EVAL_COLOURS[road]}
+    assert labels_legend(dataclasses.replace(view, eval_labels=None)) is None
+    # the occupancy slices: the three states of a target
+    (legend,) = [ax.get_legend() for ax in preview_figure(view).axes
+                 if ax.get_legend() is not None and ax.get_legend().get_title().get_text() == "occupancy targets"]
+    assert _legend_entries(legend) == {k: tuple(int(round(255 * c)) for c in v) for k, v in OCC_COLOURS.items()}
+
+
+def test_dataroot_preview_has_a_legend_of_the_classes_painted(small_dataroot, tmp_path):
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    pytest.importorskip("nuscenes")
+    from nuscenes.utils.data_classes import LidarPointCloud
+
+    from pipeline.classes import FINE_COLOURS
+    from pipeline.dataroot import write_preview
+    from pipeline.frames import LIDAR, load_nuscenes
+
+    cfg, _ = small_dataroot
+    root = tmp_path / "nuscenes"  # the session's dataroot, seen through links, so that preview.png lands here
+    root.mkdir()
+    for name in os.listdir(cfg.out):
+        os.symlink(os.path.join(cfg.out, name), root / name)
+    out = write_preview(root, cfg.version)
+    with Image.open(out) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    tile_h = round(cfg.height * 400 / cfg.width)  # six 400-pixel-wide cameras in two rows, then the legend
+    legend = rgb[2 * tile_h:]
+    assert legend.shape[0] > 30
+    swatches = {i for i, c in enumerate(FINE_COLOURS)
+                if sliding_window_view((legend == c).all(-1), (14, 14)).all((-2, -1)).any()}
+    # the sweep's classes: all those near the sensor (painted from above) are named, none it lacks is
+    nusc = load_nuscenes(root, cfg.version)
+    sd = nusc.get("sample_data", nusc.sample[0]["data"][LIDAR])
+    xyz = LidarPointCloud.from_file(os.path.join(nusc.dataroot, sd["filename"])).points[:3]
+    labels = np.fromfile(os.path.join(nusc.dataroot, nusc.get("lidarseg", sd["token"])["filename"]), np.uint8)
+    near = np.hypot(xyz[0], xyz[1]) < 45  # inside the 100 m bird's-eye square, whatever the sensor's yaw
+    assert len(swatches) >= 3 and set(labels[near].tolist()) <= swatches <= set(labels.tolist())
+
+
+def test_one_table_of_class_colours_the_devkits():
+    import pipeline.preview
+    from pipeline.classes import EVAL_CLASSES, EVAL_COLOURS, FINE_CLASSES, FINE_COLOURS, FINE_TO_EVAL
+
+    assert pipeline.preview.EVAL_COLOURS is EVAL_COLOURS
+    assert len(FINE_COLOURS) == len(FINE_CLASSES) and len(EVAL_COLOURS) == len(EVAL_CLASSES)
+    assert len(set(FINE_COLOURS)) == len(FINE_COLOURS)  # a colour names one class
+    # each evaluation class in the colour of one of its own fine classes
+    for e, colour in enumerate(EVAL_COLOURS):
+        assert colour in {FINE_COLOURS[f] for f in np.flatnonzero(FINE_TO_EVAL == e)}, EVAL_CLASSES[e]
+    pytest.importorskip("nuscenes")
+    from nuscenes.utils.color_map import get_colormap
+
+    assert dict(zip(FINE_CLASSES, FINE_COLOURS)) == get_colormap()
+
+
 def test_preview_by_url_without_the_dataroot(small_store, tmp_path):
     from tests.http_store import serve
 
@@ -166,6 +252,120 @@ def test_plot_overlays_runs(tmp_path):
     res = runner.invoke(cdtrain, ["plot", runs[1], "--out", str(tmp_path / "one.png")])
     assert res.exit_code == 0, res.output
     png_checked(tmp_path / "one.png", (1380, 670))  # distill, total loss, lr, rankme: two rows of three
+
+
+def _write_run(folder, rows: list[dict], name: str = "metrics.jsonl") -> str:
+    folder.mkdir(parents=True)
+    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(folder)
+
+
+def _axes_by_series(fig) -> dict:
+    return {ax.get_gid(): ax for ax in fig.axes if ax.get_gid()}
+
+
+def _plotted(ax) -> list[np.ndarray]:
+    """The y values of the data lines of ``ax`` (not the chance line)."""
+    return [np.asarray(line.get_ydata(), float) for line in ax.lines if line.get_gid() != "chance"]
+
+
+def _step_ticks_are_integers(ax) -> None:
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.xaxis.get_major_locator()() if lo <= t <= hi]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    assert lo == 0
+
+
+def test_y_ranges_show_each_measure_on_its_own_scale():
+    from trainer.plots import LN2, step_range, y_range
+
+    # a loss from 0; the occupancy loss up past chance; 5% of the span above the top
+    assert y_range([[0.60, 0.69]], (0.0, LN2)) == (0.0, pytest.approx(1.05 * LN2))
+    assert y_range([[1.2, 0.4, 0.9]]) == (0.0, pytest.approx(1.26))
+    # a series that barely changes stays flat: 0.0002 of change is under 0.1% of the axis
+    bottom, top = y_range([[0.5, 0.5002]])
+    assert bottom == 0 and 0.0002 / (top - bottom) < 0.001
+    # balanced accuracy: chance (0.5) to 1 always in view, and worse than chance when it is
+    bottom, top = y_range([[0.55, 0.60]], (0.5, 1.0))
+    assert bottom < 0.5 and top > 1.0 and top - bottom == pytest.approx(0.55)
+    assert y_range([[0.40, 0.60]], (0.5, 1.0))[0] < 0.40
+    # one point: from 0 to a little above it
+    assert y_range([[8.4]]) == (0.0, pytest.approx(8.82))
+    # mIoU in %: not past 100 when nothing is; a negative value (none should be) still shown
+    assert y_range([[100.0, 40.0]], (0.0,), 0.0, 100.0) == (0.0, 100.0)
+    assert y_range([[-1.0, 3.0]])[0] < -1.0
+    # a diverged run's inf and NaN do not blow the axis up; nothing at all gives a unit range
+    assert y_range([[np.inf, np.nan, 1.0]]) == (0.0, pytest.approx(1.05))
+    assert y_range([], ()) == (0.0, 1.0)
+    assert step_range([np.array([1, 80]), np.array([20])]) == (0.0, pytest.approx(82.4))
+    assert step_range([np.array([20])]) == (0.0, 21.0)
+
+
+def test_training_curves_read_on_honest_scales(tmp_path):
+    from trainer.plots import LN2, read_run, runs_figure
+
+    runs = [read_run(d) for d in _fake_runs(tmp_path)]
+    axes = _axes_by_series(runs_figure(runs))
+    assert set(axes) == {"distill", "occ", "loss", "lr", "occ_bal_acc", "rankme", "train_loss", "val_miou"}
+    for key, ax in axes.items():
+        bottom, top = ax.get_ylim()
+        values = np.concatenate(_plotted(ax))
+        assert bottom <= values.min() and values.max() <= top, key  # nothing drawn off the axis
+        _step_ticks_are_integers(ax)
+        if key != "occ_bal_acc":
+            assert bottom == 0, key  # losses, lr, RankMe and mIoU from 0
+    # the occupancy loss against chance: ln 2, drawn and labelled
+    occ = axes["occ"]
+    assert occ.get_ylim()[1] > LN2
+    (chance,) = [line for line in occ.lines if line.get_gid() == "chance"]
+    np.testing.assert_allclose(chance.get_ydata(), LN2)
+    assert any("chance" in t.get_text() and "0.693" in t.get_text() for t in occ.texts)
+    # balanced accuracy: from chance, drawn and labelled, to 1
+    acc = axes["occ_bal_acc"]
+    bottom, top = acc.get_ylim()
+    assert bottom < 0.5 and top >= 1.0
+    (chance,) = [line for line in acc.lines if line.get_gid() == "chance"]
+    np.testing.assert_allclose(chance.get_ydata(), 0.5)
+    assert any("chance" in t.get_text() for t in acc.texts)
+    # the distillation loss (in [0, 2]) from 0 to just above the data, not to 2
+    assert axes["distill"].get_ylim()[1] < 1.2
+    # mIoU in %: the data (6.25 to 25%) drawn in %, on an axis from 0 that stops below 100
+    miou = axes["val_miou"]
+    np.testing.assert_allclose(np.concatenate(_plotted(miou)), [6.25, 12.5, 18.75, 25.0])
+    assert 25 < miou.get_ylim()[1] <= 100 and "%" in miou.get_ylabel()
+
+
+def test_a_loss_at_chance_is_drawn_flat(tmp_path):
+    from trainer.plots import LN2, read_run, runs_figure
+
+    # the occupancy loss sitting at chance, moving by 1e-4: zoomed to the data it would fill the panel
+    rows = [{"step": s, "distill": 0.9, "occ": LN2 - 1e-4 * (s % 2), "loss": 1.6, "lr": 1e-3} for s in range(1, 61)]
+    axes = _axes_by_series(runs_figure([read_run(_write_run(tmp_path / "flat", rows))]))
+    for key in ("occ", "distill", "lr"):
+        bottom, top = axes[key].get_ylim()
+        spread = max(np.ptp(v) for v in _plotted(axes[key]))
+        assert bottom == 0 and spread / (top - bottom) < 0.001, key
+
+
+def test_a_series_of_one_point_reads_on_a_sensible_range(tmp_path):
+    from trainer.plots import read_run, runs_figure
+
+    rows = [{"step": s, "distill": 1.0 - s / 100, **({"rankme": 8.4} if s == 20 else {})} for s in range(1, 21)]
+    pretrain = _write_run(tmp_path / "short", rows)
+    finetune = _write_run(tmp_path / "ft", [{"step": 50, "train_loss": 2.1, "val_miou": 0.123}], "curve.jsonl")
+    axes = _axes_by_series(runs_figure([read_run(pretrain), read_run(finetune)]))
+    for key, value, written in (("rankme", 8.4, "8.4"), ("val_miou", 12.3, "12.3"), ("train_loss", 2.1, "2.1")):
+        ax = axes[key]
+        bottom, top = ax.get_ylim()
+        left, right = ax.get_xlim()
+        assert np.isfinite([bottom, top, left, right]).all()
+        assert bottom == 0 and value < top <= 1.2 * value, (key, bottom, top)
+        step = 20 if key == "rankme" else 50
+        assert left == 0 and step < right <= 1.1 * step
+        _step_ticks_are_integers(ax)
+        (line,) = ax.lines
+        assert line.get_marker() == "o"  # a marker, not a line of one point
+        assert [t.get_text() for t in ax.texts] == [written]  # and its value written beside it
 
 
 def test_plot_errors_are_one_line(tmp_path):
@@ -248,6 +448,29 @@ def test_confusion_chart_is_normalised_by_row(tmp_path):
     assert (iou_png.name, conf_png.name) == ("r_iou.png", "r_confusion.png")
     png_checked(iou_png, (750, 608))
     png_checked(conf_png, (820, 740))
+
+
+def test_confusion_cells_and_colour_bar_are_in_one_unit():
+    from pipeline.classes import EVAL_CLASSES
+    from pipeline.classes import NUM_EVAL_CLASSES as NUM_CLASSES
+    from trainer.evaluate import scores
+    from trainer.plots import confusion_figure
+
+    car, road = EVAL_CLASSES.index("car"), EVAL_CLASSES.index("driveable_surface")
+    conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), np.int64)
+    conf[car, car], conf[car, road], conf[road, road] = 30, 10, 50
+    fig = confusion_figure(scores(conf) | {"split": "val", "sweeps": 1})
+    ax, bar = fig.axes
+    # the colour bar reads % of the row, from 0 to 100, as the cells and the title do
+    assert "%" in bar.get_ylabel() and "true class" in bar.get_ylabel()
+    assert "%" in ax.get_title()
+    image = ax.get_images()[0]
+    assert image.get_clim() == (0, 100)
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(car - 1, car - 1): "75", (car - 1, road - 1): "25", (road - 1, road - 1): "100"}
+    # a cell's colour is its number on the colour bar
+    for (t, p), text in cells.items():
+        assert image.get_array()[t, p] == pytest.approx(float(text))
 
 
 def test_paper_table_figure_from_the_committed_seed_files(tmp_path):

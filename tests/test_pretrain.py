@@ -11,9 +11,10 @@ import torch
 
 from trainer.batch import collate
 from trainer.checkpoint import read_checkpoint as load_checkpoint
-from trainer.data import DataConfig, StoreDataset
-from trainer.model import ModelConfig, Student
-from trainer.train import TrainConfig, lr_at, pretrain
+from trainer.config import DataConfig, ModelConfig, TrainConfig
+from trainer.data import StoreDataset
+from trainer.model import Student
+from trainer.train import lr_at, pretrain
 
 MODEL = dict(arch="minkunet-tiny", head_hidden=64, occ_hidden=16)
 

@@ -80,10 +80,21 @@ def test_store_read_with_the_document_alone(stores, layout, encoding):
     """The tables give every array of the store (and no other), with its dtype, shape, chunks, shards and
     fill; the document's recipe for the store's layout, run as written, gives what read_sweep gives."""
     store = stores[layout, encoding]
+    attrs = zarr.open_group(store, mode="r").attrs
+    assert (attrs["layout"], attrs["feature_encoding"]) == (layout, encoding)
+    assert_arrays_as_the_tables_say(store)
+    for s in (0, 3):
+        scope = assert_read_sweep_reads_as_the_document(store, s)
+        assert scope["valid"].mean() > 0.5
+
+
+def assert_arrays_as_the_tables_say(store: str) -> None:
+    """The attributes are those of the Attributes table, and the store holds the arrays of the Arrays table
+    that its layout, encoding and labels call for, and no other, each with the dtype, shape, chunks,
+    shards and fill value the table gives."""
     g = zarr.open_group(store, mode="r")
     attrs = dict(g.attrs)
     assert set(attrs) == {row[0] for row in _table("Attributes")}
-    assert (attrs["layout"], attrs["feature_encoding"]) == (layout, encoding)
     d = {"S": attrs["num_sweeps"], "P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"],
          "C": len(attrs["cameras"]), "k": attrs["sweeps_per_shard"], "h": attrs["patch_grid"][0],
          "w": attrs["patch_grid"][1]}
@@ -101,23 +112,37 @@ def test_store_read_with_the_document_alone(stores, layout, encoding):
         assert a.shape == _dims(shape, d), name
         assert a.chunks == _dims(chunk, d), name
         assert a.shards == _dims(shard, d), name
+
+
+def read_by_the_document(store: str, s: int) -> dict:
+    """Sweep ``s`` of ``store`` read with the document's recipes alone (the common one and the one of the
+    store's layout), run as written: the variables they leave (``n``, ``xyz``, ``valid``, ``q``,
+    ``centres``, ``feats``...)."""
     common, points, patches = _recipes()
-    for s in (0, 3):
-        scope = {"STORE": store, "s": s}
-        exec(common + (points if layout == "points" else patches), scope)  # the recipes as written
-        sweep = read_sweep(store, s)
-        n, q = scope["n"], scope["q"]
-        assert scope["xyz"].shape == (n, 3) and scope["centres"].shape == (q, 3)
-        np.testing.assert_array_equal(sweep["points"][:, :3], scope["xyz"])
-        np.testing.assert_array_equal(sweep["valid"], scope["valid"])
-        np.testing.assert_array_equal(sweep["occ_centres"], scope["centres"])
-        feats = scope["feats"]
-        assert feats.dtype == np.float16 and feats.shape == (n, d["D"]) and scope["valid"].mean() > 0.5
-        # equal to float16 rounding (numpy and read_sweep sum the four cells in different orders)
-        np.testing.assert_allclose(sweep["features"].astype(np.float32), feats.astype(np.float32), rtol=2 ** -10,
-                                   atol=1e-3)
-        assert set(sweep) == {"points", "labels", "features", "valid", "camera", "pixel", "occ_voxels", "occ_labels",
-                              "occ_centres"}
+    scope = {"STORE": store, "s": s}
+    exec(common + (points if zarr.open_group(store, mode="r").attrs["layout"] == "points" else patches), scope)
+    return scope
+
+
+def assert_read_sweep_reads_as_the_document(store: str, s: int) -> dict:
+    """``read_sweep`` gives sweep ``s`` as the document's recipes read it: points, valid and voxel centres
+    exactly, the features to float16 rounding (numpy and read_sweep sum a patch map's four cells in
+    different orders). Returns the recipes' variables."""
+    scope = read_by_the_document(store, s)
+    sweep = read_sweep(store, s)
+    n, q = scope["n"], scope["q"]
+    assert scope["xyz"].shape == (n, 3) and scope["centres"].shape == (q, 3)
+    np.testing.assert_array_equal(sweep["points"][:, :3], scope["xyz"])
+    np.testing.assert_array_equal(sweep["valid"], scope["valid"])
+    np.testing.assert_array_equal(sweep["occ_centres"], scope["centres"])
+    feats = scope["feats"]
+    assert feats.dtype == np.float16 and feats.shape == (n, sweep["features"].shape[1])
+    np.testing.assert_allclose(sweep["features"].astype(np.float32), feats.astype(np.float32), rtol=2 ** -10,
+                               atol=1e-3)
+    labels = {"labels"} if zarr.open_group(store, mode="r").attrs["has_labels"] else set()
+    assert set(sweep) == {"points", *labels, "features", "valid", "camera", "pixel", "occ_voxels", "occ_labels",
+                          "occ_centres"}
+    return scope
 
 
 def test_both_layouts_and_encodings_give_the_same_features(stores):

@@ -134,7 +134,7 @@ def test_weights_load_in_extract_and_the_store_names_them(recipe, labelled_world
     store = str(tmp_path / "store.zarr")
     res = CliRunner().invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", store,
                                       "--teacher", sit.TIMM_NAME, "--teacher-weights", cfg.out,
-                                      "--image-size", "112x224", "--workers", "1", "--tasks-per-worker", "1",
+                                      "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
                                       "--torch-threads", "1"])
     assert res.exit_code == 0, res.output
     import zarr
@@ -158,6 +158,6 @@ def test_extract_refuses_the_world_a_stand_in_trained_on(labelled_world, tmp_pat
     sit.train(cfg, progress=False)
     store = tmp_path / "store.zarr"
     res = CliRunner().invoke(cdpipe, ["extract", "--dataroot", labelled_world, "--version", "v1.0-mini",
-                                      "--out", str(store), "--teacher-weights", cfg.out, "--image-size", "112x224"])
+                                      "--out", str(store), "--teacher-weights", cfg.out, "--teacher-size", "224x112"])
     assert res.exit_code != 0 and "seed 10001" in res.output and "another --seed" in res.output
     assert not store.exists()

@@ -21,7 +21,7 @@ from pipeline.cli import app as cdpipe
 from pipeline.extract import run_extract
 from pipeline.frames import build_nuscenes_index
 from pipeline.lock import LockError, StoreLock, check_holder, lock_path, read_lock
-from pipeline.store import DamagedChunk, StoreError, chunk_key, open_store, read_rows, store_dims
+from pipeline.store import DamagedChunk, StoreError, chunk_key, open_store, read_rows
 from pipeline.verify import store_info, verify_store
 from tests.conftest import edit_table, store_config
 from tests.http_store import serve
@@ -189,7 +189,7 @@ def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_re
 
     out = str(tmp_path / "store.zarr")
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
-                                 "--image-size", "112x224", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
                                  "--torch-threads", "1"])
     assert res.exit_code == 1, res.output
     assert "5 of 6 sweeps failed" in res.output and "Traceback" not in res.output
@@ -217,7 +217,7 @@ def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_re
     assert kinds == {("failed", s) for s in range(5)}
 
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", str(tmp_path / "strict.zarr"),
-                                 "--random-teacher", "--image-size", "112x224", "--workers", "1", "--strict"])
+                                 "--random-teacher", "--teacher-size", "224x112", "--workers", "1", "--strict"])
     assert res.exit_code == 2 and "--strict" in res.output and "outside the dataroot" in res.output
 
     # fix two inputs and rerun: the store is resumed (its padded sizes kept), and those sweeps complete
@@ -225,7 +225,7 @@ def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_re
     open(index.lidar_path[2], "wb").write(raw)
     shutil.copy(os.path.join(synth_cfg.out, os.path.relpath(missing_image, root)), missing_image)
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
-                                 "--image-size", "112x224", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
                                  "--torch-threads", "1"])
     assert res.exit_code == 1 and "other settings" not in res.output, res.output
     g = zarr.open_group(out, mode="r")
@@ -400,11 +400,10 @@ def test_a_task_of_a_job_that_lost_the_lock_writes_nothing(store_copy, small_sto
     index = build_nuscenes_index(cfg.dataroot, cfg.version).select(range(0, 2))
     g = zarr.open_group(store_copy, mode="r")
     before = {name: g[name][:2] for name in ("done", "num_points", "patches")}
-    dims = store_dims(dict(g.attrs))
     holder = StoreLock(store_copy).acquire()
     try:
         with pytest.raises(Exception, match="no longer holds the store's lock"):
-            extract_group(cfg, index, 0, dims, job="killed-client-job")
+            extract_group(cfg, index, 0, job="killed-client-job")
     finally:
         holder.release()
     for name, value in before.items():
@@ -481,7 +480,7 @@ def test_extract_input_is_checked_before_any_work(small_dataroot, tmp_path):
     (folder / "x.txt").write_text("keep")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    base = ["extract", "--dataroot", cfg.out, "--image-size", "112x224"]
+    base = ["extract", "--dataroot", cfg.out, "--teacher-size", "224x112"]
     cases = [
         ([*base, "--out", str(a_file), "--random-teacher"], "is a file"),
         ([*base, "--out", str(folder), "--random-teacher"], "not a Zarr store"),
@@ -489,12 +488,12 @@ def test_extract_input_is_checked_before_any_work(small_dataroot, tmp_path):
          "closest: vit_small_patch14_dinov2"),
         ([*base, "--out", str(tmp_path / "s.zarr"), "--teacher-weights", str(junk)], "junk.pth cannot be read"),
         ([*base, "--out", "http://127.0.0.1:9/s.zarr", "--random-teacher"], "local paths only"),
-        (["extract", "--dataroot", cfg.out, "--out", str(tmp_path / "s.zarr"), "--random-teacher", "--image-size",
-          "224by448"], "HEIGHTxWIDTH"),
+        ([*base[:-2], "--out", str(tmp_path / "s.zarr"), "--random-teacher", "--teacher-size", "448by224"],
+         "WIDTHxHEIGHT"),
         ([*base, "--out", str(tmp_path / "s.zarr"), "--random-teacher", "--teacher", "resnet18"],
          "cannot be built as a ViT"),
-        (["extract", "--dataroot", cfg.out, "--out", str(tmp_path / "s.zarr"), "--random-teacher", "--image-size",
-          "112x200"], "multiples of the teacher's patch size 14x14, e.g. 112x196"),
+        ([*base[:-2], "--out", str(tmp_path / "s.zarr"), "--random-teacher", "--teacher-size", "200x112"],
+         "multiples of the teacher's patch size 14x14, e.g. 196x112"),
         ([*base, "--out", str(a_file / "s.zarr"), "--random-teacher"], "is a file, not a folder"),
         ([*base, "--out", str(tmp_path / "s.zarr")], "--random-teacher"),
     ]
@@ -510,15 +509,15 @@ def test_extract_input_is_checked_before_any_work(small_dataroot, tmp_path):
 
 @pytest.mark.slow
 def test_teacher_input_size_reaches_the_teacher_as_height_by_width(small_dataroot, tmp_path):
-    """`--image-size 56x112` is H x W: the store records [56, 112] and its features equal a reference ViT
-    run on images resized to 112 wide and 56 high (and not the transposed size). Written through a
-    file:// URL."""
+    """`--teacher-size 112x56` is WIDTHxHEIGHT: the store records [56, 112] (H, W) and its features equal a
+    reference ViT run on images resized to 112 wide and 56 high (and not the transposed size). Written
+    through a file:// URL."""
     from tests.test_extract import reference_features
 
     synth_cfg, _ = small_dataroot
     out = str(tmp_path / "s.zarr")
     res = runner.invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", "file://" + out, "--random-teacher",
-                                 "--image-size", "56x112", "--split", "val", "--workers", "1",
+                                 "--teacher-size", "112x56", "--split", "val", "--workers", "1",
                                  "--tasks-per-worker", "1", "--torch-threads", "1"])
     assert res.exit_code == 0, res.output
     g = open_store(out)
@@ -540,7 +539,7 @@ def test_resume_from_a_pickled_checkpoint_is_refused_in_one_line(small_store, tm
     out.mkdir()
     torch.save({"step": 1, "extra": NotATensor()}, out / "checkpoint.pt")
     res = runner.invoke(cdtrain, ["pretrain", "--store", small_store[0].out, "--out", str(out), "--model",
-                                  "minkunet-tiny", "--steps", "2", "--resume"])
+                                  "minkunet-tiny", "--steps", "2", "--resume", str(out / "checkpoint.pt")])
     assert res.exit_code == 2 and "checkpoint.pt cannot be read" in res.output and "Traceback" not in res.output
 
 

@@ -16,7 +16,7 @@ import pytest
 from nuscenes.utils.data_classes import LidarPointCloud
 from pyquaternion import Quaternion
 
-from pipeline.dataroot import load_nuscenes
+from pipeline.frames import load_nuscenes
 from pipeline.synth import raycast, sensors
 from pipeline.synth.write import _world
 

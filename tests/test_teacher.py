@@ -10,8 +10,7 @@ import pytest
 import timm
 import torch
 
-from pipeline.projection import sample_features
-from pipeline.store import bilinear_cells, sample_cells
+from pipeline.projection import bilinear_cells, sample_cells, sample_features
 from pipeline.teacher import FrozenTeacher, TeacherConfig
 
 SIZE = (56, 112)

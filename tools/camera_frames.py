@@ -1,8 +1,9 @@
 """Camera frames of a dataroot for training and gating stand-in teachers (scaffolding, not the product).
 
 A frame is a camera image ``samples/CAM_*/*.jpg`` of a nuScenes-format dataroot (a synthetic world of
-``cdpipe synth``, or real nuScenes). Images are resized the way ``FrozenTeacher.preprocess`` resizes them
-(PIL bicubic to the teacher's HxW), so a teacher trains on exactly what extraction will show it.
+``cdpipe synth``, or real nuScenes). Images are resized by the rule the extraction feeds the teacher with
+(``pipeline.teacher.resize_for_teacher``: PIL bicubic to the teacher's HxW), so a teacher trains on
+exactly what extraction will show it.
 
 Per-pixel classes exist only for synthetic worlds written with ``cdpipe synth --camera-labels``
 (``camseg/CAM_*/*.png``, fine class per pixel, 255 = sky); ``load_frames(..., labels=True)`` maps them
@@ -49,6 +50,7 @@ def load_frames(dataroot: str, paths: list[str], size: tuple[int, int], labels: 
     from tqdm import tqdm
 
     from pipeline.synth.write import camera_label_path
+    from pipeline.teacher import resize_for_teacher
 
     h, w = size
     root = Path(dataroot)
@@ -56,7 +58,7 @@ def load_frames(dataroot: str, paths: list[str], size: tuple[int, int], labels: 
     classes = np.empty((len(paths), h, w), np.uint8) if labels else None
     for i, rel in enumerate(tqdm(paths, desc="load frames", unit="image", disable=not progress)):
         with Image.open(root / rel) as im:
-            images[i] = np.asarray(im.convert("RGB").resize((w, h), Image.BICUBIC))
+            images[i] = np.asarray(resize_for_teacher(im, size))
         if labels:
             label_file = root / camera_label_path(rel)
             if not label_file.is_file():

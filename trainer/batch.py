@@ -26,16 +26,6 @@ def point_inputs(xyz: np.ndarray, intensity: np.ndarray) -> np.ndarray:
     return raw / np.asarray(INPUT_SCALE, np.float32)
 
 
-def check_fields(config, positive: tuple[str, ...] = (), not_negative: tuple[str, ...] = ()) -> None:
-    """Refuse, in one line naming the flag (``--field-name``), a config field that must be positive or
-    not negative and is not (NaN is neither)."""
-    for names, ok, want in ((positive, lambda v: v > 0, "positive"), (not_negative, lambda v: v >= 0, "0 or more")):
-        for name in names:
-            value = getattr(config, name)
-            if not ok(value):
-                raise ValueError(f"--{name.replace('_', '-')} {value}: must be {want}")
-
-
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[index]`` for a 1-D ``index`` that may repeat rows (points sharing a voxel, queries sharing a
     nearest point), with a backward that sums the repeated rows in the same order every run. On the CPU,

@@ -23,7 +23,8 @@ import torch
 
 from pipeline.store import as_attribute
 from trainer.batch import INPUT_SCALE
-from trainer.model import ModelConfig, Segmenter, Student
+from trainer.config import ModelConfig
+from trainer.model import Segmenter, Student
 
 SEGMENTER_KIND = "cleverdistiller-segmenter"
 SEGMENTER_FORMAT = 1
@@ -66,18 +67,6 @@ def store_fingerprint(attrs: dict, sweeps=None) -> dict:
            "weights": t["weights"], "created_utc": attrs["provenance"]["created_utc"]}
     if sweeps is not None:
         out["complete_sweeps"] = len(sweeps)
-    return out
-
-
-def field_defaults(config_class) -> dict:
-    """The default of each field of a config dataclass that has one: what a field added since a file was
-    written was, in effect, when it was written."""
-    out = {}
-    for f in dataclasses.fields(config_class):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
     return out
 
 
@@ -206,7 +195,7 @@ def load_segmenter(path: str) -> tuple[Segmenter, dict]:
     if ck.get("kind") != SEGMENTER_KIND:
         if is_pretraining_checkpoint(ck):
             raise ValueError(f"{path} is a pretraining checkpoint (cdtrain pretrain): it has no segmentation head; "
-                             f"train one first with cdtrain finetune --checkpoint {path} (add --linear-probe to "
+                             f"train one first with cdtrain finetune --pretrained {path} (add --linear-probe to "
                              f"keep the backbone frozen)")
         raise ValueError(f"{path} is not a segmenter file written by cdtrain finetune")
     if ck.get("format") != SEGMENTER_FORMAT:

@@ -1,19 +1,36 @@
-"""``cdtrain``: the training half of the tool (distil the LiDAR student from a store, evaluate it)."""
+"""``cdtrain``: the training half of the tool (distil the LiDAR student from a store, evaluate it).
+
+Every option's default is its config field's default (``trainer/config.py``); the conventions shared with
+``cdpipe`` (``--store``, ``--device``, ``--json``, one-line errors) are ``pipeline/dialect.py``'s.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+from typing import Literal
 
 import typer
 
-app = typer.Typer(help="cdtrain: Zarr store -> batches -> sparse student + heads -> checkpoints, metrics.",
-                  no_args_is_help=True, add_completion=False)
+from pipeline.dialect import DEVICE_HELP, JSON_HELP, STORE_HELP, fail, given, new_app
+from trainer.config import (
+    ARCHS,
+    CPU_SIZED_ARCHS,
+    DISTILLATION_LOSSES,
+    STORE_SPLITS,
+    DataConfig,
+    FinetuneConfig,
+    ModelConfig,
+    ProbeConfig,
+    TrainConfig,
+)
 
+Arch = Literal[tuple(ARCHS)]
+Loss = Literal[DISTILLATION_LOSSES]
+Split = Literal[STORE_SPLITS]
 
-def fail(message: str, code: int = 2):
-    """Print one line on stderr and exit (2: bad input, found before any work)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+app = new_app("cdtrain: Zarr store -> batches -> sparse student + heads -> checkpoints, metrics.")
 
 
 @app.callback()
@@ -21,98 +38,175 @@ def main() -> None:
     """Train and evaluate LiDAR students from teacher-feature stores written by ``cdpipe extract``."""
 
 
+def _emit(report: dict, as_json: bool) -> bool:
+    """Print ``report`` as JSON when asked; True when it was (the human summary is then left out)."""
+    if as_json:
+        from trainer.run import finite
+
+        typer.echo(json.dumps(finite(report), indent=1, default=str))
+    return as_json
+
+
 @app.command()
-def info() -> None:
+def env(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Print the training environment: torch, CPU threads, accelerator, whether torchsparse is installed."""
     import importlib.util
 
     import torch
 
-    typer.echo(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    if torch.cuda.is_available():
-        typer.echo(f"accelerator: CUDA, {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
-    else:
-        typer.echo("accelerator: none (training runs on the CPU)")
-    has_ts = importlib.util.find_spec("torchsparse") is not None
-    typer.echo(f"torchsparse: {'installed' if has_ts else 'not installed'}"
+    cuda = torch.cuda.is_available()
+    report = {"torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+              "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+              "torchsparse": importlib.util.find_spec("torchsparse") is not None}
+    if _emit(report, as_json):
+        return
+    typer.echo(f"torch {report['torch']}, {report['cpu_threads']} CPU threads")
+    typer.echo(f"accelerator: CUDA, {len(report['cuda_devices'])} x {report['cuda_devices'][0]}" if cuda
+               else "accelerator: none (training runs on the CPU)")
+    typer.echo(f"torchsparse: {'installed' if report['torchsparse'] else 'not installed'}"
                + (" (used for submanifold convolutions where it calibrates against the built-in backend; "
-                  "CD_SPARSE_BACKEND=builtin|torchsparse|auto)" if has_ts else ""))
+                  "CD_SPARSE_BACKEND=builtin|torchsparse|auto)" if report["torchsparse"] else ""))
+
+
+@app.command(hidden=True)
+def info(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """The old name of `cdtrain env`."""
+    env(as_json)
+
+
+def _config(cls, record: dict, values: dict, ctx: typer.Context, rename: dict | None = None):
+    """``cls`` built from ``record`` (a checkpoint's copy of it; empty for a new run) and the options in
+    ``values`` named like its fields (or mapped by ``rename``): for a new run every option, for a resumed
+    one only those the user gave, so that the checkpoint's settings stand unless a flag changes them."""
+    rename = rename or {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in record.items() if k in names}
+    for param, value in values.items():
+        name = rename.get(param, param)
+        if name in names and (not record or given(ctx, param)):
+            kw[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**kw)
+
+
+def _run_folder(resume: str, out: str | None, name: str, command: str) -> str:
+    """The run folder of ``--resume PATH``: PATH's folder (a run continues in its own folder)."""
+    folder = os.path.dirname(os.path.abspath(resume))
+    if os.path.basename(resume) != name:
+        fail(f"--resume {resume}: give the run folder's {name} (written by {command})")
+    if out is not None and os.path.abspath(out) != folder:
+        fail(f"--resume {resume} continues the run in {folder}; drop --out {out} (or copy the run folder there and "
+             f"resume from its {name})")
+    return folder
+
+
+def _cpu_hint(arch: str, max_points: int, device: str | None) -> None:
+    import torch
+
+    on_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    if on_cpu and arch not in CPU_SIZED_ARCHS and not max_points:
+        typer.echo(f"note: {arch} on every point of a sweep takes minutes per step on a CPU; for a quick run try "
+                   f"--model minkunet-tiny --max-points 20000", err=True)
 
 
 @app.command()
 def pretrain(
-    store: str = typer.Option(..., "--store", help="Teacher-feature store (path or URL) written by cdpipe extract."),
-    out: str = typer.Option(..., "--out", help="Run directory: checkpoint.pt, metrics.jsonl."),
-    model: str = typer.Option("minkunet34", help="Backbone: minkunet34, minkunet18, minkunet14, minkunet-small, "
-                                                 "minkunet-tiny."),
-    head_layers: int = typer.Option(3, help="Projection head layers (1 = linear)."),
-    head_hidden: int = typer.Option(512, help="Hidden width of the MLP head."),
-    loss: str = typer.Option("cosine", help="Distillation loss: cosine or l2."),
-    occ_weight: float = typer.Option(1.0, help="Weight of the occupancy loss (0 disables the task)."),
-    mask_ratio: tuple[float, float] = typer.Option(None, help="Occupancy task: each step hides this fraction "
-                                                   "(uniform between the two) of the sweep's cubes from the student "
-                                                   "and asks about them (default: 0.3 0.5, or 0 0 with --occ-weight "
-                                                   "0, which has no task to hide points for)."),
-    mask_cell: float = typer.Option(2.0, help="Occupancy task: edge of the hidden cubes (m), a multiple of the "
-                                              "store's occupancy voxel."),
-    max_points: int = typer.Option(0, help="Keep a random subset of this many points of each sweep (0: all); "
-                                           "cheaper steps on a CPU."),
-    steps: int = typer.Option(200, help="Optimisation steps."),
-    batch_size: int = typer.Option(2, help="Sweeps per batch."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
-    warmup: int = typer.Option(20, help="Warm-up steps."),
-    voxel_size: float = typer.Option(0.1, help="Voxel size (m)."),
-    split: str = typer.Option("train", help="Store scenes to train on: train, val or all."),
-    workers: int = typer.Option(0, help="DataLoader worker processes (spawned)."),
-    checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
-    seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (refused, naming the "
-                                "settings, if they differ from the checkpoint's)."),
+    ctx: typer.Context,
+    store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_HELP + " Written by cdpipe extract; "
+                              "needed unless --resume (then the checkpoint's)."),
+    out: str = typer.Option(None, "--out", metavar="DIR", help="Run folder to write: checkpoint.pt, metrics.jsonl "
+                            "(needed unless --resume, which continues in the checkpoint's folder)."),
+    model: Arch = typer.Option(ModelConfig.arch, help="Backbone (minkunet-tiny and -small are sized for a CPU)."),
+    head_layers: int = typer.Option(ModelConfig.head_layers, help="Projection head layers (1 = linear)."),
+    head_hidden: int = typer.Option(ModelConfig.head_hidden, help="Hidden width of the MLP head."),
+    loss: Loss = typer.Option(TrainConfig.loss, help="Distillation loss."),
+    occ_weight: float = typer.Option(TrainConfig.occ_weight, help="Weight of the occupancy loss (0 disables the "
+                                     "task)."),
+    mask_ratio: tuple[float, float] = typer.Option(None, metavar="LOW HIGH", help="Occupancy task: each step hides "
+                                                   "this fraction (uniform between the two) of the sweep's cubes from "
+                                                   "the student and asks about them (default: 0.3 0.5 with the "
+                                                   "occupancy task, 0 0 with --occ-weight 0)."),
+    mask_cell: float = typer.Option(DataConfig.mask_cell, help="Occupancy task: edge of the hidden cubes (m), a "
+                                    "multiple of the store's occupancy voxel."),
+    max_points: int = typer.Option(DataConfig.max_points, help="Keep a random subset of this many points of each "
+                                   "sweep (0: all); cheaper steps on a CPU."),
+    steps: int = typer.Option(TrainConfig.steps, help="Optimisation steps."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, help="Sweeps per batch."),
+    lr: float = typer.Option(TrainConfig.lr, help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(TrainConfig.warmup, help="Warm-up steps."),
+    voxel_size: float = typer.Option(DataConfig.voxel_size, help="Voxel size (m)."),
+    split: Split = typer.Option(DataConfig.split, help="Store scenes to train on."),
+    workers: int = typer.Option(TrainConfig.workers, help="Data loader worker processes (0: in this process)."),
+    checkpoint_every: int = typer.Option(TrainConfig.checkpoint_every, help="Steps between checkpoints."),
+    seed: int = typer.Option(TrainConfig.seed, help="Seed of initialisation, data order and augmentation."),
+    device: str = typer.Option(None, metavar="DEVICE", help=DEVICE_HELP),
+    resume: str = typer.Option(None, "--resume", metavar="CHECKPOINT", help="Continue the run of this checkpoint.pt "
+                               "with its settings; a flag given that differs from them is refused, naming it, "
+                               "unless it may change (--out, --workers, --checkpoint-every, --skip-bad-sweeps, "
+                               "--store of the same data) or --force-config is given."),
     force_config: bool = typer.Option(False, "--force-config", help="With --resume: continue even though data or "
                                       "training settings (or the store) differ from the checkpoint's; the model "
                                       "must be the same."),
-    skip_bad_sweeps: bool = typer.Option(False, "--skip-bad-sweeps", help="Record training sweeps whose chunks do "
-                                         "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on "
-                                         "the first)."),
+    skip_bad_sweeps: bool = typer.Option(TrainConfig.skip_bad_sweeps, "--skip-bad-sweeps", help="Record training "
+                                         "sweeps whose chunks do not decode in OUT/skipped_sweeps.jsonl and train on "
+                                         "(default: stop on the first)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Distil the LiDAR student from a teacher-feature store (no teacher in memory)."""
+    from pipeline.dialect import check_device
+
     if force_config and not resume:
-        raise typer.BadParameter("--force-config goes with --resume")
+        fail("--force-config goes with --resume")
+    values = dict(locals())
     from pipeline.store import StoreError
-    from trainer.data import DataConfig
-    from trainer.model import ModelConfig
-    from trainer.occupancy import MaskConfig
-    from trainer.train import TrainConfig
+    from trainer.checkpoint import read_checkpoint
     from trainer.train import pretrain as run
 
     try:
-        from pipeline.store import open_store
+        if resume:
+            out = _run_folder(resume, out, "checkpoint.pt", "cdtrain pretrain")
+            ck = read_checkpoint(resume)
+            if "train_config" not in ck:
+                raise ValueError(f"--resume {resume} is not a pretraining checkpoint (cdtrain pretrain writes one)")
+            records = {k: ck[k] for k in ("model_config", "data_config", "train_config")}
+        elif store is None or out is None:
+            fail("cdtrain pretrain needs --store STORE and --out DIR (or --resume CHECKPOINT)")
+        else:
+            records = {"model_config": {}, "data_config": {}, "train_config": {}}
+        values.update(out=out)
+        mcfg = _config(ModelConfig, records["model_config"], values, ctx, {"model": "arch"})
+        if not resume:  # the head outputs the store's teacher feature size
+            from pipeline.store import open_store
 
-        feature_dim = int(open_store(store).attrs["feature_dim"])
-        mcfg = ModelConfig(arch=model, feature_dim=feature_dim, head_layers=head_layers, head_hidden=head_hidden)
-        if mask_ratio is None:  # the occupancy task's mask, only when there is a task
-            mask_ratio = MaskConfig().ratio if occ_weight > 0 else (0.0, 0.0)
-        dcfg = DataConfig(store=store, split=split, voxel_size=voxel_size, seed=seed, mask_ratio=mask_ratio,
-                          mask_cell=mask_cell, max_points=max_points)
-        tcfg = TrainConfig(out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, loss=loss,
-                           occ_weight=occ_weight, workers=workers, checkpoint_every=checkpoint_every, seed=seed,
-                           skip_bad_sweeps=skip_bad_sweeps)
-        result = run(mcfg, dcfg, tcfg, resume=resume, force_config=force_config)
+            mcfg = dataclasses.replace(mcfg, feature_dim=int(open_store(store).attrs["feature_dim"]))
+        dcfg = _config(DataConfig, records["data_config"], values, ctx)
+        tcfg = _config(TrainConfig, records["train_config"], values, ctx)
+        if resume:  # the folder it lies in now, wherever the run was first written
+            tcfg = dataclasses.replace(tcfg, out=out)
+        dev = check_device(device) if device else None
+        _cpu_hint(mcfg.arch, dcfg.max_points, dev)
+        result = run(mcfg, dcfg, tcfg, resume=bool(resume), force_config=force_config, device=dev,
+                     progress=not as_json)
     except (StoreError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"{e}{_skip_hint(e)}")
     except KeyboardInterrupt:
-        _interrupted(os.path.join(out, "checkpoint.pt"), "cdtrain pretrain ... --resume")
+        _interrupted(os.path.join(out, "checkpoint.pt"), "cdtrain pretrain --resume")
     m = result["metrics"]
     first = _first_metrics(out)
-    typer.echo(f"\npretrained {model} for {result['step']} steps on {store}")
+    skipped = _skipped(out)
+    if _emit({"run": out, "model": mcfg.arch, "store": dcfg.store, "step": result["step"],
+              "checkpoint": result["checkpoint"], "metrics": os.path.join(out, "metrics.jsonl"),
+              "first_metrics": first, "last_metrics": m, "config_changes": result["config_changes"],
+              "skipped_sweeps": skipped}, as_json):
+        return
+
     def shown(value) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
+    typer.echo(f"\npretrained {mcfg.arch} for {result['step']} steps on {dcfg.store}")
     typer.echo(f"  distillation loss {shown(first.get('distill'))} -> {shown(m.get('distill'))}"
                + (f", occupancy loss {shown(first.get('occ'))} -> {shown(m['occ'])}" if "occ" in m else ""))
     typer.echo(f"  checkpoint {result['checkpoint']}, metrics {out}/metrics.jsonl")
-    _report_skipped(out)
+    _report_skipped(out, skipped)
     from trainer.sparse import backend_name
 
     typer.echo(f"  sparse convolution: {backend_name()}")
@@ -126,7 +220,7 @@ def _interrupted(path: str, again: str) -> None:
         step = torch.load(path, map_location="cpu", weights_only=True).get("step") if os.path.exists(path) else None
     except Exception:  # a file being replaced at that instant
         step = None
-    where = (f"the last checkpoint is {path} (step {step}); continue with `{again}`" if step is not None
+    where = (f"the last checkpoint is {path} (step {step}); continue with `{again} {path}`" if step is not None
              else f"no checkpoint was written yet ({path}); start again")
     typer.echo(f"\ninterrupted: {where}", err=True)
     raise typer.Exit(130)
@@ -138,106 +232,149 @@ def _skip_hint(error: Exception) -> str:
     return "; --skip-bad-sweeps trains past damaged sweeps, recording them" if isinstance(error, BadSweep) else ""
 
 
-def _report_skipped(out: str) -> None:
-    """Name the damaged sweeps that --skip-bad-sweeps left out, if any."""
-    import json
+def _skipped(out: str) -> list[int]:
+    """The damaged sweeps that --skip-bad-sweeps left out of the run in ``out``."""
+    from trainer.run import SKIPPED_SWEEPS
 
-    path = os.path.join(out, "skipped_sweeps.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            sweeps = sorted({json.loads(line)["sweep"] for line in f if line.strip()})
-        typer.echo(f"  skipped {len(sweeps)} damaged sweeps ({', '.join(map(str, sweeps))}): see {path}", err=True)
+    path = os.path.join(out, SKIPPED_SWEEPS)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return sorted({json.loads(line)["sweep"] for line in f if line.strip()})
+
+
+def _report_skipped(out: str, sweeps: list[int]) -> None:
+    if sweeps:
+        from trainer.run import SKIPPED_SWEEPS
+
+        typer.echo(f"  skipped {len(sweeps)} damaged sweeps ({', '.join(map(str, sweeps))}): see "
+                   f"{os.path.join(out, SKIPPED_SWEEPS)}", err=True)
 
 
 def _first_metrics(out: str) -> dict:
-    import json
-
     path = os.path.join(out, "metrics.jsonl")
     with open(path) as f:
         line = f.readline()
     return json.loads(line) if line else {}
 
 
+def _pretrained(new: str | None, old: str | None) -> str | None:
+    """``--pretrained``, or its old spelling ``--checkpoint`` (hidden, kept for one release)."""
+    if new and old and new != old:
+        fail(f"--pretrained {new} and --checkpoint {old}: give one (--checkpoint is the old name of --pretrained)")
+    return new or old
+
+
 @app.command()
 def finetune(
-    store: str = typer.Option(..., "--store", help="Store with lidarseg labels."),
-    out: str = typer.Option(..., "--out", help="Run directory: segmenter.pt, result.json, curve.jsonl."),
-    checkpoint: str = typer.Option(None, help="Pretraining checkpoint (omit: random initialisation, the baseline)."),
-    model: str = typer.Option(None, help="Backbone (default: the checkpoint's, else minkunet34)."),
-    labels_percent: float = typer.Option(100.0, help="Percent of the train sweeps labelled (whole scenes)."),
+    ctx: typer.Context,
+    store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_HELP + " It must hold lidarseg labels; "
+                              "needed unless --resume (then the file's)."),
+    out: str = typer.Option(None, "--out", metavar="DIR", help="Run folder to write: segmenter.pt, result.json, "
+                            "curve.jsonl (needed unless --resume)."),
+    pretrained: str = typer.Option(None, "--pretrained", metavar="CHECKPOINT", help="Backbone from this pretraining "
+                                   "checkpoint (cdtrain pretrain's checkpoint.pt); omit for random initialisation, "
+                                   "the baseline."),
+    checkpoint: str = typer.Option(None, "--checkpoint", hidden=True, help="Old name of --pretrained."),
+    model: Arch = typer.Option(None, help="Backbone (default: the checkpoint's, else minkunet34)."),
+    labels_percent: float = typer.Option(FinetuneConfig.labels_percent, help="Percent of the train sweeps labelled "
+                                         "(whole scenes)."),
     linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the backbone and fit a softmax "
                                       "regression on its features to convergence (L-BFGS) instead of training; "
                                       "the step, rate and point-cap options do not apply."),
-    probe_points: int = typer.Option(2000, help="Linear probe: labelled points per train sweep in the fit."),
-    lovasz: bool = typer.Option(False, "--lovasz", help="Add the Lovasz-softmax loss to cross-entropy."),
-    steps: int = typer.Option(200, help="Optimisation steps."),
-    batch_size: int = typer.Option(2, help="Sweeps per batch."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
-    warmup: int = typer.Option(10, help="Warm-up steps (0: none)."),
-    max_points: int = typer.Option(0, help="Keep a random subset of this many points of each training sweep "
-                                           "(0: all); evaluation sees every point."),
-    eval_every: int = typer.Option(0, help="Also measure val mIoU every this many steps into OUT/curve.jsonl."),
-    checkpoint_every: int = typer.Option(100, help="Steps between rewrites of OUT/segmenter.pt."),
-    voxel_size: float = typer.Option(0.1, help="Voxel size (m)."),
-    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when there is one)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/segmenter.pt (refused, naming the "
-                                "settings, if they differ from the file's)."),
+    probe_points: int = typer.Option(ProbeConfig.points_per_sweep, help="Linear probe: labelled points per train "
+                                     "sweep in the fit (0: all)."),
+    lovasz: bool = typer.Option(FinetuneConfig.lovasz, "--lovasz", help="Add the Lovasz-softmax loss to "
+                                "cross-entropy."),
+    steps: int = typer.Option(FinetuneConfig.steps, help="Optimisation steps."),
+    batch_size: int = typer.Option(FinetuneConfig.batch_size, help="Sweeps per batch."),
+    lr: float = typer.Option(FinetuneConfig.lr, help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(FinetuneConfig.warmup, help="Warm-up steps (0: none)."),
+    max_points: int = typer.Option(FinetuneConfig.max_points, help="Keep a random subset of this many points of each "
+                                   "training sweep (0: all); evaluation sees every point."),
+    eval_every: int = typer.Option(FinetuneConfig.eval_every, help="Also measure val mIoU every this many steps into "
+                                   "OUT/curve.jsonl (0: at the end only)."),
+    checkpoint_every: int = typer.Option(FinetuneConfig.checkpoint_every, help="Steps between rewrites of "
+                                         "OUT/segmenter.pt."),
+    voxel_size: float = typer.Option(DataConfig.voxel_size, help="Voxel size (m)."),
+    device: str = typer.Option(None, metavar="DEVICE", help=DEVICE_HELP),
+    resume: str = typer.Option(None, "--resume", metavar="SEGMENTER", help="Continue the fine-tuning of this "
+                               "segmenter.pt with its settings; a flag given that differs from them is refused, "
+                               "naming it, unless it may change (--out, --checkpoint-every, --eval-every) or "
+                               "--force-config is given."),
     force_config: bool = typer.Option(False, "--force-config", help="With --resume: continue even though the "
                                       "fine-tuning settings (or the store) differ from the file's."),
-    seed: int = typer.Option(0, help="Seed of the label subset, initialisation and data order."),
+    seed: int = typer.Option(FinetuneConfig.seed, help="Seed of the label subset, initialisation and data order."),
     skip_bad_sweeps: bool = typer.Option(False, "--skip-bad-sweeps", help="Record training sweeps whose chunks do "
                                          "not decode in OUT/skipped_sweeps.jsonl and train on (default: stop on "
                                          "the first)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
-    from pipeline.store import StoreError
-    from trainer.checkpoint import pretraining_arch
+    from pipeline.dialect import check_device
 
-    arch = model
-    device = device or _default_device()
+    pretrained = _pretrained(pretrained, checkpoint)
     if linear_probe and resume:
-        raise typer.BadParameter("--resume is for fine-tuning; a linear probe is refitted from scratch in seconds")
+        fail("--resume is for fine-tuning; a linear probe is refitted from scratch in seconds")
     if force_config and not resume:
-        raise typer.BadParameter("--force-config goes with --resume")
+        fail("--force-config goes with --resume")
     if linear_probe and skip_bad_sweeps:
-        raise typer.BadParameter("--skip-bad-sweeps is for training; a probe fits and scores a fixed set of sweeps")
+        fail("--skip-bad-sweeps is for training; a probe fits and scores a fixed set of sweeps")
+    values = dict(locals())
+    from pipeline.store import StoreError
+    from trainer.checkpoint import pretraining_arch, read_checkpoint
+
     try:
-        if arch is None:
-            arch = pretraining_arch(checkpoint) if checkpoint else "minkunet34"
+        record: dict = {}
+        if resume:
+            out = _run_folder(resume, out, "segmenter.pt", "cdtrain finetune")
+            record = read_checkpoint(resume)
+            if "finetune_config" not in record:
+                raise ValueError(f"--resume {resume} is not a fine-tuning segmenter.pt (a linear probe's file cannot "
+                                 f"be resumed)")
+            store = store or record.get("store")
+            if store is None:
+                fail(f"--resume {resume} was written before segmenter files recorded their store: give --store")
+            if "pretrained" in record and not given(ctx, "pretrained") and not given(ctx, "checkpoint"):
+                pretrained = record["pretrained"]
+            elif "pretrained" not in record and pretrained is None:
+                init = record.get("init")
+                pretrained = None if init in (None, "random initialisation") else init
+            model = model or record["arch"]
+            voxel_size = voxel_size if given(ctx, "voxel_size") else record["voxel_size"]
+        elif store is None or out is None:
+            fail("cdtrain finetune needs --store STORE and --out DIR (or --resume SEGMENTER)")
+        values.update(out=out)
+        arch = model or (pretraining_arch(pretrained) if pretrained else ModelConfig.arch)
+        dev = check_device(device)
         if linear_probe:
-            from trainer.probe import ProbeConfig
             from trainer.probe import linear_probe as fit
 
-            result = fit(store, checkpoint, arch, ProbeConfig(out=out, labels_percent=labels_percent,
-                                                              points_per_sweep=probe_points, seed=seed),
-                         voxel_size=voxel_size, device=device)
+            cfg = _config(ProbeConfig, {}, values, ctx, {"probe_points": "points_per_sweep"})
+            result = fit(store, pretrained, arch, cfg, voxel_size=voxel_size, device=dev, progress=not as_json)
         else:
-            from trainer.finetune import FinetuneConfig
             from trainer.finetune import finetune as run
 
-            cfg = FinetuneConfig(out=out, labels_percent=labels_percent, steps=steps, batch_size=batch_size, lr=lr,
-                                 warmup=warmup, lovasz=lovasz, max_points=max_points, eval_every=eval_every,
-                                 checkpoint_every=checkpoint_every, seed=seed)
-            result = run(store, checkpoint, arch, cfg, voxel_size=voxel_size, device=device, resume=resume,
-                         skip_bad_sweeps=skip_bad_sweeps, force_config=force_config)
+            _cpu_hint(arch, max_points, dev)
+            cfg = _config(FinetuneConfig, record.get("finetune_config", {}), values, ctx)
+            if resume:
+                cfg = dataclasses.replace(cfg, out=out)
+            result = run(store, pretrained, arch, cfg, voxel_size=voxel_size, device=dev, resume=bool(resume),
+                         skip_bad_sweeps=skip_bad_sweeps, force_config=force_config, progress=not as_json)
     except (StoreError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}{_skip_hint(e)}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"{e}{_skip_hint(e)}")
     except KeyboardInterrupt:
         if linear_probe:
             typer.echo("\ninterrupted: a linear probe keeps no checkpoint; run it again", err=True)
             raise typer.Exit(130) from None
-        _interrupted(os.path.join(out, "segmenter.pt"), "cdtrain finetune ... --resume")
+        _interrupted(os.path.join(out, "segmenter.pt"), "cdtrain finetune --resume")
+    skipped = _skipped(out)
+    if _emit(result | {"run": out, "skipped_sweeps": skipped}, as_json):
+        return
     print_result(result)
     typer.echo(f"  wrote {os.path.join(out, 'result.json')} and {os.path.join(out, 'segmenter.pt')}"
                + ("" if linear_probe else f", the curve in {os.path.join(out, 'curve.jsonl')}"))
-    _report_skipped(out)
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    _report_skipped(out, skipped)
 
 
 def print_result(result: dict) -> None:
@@ -256,19 +393,29 @@ def print_result(result: dict) -> None:
 
 @app.command()
 def evaluate(
-    store: str = typer.Option(..., "--store", help="Store with lidarseg labels."),
-    checkpoint: str = typer.Option(..., "--checkpoint", help="segmenter.pt written by cdtrain finetune."),
-    split: str = typer.Option("val", help="Scenes to evaluate: val, train or all."),
-    out: str = typer.Option(None, help="Write the result (IoUs, mIoU, confusion matrix) as JSON here."),
-    corruption: list[str] = typer.Option(None, help="Also evaluate under KIND:SEVERITY (repeatable): "
-                                                    "beams_missing:0.25, sparser_sensor:2, jitter:0.05, fog:0.02."),
-    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when there is one)."),
+    store: str = typer.Option(..., "--store", metavar="STORE", help=STORE_HELP + " It must hold lidarseg labels."),
+    segmenter: str = typer.Option(None, "--segmenter", metavar="SEGMENTER", help="segmenter.pt written by cdtrain "
+                                  "finetune (needed)."),
+    checkpoint: str = typer.Option(None, "--checkpoint", hidden=True, help="Old name of --segmenter."),
+    split: Split = typer.Option("val", help="Scenes to evaluate."),
+    out: str = typer.Option(None, metavar="FILE.json", help="Write the result (IoUs, mIoU, confusion matrix) as "
+                            "JSON here, and its charts beside it."),
+    corruption: list[str] = typer.Option(None, metavar="KIND:SEVERITY", help="Also evaluate under this corruption "
+                                         "(repeatable): beams_missing:0.25, sparser_sensor:2, jitter:0.05, "
+                                         "fog:0.02."),
+    device: str = typer.Option(None, metavar="DEVICE", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Per-class IoU, mIoU and confusion matrix of a fine-tuned segmenter (its voxel size and classes come
     from the file); with --corruption, the mIoU under each corruption and its resilience (mIoU corrupted /
     mIoU clean)."""
-    import json
+    from pipeline.dialect import check_device
 
+    if segmenter and checkpoint and segmenter != checkpoint:
+        fail(f"--segmenter {segmenter} and --checkpoint {checkpoint}: give one (--checkpoint is its old name)")
+    segmenter = segmenter or checkpoint
+    if segmenter is None:
+        fail("cdtrain evaluate needs --segmenter SEGMENTER (a segmenter.pt written by cdtrain finetune)")
     from pipeline.store import StoreError
     from trainer.checkpoint import load_segmenter
     from trainer.corruptions import parse
@@ -278,64 +425,85 @@ def evaluate(
         for text in corruption or []:
             parse(text)
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    device = device or _default_device()
+        fail(str(e))
+    dev = check_device(device)
     try:
-        model, record = load_segmenter(checkpoint)
-        model.to(device)
+        model, record = load_segmenter(segmenter)
+        model.to(dev)
         voxel = record["voxel_size"]
-        result = evaluate_model(model, store, split, voxel, device=device)
+        result = evaluate_model(model, store, split, voxel, device=dev, progress=not as_json)
         result.update(init=record.get("init"), linear_probe=record.get("linear_probe"),
                       labels_percent=record.get("labels_percent"), label_scenes=record.get("label_scenes"),
-                      segmenter=checkpoint, arch=record["arch"], voxel_size=voxel)
-        print_result(result)
+                      segmenter=segmenter, arch=record["arch"], voxel_size=voxel)
+        if not as_json:
+            print_result(result)
         robustness = {}
         for text in corruption or []:
-            r = evaluate_model(model, store, split, voxel, corruption=text, device=device, classes=result["classes"])
+            r = evaluate_model(model, store, split, voxel, corruption=text, device=dev, classes=result["classes"],
+                               progress=not as_json)
             resilience = r["miou"] / result["miou"] if result["miou"] else None
             robustness[text] = {"miou": r["miou"], "resilience": resilience, "iou": r["iou"]}
-            typer.echo(f"  under {text:<22} mIoU {100 * r['miou']:5.1f}  resilience "
-                       + (f"{resilience:.2f}" if resilience is not None else "-"))
+            if not as_json:
+                typer.echo(f"  under {text:<22} mIoU {100 * r['miou']:5.1f}  resilience "
+                           + (f"{resilience:.2f}" if resilience is not None else "-"))
     except (StoreError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     result["robustness"] = robustness
+    charts = []
     if out:
-        with open(out, "w") as f:
-            json.dump(result, f, indent=1)
         from trainer.plots import plot_evaluation
 
-        typer.echo(f"  wrote {out}, " + " and ".join(map(str, plot_evaluation(result, out))))
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
+        charts = [str(p) for p in plot_evaluation(result, out)]
+    if _emit(result | {"charts": charts}, as_json):
+        return
+    if out:
+        typer.echo(f"  wrote {out}, " + " and ".join(charts))
 
 
 @app.command()
 def rankme(
-    store: str = typer.Option(..., "--store", help="Store to sample sweeps from."),
-    checkpoint: str = typer.Option(..., "--checkpoint", help="Pretraining checkpoint."),
+    store: str = typer.Option(..., "--store", metavar="STORE", help=STORE_HELP + " Sweeps are sampled from it."),
+    pretrained: str = typer.Option(None, "--pretrained", metavar="CHECKPOINT", help="Pretraining checkpoint "
+                                   "(needed)."),
+    checkpoint: str = typer.Option(None, "--checkpoint", hidden=True, help="Old name of --pretrained."),
     sweeps: int = typer.Option(8, help="Sweeps sampled."),
-    split: str = typer.Option("train", help="Scenes to sample: train (as the table reports), val or all."),
+    split: Split = typer.Option("train", help="Scenes to sample (the table reports train)."),
+    device: str = typer.Option(None, metavar="DEVICE", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """RankMe of the backbone's point features (higher = less collapsed)."""
+    from pipeline.dialect import check_device
+
+    pretrained = _pretrained(pretrained, checkpoint)
+    if pretrained is None:
+        fail("cdtrain rankme needs --pretrained CHECKPOINT (a checkpoint.pt written by cdtrain pretrain)")
     from pipeline.store import StoreError
     from trainer.evaluate import store_rankme
 
+    dev = check_device(device)
     try:
-        value, used = store_rankme(store, checkpoint, sweeps, split=split)
+        value, used = store_rankme(store, pretrained, sweeps, split=split, device=dev)
     except (StoreError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"RankMe {value:.1f} ({checkpoint}, {used} {split} sweeps of {store})")
+        fail(str(e))
+    if _emit({"rankme": value, "sweeps": used, "split": split, "pretrained": pretrained, "store": store}, as_json):
+        return
+    typer.echo(f"RankMe {value:.1f} ({pretrained}, {used} {split} sweeps of {store})")
 
 
 @app.command()
 def plot(
-    runs: list[str] = typer.Argument(..., help="Run directories of cdtrain pretrain or finetune (overlaid)."),
-    out: str = typer.Option(..., "--out", help="PNG to write."),
+    runs: list[str] = typer.Argument(None, metavar="RUN", show_default=False, help="Run folders of cdtrain pretrain "
+                                     "or finetune (overlaid)."),
+    out: str = typer.Option(..., "--out", metavar="FILE.png", help="PNG to write."),
 ):
     """Training curves of one or more runs: distillation, occupancy and total loss (raw and smoothed), learning
     rate, RankMe, and the fine-tuning loss and held-out mIoU, each where the runs logged it."""
     from trainer.plots import plot_runs
 
+    if not runs:
+        fail("cdtrain plot needs at least one RUN folder (the --out of cdtrain pretrain or finetune)")
     if not out.lower().endswith(".png"):
         fail(f"--out {out}: the plot is a PNG; name it FILE.png")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):

@@ -21,7 +21,6 @@ on the number of loader workers. Nearest points are found before augmentation (a
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -38,8 +37,9 @@ from pipeline.store import (
     store_url,
     sweep_rows,
 )
-from trainer.batch import Sample, check_fields
-from trainer.occupancy import MaskConfig, balance_by_offset, hide
+from trainer.batch import Sample
+from trainer.config import DataConfig
+from trainer.occupancy import balance_by_offset, hide
 
 # Random streams: every random draw of the trainer comes from ``stream_rng(STREAM, seed, *key)``, with a
 # stream of its own and a key of fixed length, so that adding or changing one kind of draw never shifts
@@ -68,38 +68,6 @@ PRETRAINING = TARGETS
 SEGMENTATION: tuple[str, ...] = ()  # fine-tuning and scoring: points and labels only
 
 
-STORE_SPLITS = ("train", "val", "all")  # the scenes of a store a run may use
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    store: str
-    split: str = "train"  # scenes of the store to use: train, val or all
-    voxel_size: float = 0.1
-    augment: bool = True
-    scale: float = 0.1
-    max_queries: int = 4096  # occupancy queries per sweep (balanced subsample)
-    seed: int = 0
-    scenes: tuple[str, ...] | None = None  # restrict to these scene names (labelled subsets)
-    corruption: str | None = None  # e.g. "fog:0.02" (trainer/corruptions.py), applied before everything else
-    mask_ratio: tuple[float, float] = (0.0, 0.0)  # occupancy task: fraction of cubes hidden (0, 0: no mask)
-    mask_cell: float = 2.0  # occupancy task: edge of the hidden cubes (m)
-    max_points: int = 0  # keep a random subset of this many points per sweep (0: all), as loaders cap clouds
-
-    def __post_init__(self):
-        if self.split not in STORE_SPLITS:
-            raise ValueError(f"--split {self.split!r}: choose one of {', '.join(STORE_SPLITS)}")
-        check_fields(self, positive=("voxel_size", "max_queries"), not_negative=("max_points",))
-        if not 0 <= self.scale < 1:
-            raise ValueError(f"scale {self.scale}: the augmentation's scaling must lie in [0, 1)")
-        self.mask  # validates
-
-    @property
-    def mask(self) -> MaskConfig:
-        return MaskConfig(ratio=tuple(self.mask_ratio), cell_m=self.mask_cell)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_damage=None) -> np.ndarray:

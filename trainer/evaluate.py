@@ -22,7 +22,8 @@ import torch
 
 from pipeline.classes import EVAL_CLASSES, NUM_EVAL_CLASSES
 from trainer.batch import Sample, collate
-from trainer.data import SEGMENTATION, DataConfig, StoreDataset
+from trainer.config import DataConfig
+from trainer.data import SEGMENTATION, StoreDataset
 from trainer.metrics import balanced_accuracy, confusion_matrix, iou_per_class, mean_iou, rankme
 
 OCCUPANCY_SEED = 12345  # the data seed of the held-out occupancy queries, apart from every training seed
@@ -30,11 +31,12 @@ OCCUPANCY_SEED = 12345  # the data seed of the held-out occupancy queries, apart
 
 @torch.no_grad()
 def evaluate_model(model, store: str, split: str, voxel_size: float, corruption: str | None = None,
-                   device: str = "cpu", classes: list[str] | None = None) -> dict:
+                   device: str = "cpu", classes: list[str] | None = None, progress: bool = False) -> dict:
     """Confusion matrix, per-class IoU and mIoU over the sweeps of ``split`` (no augmentation), on the
     clean clouds or under ``corruption`` (e.g. "fog:0.02"; metrics over the points that remain). The
     mIoU is over ``classes`` when given (e.g. the clean run's, so that a corruption that removes a
-    class's last points does not change the set), else over the classes present in the truth."""
+    class's last points does not change the set), else over the classes present in the truth.
+    ``progress``: a bar over the sweeps on stderr, gone when done."""
     ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False,
                                  corruption=corruption), targets=SEGMENTATION)
     if not ds.attrs["has_labels"]:
@@ -42,7 +44,10 @@ def evaluate_model(model, store: str, split: str, voxel_size: float, corruption:
     was_training = model.training
     model.eval()
     conf = np.zeros((NUM_EVAL_CLASSES + 1, NUM_EVAL_CLASSES + 1), dtype=np.int64)
-    for i in range(len(ds)):
+    from tqdm import tqdm
+
+    what = f"evaluate {split}" + (f" under {corruption}" if corruption else "")
+    for i in tqdm(range(len(ds)), desc=what, unit="sweep", leave=False, disable=not progress):
         batch = collate([ds[i]], voxel_size).to(device)
         pred = model(batch).argmax(1).cpu().numpy() + 1
         conf += confusion_matrix(batch.labels.cpu().numpy(), pred, NUM_EVAL_CLASSES)
@@ -75,19 +80,19 @@ def random_or_pretrained(checkpoint: str | None, arch: str | None, seed: int):
 @torch.no_grad()
 def store_rankme(store: str, checkpoint: str | None, sweeps: int = 8, points_per_sweep: int = 2048,
                  voxel_size: float | None = None, arch: str | None = None, seed: int = 0,
-                 split: str = "train") -> tuple[float, int]:
+                 split: str = "train", device: str = "cpu") -> tuple[float, int]:
     """RankMe of a pretrained backbone's point features over evenly spaced sweeps of ``split`` (voxel size
     by default the checkpoint's, else 0.1 m); without a checkpoint, of a randomly initialised ``arch``
     backbone (seeded), the baseline. Returns (RankMe, sweeps used)."""
     from trainer.checkpoint import read_checkpoint
 
-    model = random_or_pretrained(checkpoint, arch, seed).eval()
+    model = random_or_pretrained(checkpoint, arch, seed).eval().to(device)
     if voxel_size is None:
         voxel_size = read_checkpoint(checkpoint)["data_config"]["voxel_size"] if checkpoint else DataConfig.voxel_size
     ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False), targets=SEGMENTATION)
     feats = []
     for i in np.linspace(0, len(ds) - 1, min(sweeps, len(ds))).astype(int):
-        f = model.point_features(collate([ds[int(i)]], voxel_size))
+        f = model.point_features(collate([ds[int(i)]], voxel_size).to(device)).cpu()
         feats.append(f[torch.linspace(0, len(f) - 1, min(points_per_sweep, len(f))).long()])
     return rankme(torch.cat(feats)), len(feats)
 
@@ -151,7 +156,7 @@ def occupancy_dataset(store: str, checkpoint: str | dict, split: str = "val",
     scored; no point cap); a checkpoint trained without a mask gets the default mask, so that the
     queries ask about hidden cubes."""
     from trainer.checkpoint import read_checkpoint
-    from trainer.occupancy import MaskConfig
+    from trainer.config import MaskConfig
 
     ck = read_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
     d = ck["data_config"]

@@ -20,50 +20,31 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from trainer.batch import check_fields, collate
+from trainer.batch import collate
 from trainer.checkpoint import (
     check_resume,
-    field_defaults,
     new_segmenter,
     read_checkpoint,
     segmenter_record,
     store_fingerprint,
     write_atomic,
 )
-from trainer.data import FINETUNE_BATCH_STREAM, SEGMENTATION, DataConfig, StoreDataset, stream_rng
+from trainer.config import DataConfig, FinetuneConfig, field_defaults
+from trainer.data import FINETUNE_BATCH_STREAM, SEGMENTATION, StoreDataset, stream_rng
 from trainer.evaluate import evaluate_model
 from trainer.losses import seg_loss
+from trainer.run import RunFolder
 from trainer.splits import label_subset
+
+SEGMENTER, CURVE, RESULT = "segmenter.pt", "curve.jsonl", "result.json"  # the run folder's files
 
 # settings a resumed fine-tuning may change freely (evaluation along the way does not touch training)
 RESUME_IGNORES = ("finetune_config.out", "finetune_config.checkpoint_every", "finetune_config.eval_every")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    out: str
-    labels_percent: float = 100.0
-    steps: int = 200
-    batch_size: int = 2
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup: int = 10
-    lovasz: bool = False
-    max_points: int = 0  # random subset of points per training sweep (0: all); evaluation sees all
-    checkpoint_every: int = 100
-    eval_every: int = 0  # 0: evaluate at the end only
-    seed: int = 0
-
-    def __post_init__(self):
-        check_fields(self, positive=("labels_percent", "steps", "batch_size", "lr", "checkpoint_every"),
-                     not_negative=("weight_decay", "warmup", "max_points", "eval_every"))
-        if self.labels_percent > 100:
-            raise ValueError(f"--labels-percent {self.labels_percent}: must be at most 100")
 
 
 def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig, voxel_size: float = 0.1,
@@ -77,8 +58,9 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     from tqdm import tqdm
 
     from pipeline.store import open_store
-    from trainer.train import json_line, lr_at, tensorboard_writer
+    from trainer.train import lr_at
 
+    run = RunFolder(cfg.out)
     group = open_store(store)
     if not group.attrs["has_labels"]:
         raise ValueError(f"store {store} has no lidarseg labels to fine-tune on")
@@ -87,17 +69,17 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
                                  max_points=cfg.max_points),
-                      skip_log=os.path.join(cfg.out, "skipped_sweeps.jsonl") if skip_bad_sweeps else None,
+                      skip_log=run.skipped_sweeps if skip_bad_sweeps else None,
                       targets=SEGMENTATION)
     dev = torch.device(device)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
-    path = os.path.join(cfg.out, "segmenter.pt")
-    about = {"linear_probe": False, "init": init, "labels_percent": cfg.labels_percent, "label_scenes": list(scenes),
-             "finetune_config": asdict(cfg), "store_fingerprint": fingerprint}
-    start, losses, rows = 0, [], []  # losses: training losses since the last curve row
-    curve_path = os.path.join(cfg.out, "curve.jsonl")
+    path = run.file(SEGMENTER)
+    about = {"linear_probe": False, "init": init, "pretrained": checkpoint or None, "store": store,
+             "labels_percent": cfg.labels_percent, "label_scenes": list(scenes), "finetune_config": asdict(cfg),
+             "store_fingerprint": fingerprint}
+    start, losses = 0, []  # losses: training losses since the last curve row
     changes: list[str] = []  # settings that --force-config let differ from the checkpoint's
     if resume:
         if not os.path.exists(path):
@@ -111,21 +93,14 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         start, losses = int(ck["step"]), list(ck["pending_losses"])
-        if os.path.exists(curve_path):  # rows written after the checkpoint will be written again
-            with open(curve_path) as f:
-                rows = [line for line in f if json.loads(line)["step"] <= start]
-    os.makedirs(cfg.out, exist_ok=True)
 
     def save(step: int) -> None:
         write_atomic(segmenter_record(model, arch, voxel_size, step=step, optimizer=opt.state_dict(),
                                       scaler=scaler.state_dict(), pending_losses=losses, **about), path)
 
-    curve = open(curve_path, "w")
-    curve.writelines(rows)
-    last_row = json.loads(rows[-1])["step"] if rows else 0
-    tb = tensorboard_writer(cfg.out)
+    run.start(CURVE, start)  # rows written after the checkpoint will be written again
     bar = tqdm(total=cfg.steps, initial=start, desc="finetune", unit="step", disable=not progress)
-    try:  # the bar is closed however the loop ends, so an error prints on its own line
+    try:  # the bar and the run's files are closed however the loop ends, so an error prints on its own line
         for step in range(start, cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
@@ -143,33 +118,31 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
             labelled = bool((batch.labels > 0).any())  # a batch of unlabelled points has no loss to log
             if labelled:
                 losses.append(loss.item())
-            if tb is not None and labelled:
-                tb.add_scalar("loss", loss.item(), step + 1)
-                tb.add_scalar("lr", lr_at(step, cfg), step + 1)
+            if labelled:
+                run.scalars({"loss": loss.item(), "lr": lr_at(step, cfg)}, step + 1)
             bar.set_postfix(loss=f"{loss.item():.3f}" if labelled else "n/a")
             bar.update()
             done = step + 1
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+                bar.set_description(f"finetune (val mIoU at step {done})")
                 r = evaluate_model(model, store, "val", voxel_size, device=device)
+                bar.set_description("finetune")
                 point = {"step": done, "train_loss": float(np.mean(losses)) if losses else None, "val_miou": r["miou"]}
-                curve.write(json_line(point))
-                curve.flush()
-                if tb is not None:
-                    tb.add_scalar("val_miou", r["miou"], done)
+                run.log(point)
+                run.scalars({"val_miou": r["miou"]}, done)
                 losses.clear()
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 save(done)
+        bar.close()
+        result = evaluate_model(model, store, "val", voxel_size, device=device, progress=progress)
+        run.scalars({"val_miou": result["miou"]}, cfg.steps)
+        if run.last_logged_step() < cfg.steps:
+            run.log({"step": cfg.steps, "train_loss": float(np.mean(losses)) if losses else None,
+                     "val_miou": result["miou"]})
     finally:
         bar.close()
-    result = evaluate_model(model, store, "val", voxel_size, device=device)
-    if tb is not None:
-        tb.add_scalar("val_miou", result["miou"], cfg.steps)
-        tb.close()
-    if last_row < cfg.steps:
-        curve.write(json_line({"step": cfg.steps, "train_loss": float(np.mean(losses)) if losses else None,
-                               "val_miou": result["miou"]}))
-    curve.close()
+        run.close()
     result.update(about, arch=arch, config_changes=changes)
-    with open(os.path.join(cfg.out, "result.json"), "w") as f:
+    with open(run.file(RESULT), "w") as f:
         json.dump(result, f, indent=1)
     return result

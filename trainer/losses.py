@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DISTILLATION_LOSSES = ("cosine", "l2")
+from trainer.config import DISTILLATION_LOSSES
 
 
 def distillation_loss(k: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:

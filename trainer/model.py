@@ -13,44 +13,14 @@ q takes the backbone feature f of its nearest visible input point p and the offs
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
 from pipeline.classes import NUM_EVAL_CLASSES
-from trainer.batch import IN_CHANNELS, Batch, check_fields, gather_rows, require
+from trainer.batch import IN_CHANNELS, Batch, gather_rows, require
+from trainer.config import ARCHS, ModelConfig
 from trainer.occupancy import OccupancyHead
 from trainer.sparse import SparseConv3d, SparseTensor
-
-ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    # name: (blocks per stage, planes per stage), encoder x4 then decoder x4
-    "minkunet34": ((2, 3, 4, 6, 2, 2, 2, 2), (32, 64, 128, 256, 256, 128, 96, 96)),
-    "minkunet18": ((2, 2, 2, 2, 2, 2, 2, 2), (32, 64, 128, 256, 256, 128, 96, 96)),
-    "minkunet14": ((1, 1, 1, 1, 1, 1, 1, 1), (32, 64, 128, 256, 256, 128, 96, 96)),
-    "minkunet-small": ((1, 1, 1, 1, 1, 1, 1, 1), (16, 32, 64, 128, 128, 64, 48, 48)),
-    "minkunet-tiny": ((1, 1, 1, 1, 1, 1, 1, 1), (8, 16, 24, 32, 32, 24, 16, 16)),
-}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str = "minkunet34"
-    feature_dim: int = 384  # teacher D
-    head_layers: int = 3
-    head_hidden: int = 512
-    occ_hidden: int = 64
-    occ_radius: float = 1.0  # metres: offsets are divided by it
-
-    def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise ValueError(f"--model {self.arch!r}: choose one of {sorted(ARCHS)}")
-        if not 1 <= self.head_layers <= 4:
-            raise ValueError("--head-layers must be within 1..4 (1 = linear head)")
-        check_fields(self, positive=("feature_dim", "head_hidden", "occ_hidden", "occ_radius"))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _bn_relu(c: int) -> nn.Sequential:

@@ -28,31 +28,12 @@ Replace this module to try another recipe; the store's targets stay as they are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
 from trainer.batch import gather_rows
-
-
-@dataclass(frozen=True)
-class MaskConfig:
-    ratio: tuple[float, float] = (0.3, 0.5)  # fraction of cubes hidden, uniform in this range; (0, 0): off
-    cell_m: float = 2.0  # cube edge (m)
-    bin_m: float = 0.1  # offset bins of the query balance (m)
-
-    def __post_init__(self):
-        lo, hi = self.ratio
-        if not 0 <= lo <= hi < 1:
-            raise ValueError(f"--mask-ratio {lo} {hi}: need 0 <= low <= high < 1")
-        if self.cell_m <= 0 or self.bin_m <= 0:
-            raise ValueError(f"--mask-cell {self.cell_m} and the offset bin {self.bin_m} must be positive")
-
-    @property
-    def active(self) -> bool:
-        return self.ratio[1] > 0
+from trainer.config import MaskConfig
 
 
 def hide(points_xyz: np.ndarray, query_centres: np.ndarray, grid_lower: np.ndarray, voxel_size: float,

@@ -8,6 +8,11 @@ A run directory is what ``cdtrain pretrain`` writes (``metrics.jsonl``: one line
 ``--eval-every`` steps). Per-step series are drawn raw (faint) with an exponential moving average over
 them (``smooth``).
 
+Each panel's y-axis shows the series against its whole scale, not zoomed to the data's own spread
+(``y_range``): a loss from 0, the occupancy loss with its chance level (ln 2) drawn, balanced accuracy
+from chance (0.5) to 1, mIoU in % from 0. A series that barely moves is drawn flat, as it is. Step axes
+have integer ticks and start at 0; a series of one point is a marker with its value written beside it.
+
 matplotlib is imported where it is used, and only its object API (``Figure``): no pyplot state, no
 backend switched.
 """
@@ -15,22 +20,45 @@ backend switched.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-# series drawn, in this order: key in the run's files -> (panel title, smoothed?, scale drawn)
+LN2 = math.log(2.0)  # binary cross-entropy of a guess of 1/2: the occupancy loss at chance
+
+
+@dataclass(frozen=True)
+class Panel:
+    """How one series is drawn: ``title``, ``ylabel``, whether per-step values are ``smoothed``, and the
+    factor ``scale`` they are drawn at. Its y-range (``y_range``) always holds the values of ``include``
+    (0 for a loss), never goes below ``floor`` or above ``ceiling`` where the values cannot, and
+    ``reference`` (value, words) is a labelled horizontal line, e.g. chance."""
+
+    title: str
+    ylabel: str
+    smoothed: bool
+    scale: float = 1.0
+    include: tuple[float, ...] = (0.0,)
+    floor: float | None = 0.0
+    ceiling: float | None = None
+    reference: tuple[float, str] | None = None
+
+
+# series drawn, in this order: key in the run's files -> its panel
 SERIES = {
-    "distill": ("distillation loss", True, 1.0),
-    "occ": ("occupancy loss", True, 1.0),
-    "loss": ("total loss (pretraining)", True, 1.0),
-    "lr": ("learning rate", False, 1.0),
-    "occ_bal_acc": ("occupancy balanced accuracy (training batches)", True, 1.0),
-    "rankme": ("RankMe of backbone features (at checkpoints)", False, 1.0),
-    "train_loss": ("fine-tuning loss (mean since last point)", False, 1.0),
-    "val_miou": ("held-out val mIoU, % (fine-tuning)", False, 100.0),
+    "distill": Panel("distillation loss", "1 - cos (cosine) or |k - q| (l2); 0 to 2", True),
+    "occ": Panel("occupancy loss", "balanced binary cross-entropy", True, include=(0.0, LN2),
+                 reference=(LN2, f"chance: ln 2 = {LN2:.3f}")),
+    "loss": Panel("total loss (pretraining)", "distillation + weight x occupancy", True),
+    "lr": Panel("learning rate", "learning rate", False),
+    "occ_bal_acc": Panel("occupancy balanced accuracy (training batches)", "balanced accuracy", True,
+                         include=(0.5, 1.0), reference=(0.5, "chance: 0.5")),
+    "rankme": Panel("RankMe of backbone features (at checkpoints)", "effective rank", False),
+    "train_loss": Panel("fine-tuning loss (mean since last point)", "loss", False),
+    "val_miou": Panel("held-out val mIoU, % (fine-tuning)", "mIoU (%)", False, scale=100.0, ceiling=100.0),
 }
 FILES = ("metrics.jsonl", "curve.jsonl")
 
@@ -106,33 +134,77 @@ def smooth(values: np.ndarray, span: float | None = None) -> np.ndarray:
     return out
 
 
-def plot_runs(run_dirs: list[str], out: str | os.PathLike, dpi: int = 100) -> Path:
-    """One panel per series that any run logged (``SERIES``), every run overlaid in its own colour and
-    named in the legend; per-step series raw and smoothed."""
-    from matplotlib.figure import Figure
+def y_range(values, include=(0.0,), floor: float | None = 0.0, ceiling: float | None = None,
+            pad: float = 0.05) -> tuple[float, float]:
+    """The y-limits (bottom, top) of a panel drawing ``values`` (arrays; non-finite entries ignored): from the
+    least to the greatest of the values and ``include``, widened by ``pad`` of that span either side, but
+    not below ``floor`` nor above ``ceiling`` when nothing lies beyond them. A single value (no span)
+    gets a span of its own magnitude, so that one point reads against a scale from 0 when 0 is included."""
+    v = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in values] + [np.asarray(include, np.float64)])
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return (0.0, 1.0)
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo or max(abs(hi), 1.0)
+    bottom, top = lo - pad * span, hi + pad * span
+    if floor is not None and lo >= floor:
+        bottom = max(bottom, floor)
+    if ceiling is not None and hi <= ceiling:
+        top = min(top, ceiling)
+    return bottom, top
 
+
+def step_range(steps) -> tuple[float, float]:
+    """The x-limits of a step axis drawing ``steps`` (arrays): from 0 to a little past the last step."""
+    last = max([float(np.max(s)) for s in steps if len(s)] or [0.0])
+    return 0.0, last + max(1.0, 0.03 * last)
+
+
+def plot_runs(run_dirs: list[str], out: str | os.PathLike, dpi: int = 100) -> Path:
+    """Read ``run_dirs`` (``read_run``, named by ``run_names``) and write ``runs_figure`` of them to ``out``."""
     runs = [read_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs))]
+    runs_figure(runs, dpi).savefig(out, dpi=dpi, facecolor="white")
+    return Path(out)
+
+
+def runs_figure(runs: list[Run], dpi: int = 100):
+    """One panel per series that any run logged (``SERIES``; the axes' gid is the series' key), every run
+    overlaid in its own colour and named in the legend; per-step series raw and smoothed."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     keys = [k for k in SERIES if any(k in r.series for r in runs)]
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig = Figure(figsize=(4.6 * cols, 3.1 * rows + 0.5), dpi=dpi, facecolor="white", layout="constrained")
     colours = [f"C{i % 10}" for i in range(len(runs))]
     for i, key in enumerate(keys):
-        title, smoothed, scale = SERIES[key]
-        ax = fig.add_subplot(rows, cols, i + 1)
-        for run, colour in zip(runs, colours):
-            if key not in run.series:
-                continue
-            steps, values = run.series[key]
-            values = scale * values
-            if smoothed and len(values) > 2:
+        panel = SERIES[key]
+        ax = fig.add_subplot(rows, cols, i + 1, gid=key)
+        drawn = [(run, colour, *run.series[key]) for run, colour in zip(runs, colours) if key in run.series]
+        for run, colour, steps, values in drawn:
+            values = panel.scale * values
+            if panel.smoothed and len(values) > 2:
                 ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
                 ax.plot(steps, smooth(values), color=colour, linewidth=1.6, label=run.name)
             else:
                 ax.plot(steps, values, color=colour, linewidth=1.4, marker="o" if len(values) <= 30 else None,
-                        markersize=3, label=run.name)
-        ax.set_title(title, fontsize=10)
+                        markersize=3 if len(values) > 1 else 5, label=run.name)
+            if len(values) == 1:  # no line to read it from: write the value beside it
+                ax.annotate(f"{values[0]:.3g}", (steps[0], values[0]), xytext=(-6, 0), textcoords="offset points",
+                            ha="right", va="center", fontsize=7, color=colour)
+        bottom, top = y_range([panel.scale * v for _, _, _, v in drawn], panel.include, panel.floor, panel.ceiling)
+        ax.set_ylim(bottom, top)
+        if panel.reference is not None:
+            level, words = panel.reference
+            ax.axhline(level, color="0.35", linestyle="--", linewidth=0.9, gid="chance")
+            ax.text(0.99, level, words, transform=ax.get_yaxis_transform(), ha="right", fontsize=7, color="0.35",
+                    va="bottom" if level < (bottom + top) / 2 else "top")  # on the side with room
+        ax.set_xlim(*step_range([s for _, _, s, _ in drawn]))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(panel.ylabel, fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         if key == "lr":
@@ -144,8 +216,7 @@ def plot_runs(run_dirs: list[str], out: str | os.PathLike, dpi: int = 100) -> Pa
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
-    fig.savefig(out, dpi=dpi, facecolor="white")
-    return Path(out)
+    return fig
 
 
 def evaluation_paths(json_path: str | os.PathLike) -> tuple[Path, Path]:
@@ -156,17 +227,26 @@ def evaluation_paths(json_path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def plot_evaluation(result: dict, json_path: str | os.PathLike, dpi: int = 100) -> tuple[Path, Path]:
-    """Two PNGs beside an evaluation's JSON (``trainer.evaluate.scores`` plus ``robustness``): the IoU of
-    each class as bars, with the mIoU and, when scored, each corruption's IoU as markers; and the confusion
-    matrix normalised by row (each true class's points, spread over the predictions)."""
+    """Two PNGs beside an evaluation's JSON (``trainer.evaluate.scores`` plus ``robustness``):
+    ``iou_figure`` and ``confusion_figure``, at ``evaluation_paths(json_path)``."""
+    iou_path, conf_path = evaluation_paths(json_path)
+    iou_figure(result, dpi).savefig(iou_path, dpi=dpi, facecolor="white")
+    confusion_figure(result, dpi).savefig(conf_path, dpi=dpi, facecolor="white")
+    return iou_path, conf_path
+
+
+def _about(result: dict) -> str:
+    return (f"{result.get('split', '?')} split, {result.get('sweeps', '?')} sweeps"
+            + (f"; segmenter {result['segmenter']}" if result.get("segmenter") else ""))
+
+
+def iou_figure(result: dict, dpi: int = 100):
+    """The IoU of each class as bars (% from 0 to 100), with the mIoU and, when scored, each corruption's
+    IoU as markers."""
     from matplotlib.figure import Figure
 
-    iou_path, conf_path = evaluation_paths(json_path)
     names = list(result["iou"])
     present = set(result["classes"])
-    about = (f"{result.get('split', '?')} split, {result.get('sweeps', '?')} sweeps"
-             + (f"; segmenter {result['segmenter']}" if result.get("segmenter") else ""))
-
     fig = Figure(figsize=(7.5, 0.28 * len(names) + 1.6), dpi=dpi, facecolor="white", layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(names))[::-1]
@@ -187,27 +267,33 @@ def plot_evaluation(result: dict, json_path: str | os.PathLike, dpi: int = 100) 
     ax.set_xlim(0, 105)
     ax.set_xlabel("IoU (%)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"per-class IoU: {about}", fontsize=9)
-    fig.savefig(iou_path, dpi=dpi, facecolor="white")
+    ax.set_title(f"per-class IoU: {_about(result)}", fontsize=9)
+    return fig
 
-    norm = row_normalised(result["confusion"])
+
+def confusion_figure(result: dict, dpi: int = 100):
+    """The confusion matrix normalised by row, in %: each true class's points, spread over the
+    predictions. The cells (those of at least 1%) and the colour bar are in the same unit."""
+    from matplotlib.figure import Figure
+
+    names = list(result["iou"])
+    pct = 100 * row_normalised(result["confusion"])
     totals = np.asarray(result["confusion"])[1:, 1:].sum(1, keepdims=True)
     fig = Figure(figsize=(8.2, 7.4), dpi=dpi, facecolor="white", layout="constrained")
     ax = fig.add_subplot()
     ax.set_facecolor("0.85")  # rows without truth
-    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for t, p in zip(*np.nonzero(norm >= 0.01)):
-        ax.text(p, t, f"{100 * norm[t, p]:.0f}", ha="center", va="center", fontsize=6,
-                color="white" if norm[t, p] > 0.6 else "black")
+    image = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    for t, p in zip(*np.nonzero(pct >= 1)):
+        ax.text(p, t, f"{pct[t, p]:.0f}", ha="center", va="center", fontsize=6,
+                color="white" if pct[t, p] > 60 else "black")
     ticks = np.arange(len(names))
     ax.set_xticks(ticks, names, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(ticks, [f"{n} ({int(totals[i, 0])})" for i, n in enumerate(names)], fontsize=7)
     ax.set_xlabel("predicted class", fontsize=9)
     ax.set_ylabel("true class (points)", fontsize=9)
-    ax.set_title(f"confusion matrix, % of each true class's points: {about}", fontsize=9)
-    fig.colorbar(image, ax=ax, shrink=0.7, label="fraction of the row")
-    fig.savefig(conf_path, dpi=dpi, facecolor="white")
-    return iou_path, conf_path
+    ax.set_title(f"confusion matrix, % of each true class's points: {_about(result)}", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.7, label="% of the true class's points")
+    return fig
 
 
 def row_normalised(confusion) -> np.ndarray:

@@ -30,7 +30,8 @@ import torch
 
 from pipeline.classes import NUM_EVAL_CLASSES
 from trainer.batch import Sample, collate, point_inputs, require
-from trainer.data import PROBE_POINTS_STREAM, SEGMENTATION, DataConfig, StoreDataset, stream_rng
+from trainer.config import DataConfig, ProbeConfig
+from trainer.data import PROBE_POINTS_STREAM, SEGMENTATION, StoreDataset, stream_rng
 
 POINT_INPUTS = ("raw", "teacher", "raw+teacher")  # feature kinds read straight from the store
 GRAD_TOL = 1e-4  # a fit counts as converged when |grad L| ends below this
@@ -59,8 +60,11 @@ class Probe:
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int = NUM_EVAL_CLASSES, l2: float = 1e-4,
-                max_iter: int = 1000, tol: float = 1e-6) -> Probe:
-    """The L-BFGS fit of the module docstring; y holds classes 1..num_classes (no 0)."""
+                max_iter: int = 1000, tol: float = 1e-6, progress: bool = False) -> Probe:
+    """The L-BFGS fit of the module docstring; y holds classes 1..num_classes (no 0). ``progress``: a bar
+    over the rounds (of up to 20 iterations) on stderr, gone when done."""
+    from tqdm import tqdm
+
     if len(x) == 0 or (y < 1).any() or (y > num_classes).any():
         raise ValueError("fit_softmax needs labelled points with classes 1..num_classes")
     mean = x.mean(0, dtype=np.float64)
@@ -80,15 +84,19 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int = NUM_EVAL_CLASSE
         return loss
 
     losses, stalled, grad_norm = [], False, float("inf")
-    for _ in range(max(1, max_iter // 20)):  # each opt.step runs up to 20 L-BFGS iterations
+    rounds = tqdm(range(max(1, max_iter // 20)), desc=f"probe fit ({len(x)} points)", unit="round", leave=False,
+                  disable=not progress)
+    for _ in rounds:  # each opt.step runs up to 20 L-BFGS iterations
         before = closure().item()
         opt.step(closure)
         after = closure().item()  # also leaves the gradient at the new point in w.grad, b.grad
         losses.append(after)
         grad_norm = float(torch.cat([w.grad.ravel(), b.grad.ravel()]).norm())
         stalled = before - after <= tol * max(1.0, abs(before))
+        rounds.set_postfix(loss=f"{after:.4f}")
         if stalled and grad_norm < GRAD_TOL:
             break  # a slow round on an ill-conditioned problem, gradient still large: go on
+    rounds.close()
     return Probe(mean=mean, std=std, weight=w.detach().numpy(), bias=b.detach().numpy(), losses=losses,
                  grad_norm=grad_norm, converged=stalled and grad_norm < GRAD_TOL)
 
@@ -110,15 +118,17 @@ def stored_inputs(item: Sample, kind: str) -> np.ndarray:
 
 @torch.no_grad()
 def feature_table(ds: StoreDataset, kind: str, model=None, points_per_sweep: int = 0, seed: int = 0,
-                  device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                  device: str = "cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Features [M, D] and classes [M] (1..K) of the labelled points of every sweep of ``ds``: all of them,
     or a random ``points_per_sweep`` of each. ``kind``: one of POINT_INPUTS, or ``backbone`` (the point
     features of ``model``, a Segmenter, which must be in eval mode: a frozen backbone's BatchNorm
-    statistics must not move)."""
+    statistics must not move). ``progress``: a bar over the sweeps on stderr, gone when done."""
+    from tqdm import tqdm
+
     if kind == "backbone" and model.training:
         raise ValueError("feature_table: put the model in eval mode first (its BatchNorm statistics would move)")
     xs, ys = [], []
-    for i in range(len(ds)):
+    for i in tqdm(range(len(ds)), desc=f"probe features ({kind})", unit="sweep", leave=False, disable=not progress):
         item = ds[i]
         if kind == "backbone":
             x = model.point_features(collate([item], ds.cfg.voxel_size).to(device)).float().cpu().numpy()
@@ -147,18 +157,8 @@ def install(model, probe: Probe) -> None:
         model.classifier.bias.copy_(torch.from_numpy(probe.bias))
 
 
-@dataclass(frozen=True)
-class ProbeConfig:
-    out: str
-    labels_percent: float = 100.0
-    points_per_sweep: int = 2000  # labelled points per train sweep in the fit (0: all)
-    l2: float = 1e-4
-    max_iter: int = 1000
-    seed: int = 0
-
-
 def linear_probe(store: str, checkpoint: str | None, arch: str, cfg: ProbeConfig, voxel_size: float = 0.1,
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", progress: bool = False) -> dict:
     """Fit the probe on the frozen backbone (a pretraining checkpoint's, or a random one seeded by
     ``cfg.seed``), evaluate it on the val scenes, write OUT/segmenter.pt and OUT/result.json."""
     from pipeline.store import open_store
@@ -174,11 +174,12 @@ def linear_probe(store: str, checkpoint: str | None, arch: str, cfg: ProbeConfig
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, augment=False, scenes=scenes),
                       targets=SEGMENTATION)
-    x, y = feature_table(ds, "backbone", model, cfg.points_per_sweep, cfg.seed, device)
-    probe = fit_softmax(x, y, NUM_EVAL_CLASSES, cfg.l2, cfg.max_iter)
+    x, y = feature_table(ds, "backbone", model, cfg.points_per_sweep, cfg.seed, device, progress=progress)
+    probe = fit_softmax(x, y, NUM_EVAL_CLASSES, cfg.l2, cfg.max_iter, progress=progress)
     install(model, probe)
-    result = evaluate_model(model, store, "val", voxel_size, device=device)
+    result = evaluate_model(model, store, "val", voxel_size, device=device, progress=progress)
     result.update(linear_probe=True, labels_percent=cfg.labels_percent, label_scenes=list(scenes), init=init,
+                  pretrained=checkpoint or None, store=store,
                   arch=arch, probe_fit=probe.summary(), fit_points=int(len(y)), config=asdict(cfg))
     os.makedirs(cfg.out, exist_ok=True)
     model.cpu()

@@ -16,49 +16,29 @@ is installed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 
-from trainer.batch import Batch, Collate, check_fields, require
-from trainer.checkpoint import check_resume, field_defaults, read_checkpoint, save_pretraining, store_fingerprint
-from trainer.data import EPOCH_ORDER_STREAM, PRETRAINING, DataConfig, StoreDataset, stream_rng
-from trainer.losses import DISTILLATION_LOSSES, balanced_bce, distillation_loss
+from trainer.batch import Batch, Collate, require
+from trainer.checkpoint import check_resume, read_checkpoint, save_pretraining, store_fingerprint
+from trainer.config import DataConfig, ModelConfig, TrainConfig, field_defaults
+from trainer.data import EPOCH_ORDER_STREAM, PRETRAINING, StoreDataset, stream_rng
+from trainer.losses import balanced_bce, distillation_loss
 from trainer.metrics import balanced_accuracy
-from trainer.model import ModelConfig, Student
+from trainer.model import Student
+from trainer.run import SKIPPED_SWEEPS, RunFolder
+
+METRICS = "metrics.jsonl"  # the run folder's per-step log
 
 # what may change on resume without changing the result: where things are written and read (the store is
 # identified by its fingerprint, wherever it lies now), the loader's workers, and skipping damaged sweeps
 # (the error that stops a run on one tells the user to resume with --skip-bad-sweeps)
 RESUME_IGNORES = ("train_config.out", "train_config.workers", "train_config.checkpoint_every",
                   "train_config.skip_bad_sweeps", "data_config.store")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    out: str
-    steps: int = 200
-    batch_size: int = 2
-    lr: float = 2e-3
-    weight_decay: float = 0.03
-    warmup: int = 20
-    loss: str = "cosine"
-    occ_weight: float = 1.0
-    clip: float = 1.0
-    workers: int = 0
-    checkpoint_every: int = 100
-    seed: int = 0
-    skip_bad_sweeps: bool = False  # record damaged sweeps in OUT/skipped_sweeps.jsonl and go on (default: stop)
-
-    def __post_init__(self):
-        if self.loss not in DISTILLATION_LOSSES:
-            raise ValueError(f"--loss {self.loss!r}: choose one of {', '.join(DISTILLATION_LOSSES)}")
-        check_fields(self, positive=("steps", "batch_size", "lr", "clip", "checkpoint_every"),
-                     not_negative=("weight_decay", "warmup", "occ_weight", "workers"))
 
 
 def lr_at(step: int, cfg) -> float:
@@ -127,9 +107,10 @@ class _EpochDataset(torch.utils.data.Dataset):
 
 
 def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: bool = False,
-             progress: bool = True, force_config: bool = False) -> dict:
-    """Run (or resume) pretraining; returns the last metrics, the run's files and, for a forced resume,
-    the settings that changed (``config_changes``)."""
+             progress: bool = True, force_config: bool = False, device: str | None = None) -> dict:
+    """Run (or resume, from OUT/checkpoint.pt) pretraining in the run folder OUT; returns the last metrics,
+    the run's files and, for a forced resume, the settings that changed (``config_changes``). ``device``:
+    cpu, cuda or cuda:N (default: cuda when there is one; under torchrun, each rank's LOCAL_RANK GPU)."""
     import torch.distributed as dist
     from tqdm import tqdm
 
@@ -137,16 +118,17 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
     if world > 1 and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank() if world > 1 else 0
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     torch.manual_seed(tcfg.seed)
-    if tcfg.occ_weight == 0 and dcfg.mask.active:
-        raise ValueError(f"--mask-ratio {dcfg.mask_ratio[0]} {dcfg.mask_ratio[1]} hides points for the occupancy "
-                         f"task, which --occ-weight 0 turns off: drop --mask-ratio (or give 0 0)")
-    ds = StoreDataset(dcfg, skip_log=os.path.join(tcfg.out, "skipped_sweeps.jsonl") if tcfg.skip_bad_sweeps else None,
+    run = RunFolder(tcfg.out) if rank == 0 else None
+    dcfg = dcfg.with_task_mask(tcfg.occ_weight > 0)
+    ds = StoreDataset(dcfg, skip_log=os.path.join(tcfg.out, SKIPPED_SWEEPS) if tcfg.skip_bad_sweeps else None,
                       targets=PRETRAINING)
     if ds.attrs["feature_dim"] != mcfg.feature_dim:
         raise ValueError(f"store {dcfg.store} holds {ds.attrs['feature_dim']}-dim teacher features but the "
@@ -157,7 +139,6 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
                          f"{max(1, len(ds) // world)} or less")
     warn_incomplete(ds)
     fingerprint = store_fingerprint(ds.attrs, sweeps=ds.sweeps)
-    os.makedirs(tcfg.out, exist_ok=True)
     model = Student(mcfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
@@ -191,13 +172,13 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
         multiprocessing_context="spawn" if tcfg.workers > 0 else None, persistent_workers=False)
     model.train()
     lead = rank == 0
-    log = open_metrics_log(os.path.join(tcfg.out, "metrics.jsonl"), start) if lead else None
-    tb = tensorboard_writer(tcfg.out) if lead else None
+    if run is not None:
+        run.start(METRICS, start)
     bar = tqdm(total=tcfg.steps, initial=start, desc="pretrain", unit="step", disable=not (progress and lead))
     metrics: dict = {}
     step = start
     t_data = time.perf_counter()
-    try:  # the bar is closed however the loop ends, so an error prints on its own line
+    try:  # the bar and the run's files are closed however the loop ends, so an error prints on its own line
         for batch in loader:
             data_s = time.perf_counter() - t_data
             for group in optimizer.param_groups:
@@ -219,66 +200,20 @@ def pretrain(mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, resume: boo
                 if world > 1:
                     metrics["ranks_in_sync"] = ranks_in_sync(model)
             if lead:
-                log.write(json_line(metrics))
-                log.flush()
+                run.log(metrics)
+                run.scalars(metrics, step)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", distill=_shown(metrics["distill"]))
                 bar.update()
-                if tb is not None:
-                    for key, value in metrics.items():
-                        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                            tb.add_scalar(key, value, step)
                 if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
                     save_pretraining(ckpt_path, model, optimizer, scaler, step, mcfg, dcfg, tcfg, fingerprint)
             t_data = time.perf_counter()
     finally:
         bar.close()
-    if log is not None:
-        log.close()
-    if tb is not None:
-        tb.close()
+        if run is not None:
+            run.close()
     if world > 1:
         dist.barrier()  # the checkpoint is complete before any rank returns
     return {"metrics": metrics, "checkpoint": ckpt_path, "step": step, "config_changes": changes}
-
-
-def open_metrics_log(path: str, step: int):
-    """OUT/metrics.jsonl opened to append, holding exactly the rows of steps 1..``step`` (a resumed run
-    drops the rows a crash left after its checkpoint, which it is about to write again)."""
-    rows = []
-    if step and os.path.exists(path):
-        with open(path) as f:
-            rows = [line for line in f if _step_of(line) is not None and _step_of(line) <= step]
-    elif not step and os.path.exists(path):
-        os.remove(path)  # a fresh run in an old folder
-    with open(path + ".tmp", "w") as f:
-        f.writelines(rows)
-    os.replace(path + ".tmp", path)
-    return open(path, "a")
-
-
-def _step_of(line: str) -> int | None:
-    """The step of a metrics line; None for a line cut short by a crash (or a full disk)."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def finite(value):
-    """``value`` (numbers, lists, dicts) with every NaN and inf float as None, so that it is JSON: bare NaN
-    is not, and most readers refuse it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def json_line(record: dict) -> str:
-    """One JSON line of ``record``, NaN and inf written as null."""
-    return json.dumps(finite(record), allow_nan=False) + "\n"
 
 
 def _shown(value) -> str:
@@ -298,16 +233,6 @@ def warn_incomplete(ds: StoreDataset) -> None:
         print(f"warning: {ds.cfg.store}: {len(ds)} of {len(ds) + missing['not_written'] + missing['failed']} sweeps "
               f"of split {ds.cfg.split!r} are complete; {', '.join(parts)}; training on the {len(ds)}",
               file=sys.stderr)
-
-
-def tensorboard_writer(out: str):
-    """A SummaryWriter in OUT/tb when tensorboard is installed (the ``tensorboard`` extra), else None: the
-    JSONL files beside it are always written and hold everything."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(os.path.join(out, "tb"))
 
 
 @torch.no_grad()

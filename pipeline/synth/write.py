@@ -58,14 +58,16 @@ class SynthConfig:
     width: int = 800
     height: int = 450
     version: str = "v1.0-mini"
-    workers: int = 0  # 0: one per core
+    workers: int | None = None  # processes rendering keyframes (None: one per core; 0: this process)
     camera_labels: bool = False  # also write camseg/: per-pixel classes of every camera image
 
     def __post_init__(self):
         if self.scenes < 1 or self.samples_per_scene < 1:
             raise ValueError("--scenes and --samples-per-scene must be at least 1")
         if not (64 <= self.width <= 4096 and 64 <= self.height <= 4096):
-            raise ValueError(f"--image-size {self.width}x{self.height}: each side must be within 64..4096 pixels")
+            raise ValueError(f"--camera-size {self.width}x{self.height}: each side must be within 64..4096 pixels")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"--workers {self.workers}: must be 0 (this process) or more")
         if not self.version or "/" in self.version:
             raise ValueError(f"--version {self.version!r} must be a plain folder name such as v1.0-mini")
         if self.version == "v1.0-mini" and self.scenes > 10:
@@ -212,7 +214,7 @@ def write_dataroot(cfg: SynthConfig, progress: bool = True) -> dict:
         (root / sub).mkdir(parents=True, exist_ok=True)
 
     jobs = [(s, k) for s in range(cfg.scenes) for k in range(cfg.samples_per_scene)]
-    workers = min(cfg.workers or os.cpu_count() or 1, len(jobs))
+    workers = min(os.cpu_count() or 1 if cfg.workers is None else cfg.workers, len(jobs))
     results = []
     bar = tqdm(total=len(jobs), desc="synth keyframes", unit="sample", disable=not progress)
     if workers <= 1:
