@@ -222,8 +222,8 @@ def print_store_summary(s: dict) -> None:
     from pipeline.verify import teacher_label
 
     typer.echo(f"\nteacher-feature store: {s['store']}  (schema version {s['schema_version']})")
-    typer.echo(f"  teacher    {teacher_label(s)}, layer {s['layer']}, input HxW "
-               f"{s['image_size'][0]}x{s['image_size'][1]}")
+    typer.echo(f"  teacher    {teacher_label(s)}, layer {s['layer']}, input {s['image_size'][1]}x"
+               f"{s['image_size'][0]} (WIDTHxHEIGHT)")
     d = s["dataset"]
     typer.echo(f"  dataset    {d['name']} {d['version']} split {d['split']}, {s['scenes']} scenes, from "
                f"{d['dataroot']}")

@@ -123,7 +123,7 @@ def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPrevi
     layout = attrs["layout"] + (f" ({h}x{w} patch map per camera)" if attrs["layout"] == "patches" else
                                 " (a feature per point)")
     caption = (f"sweep {s} of {total}: sample {sample_token}, scene {scene['name']} ({scene['split']})\n"
-               f"teacher {teacher_words(teacher)}, input {teacher['image_size'][0]}x{teacher['image_size'][1]}, "
+               f"teacher {teacher_words(teacher)}, input {teacher['image_size'][1]}x{teacher['image_size'][0]} (WxH), "
                f"D = {attrs['feature_dim']}; layout {layout}, {attrs['feature_encoding']}\n"
                f"{len(valid)} points, {valid.mean():.0%} with a teacher feature; colour = PCA of the sweep's "
                f"features (3 components){'; ' + note if note else ''}")

@@ -177,7 +177,7 @@ def test_one_extract_meets_bad_values_a_cut_file_and_bad_labels(small_dataroot, 
     np.fromfile(index.label_path[3], np.uint8)[:keep].tofile(index.label_path[3])
     out = str(tmp_path / "store.zarr")
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
-                                 "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--teacher-size", "224x112", "--workers", "0", "--tasks-per-worker", "1",
                                  "--torch-threads", "1"])
     assert res.exit_code == 1 and "3 of 6 sweeps failed" in res.output, res.output
     assert "Traceback" not in res.output and "RuntimeWarning" not in res.output
@@ -211,7 +211,7 @@ def test_every_sweep_failing_lists_the_failures_not_a_traceback(small_dataroot, 
         open(path, "wb").write(data[: len(data) // 3])
     out = str(tmp_path / "store.zarr")
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
-                                 "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--teacher-size", "224x112", "--workers", "0", "--tasks-per-worker", "1",
                                  "--torch-threads", "1"])
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert "6 of 6 sweeps failed" in res.output and "0 of 6 written (6 failed)" in res.output
@@ -284,10 +284,10 @@ def test_a_teacher_input_turned_sideways_is_refused(small_dataroot, tmp_path):
     synth_cfg, _ = small_dataroot
     out = tmp_path / "store.zarr"
     res = runner.invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", str(out), "--random-teacher",
-                                 "--teacher-size", "112x224", "--workers", "1"])
+                                 "--teacher-size", "112x224", "--workers", "0"])
     assert res.exit_code == 2 and "did you mean --teacher-size 224x112" in res.output, res.output
     res = runner.invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", str(out), "--random-teacher",
-                                 "--image-size", "224x112", "--workers", "1"])
+                                 "--image-size", "224x112", "--workers", "0"])
     assert res.exit_code == 2 and "did you mean --teacher-size 224x112" in res.output, res.output
     assert not out.exists()
     from pipeline.extract import check_orientation

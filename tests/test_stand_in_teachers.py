@@ -134,7 +134,7 @@ def test_weights_load_in_extract_and_the_store_names_them(recipe, labelled_world
     store = str(tmp_path / "store.zarr")
     res = CliRunner().invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", store,
                                       "--teacher", sit.TIMM_NAME, "--teacher-weights", cfg.out,
-                                      "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
+                                      "--teacher-size", "224x112", "--workers", "0", "--tasks-per-worker", "1",
                                       "--torch-threads", "1"])
     assert res.exit_code == 0, res.output
     import zarr

@@ -189,7 +189,7 @@ def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_re
 
     out = str(tmp_path / "store.zarr")
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
-                                 "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--teacher-size", "224x112", "--workers", "0", "--tasks-per-worker", "1",
                                  "--torch-threads", "1"])
     assert res.exit_code == 1, res.output
     assert "5 of 6 sweeps failed" in res.output and "Traceback" not in res.output
@@ -217,7 +217,7 @@ def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_re
     assert kinds == {("failed", s) for s in range(5)}
 
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", str(tmp_path / "strict.zarr"),
-                                 "--random-teacher", "--teacher-size", "224x112", "--workers", "1", "--strict"])
+                                 "--random-teacher", "--teacher-size", "224x112", "--workers", "0", "--strict"])
     assert res.exit_code == 2 and "--strict" in res.output and "outside the dataroot" in res.output
 
     # fix two inputs and rerun: the store is resumed (its padded sizes kept), and those sweeps complete
@@ -225,7 +225,7 @@ def test_bad_inputs_fail_only_their_sweep_and_nothing_outside_the_dataroot_is_re
     open(index.lidar_path[2], "wb").write(raw)
     shutil.copy(os.path.join(synth_cfg.out, os.path.relpath(missing_image, root)), missing_image)
     res = runner.invoke(cdpipe, ["extract", "--dataroot", str(root), "--out", out, "--random-teacher",
-                                 "--teacher-size", "224x112", "--workers", "1", "--tasks-per-worker", "1",
+                                 "--teacher-size", "224x112", "--workers", "0", "--tasks-per-worker", "1",
                                  "--torch-threads", "1"])
     assert res.exit_code == 1 and "other settings" not in res.output, res.output
     g = zarr.open_group(out, mode="r")
@@ -517,7 +517,7 @@ def test_teacher_input_size_reaches_the_teacher_as_height_by_width(small_dataroo
     synth_cfg, _ = small_dataroot
     out = str(tmp_path / "s.zarr")
     res = runner.invoke(cdpipe, ["extract", "--dataroot", synth_cfg.out, "--out", "file://" + out, "--random-teacher",
-                                 "--teacher-size", "112x56", "--split", "val", "--workers", "1",
+                                 "--teacher-size", "112x56", "--split", "val", "--workers", "0",
                                  "--tasks-per-worker", "1", "--torch-threads", "1"])
     assert res.exit_code == 0, res.output
     g = open_store(out)
