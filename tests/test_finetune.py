@@ -168,7 +168,7 @@ def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, t
     torch.save({"model": {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
                 "model_config": {"arch": "minkunet-tiny"}}, tmp_path / "random.pt")
     result = linear_probe(store, str(tmp_path / "random.pt"), "minkunet-tiny",
-                          ProbeConfig(out=str(tmp_path / "probe"), points_per_sweep=0), voxel_size=0.3)
+                          ProbeConfig(out=str(tmp_path / "probe"), points_per_sweep=4000), voxel_size=0.3)
     assert result["probe_fit"]["converged"]
     after = torch.load(tmp_path / "probe" / "segmenter.pt", weights_only=True)
     for k, v in model.state_dict().items():
@@ -179,7 +179,7 @@ def test_probe_standardises_a_random_backbone_and_keeps_it_frozen(small_store, t
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=0.3, augment=False))
     with torch.no_grad():
         batches = [collate([ds[i]], 0.3) for i in range(len(ds))]
-        f = torch.cat([model.point_features(b)[b.labels > 0] for b in batches])  # the fit's population
+        f = torch.cat([model.point_features(b)[b.labels > 0] for b in batches])  # the population the fit drew from
         out = model.norm(f)
     raw_var, out_var = f.var(0), out.var(0)
     live = raw_var > 1e-20
