@@ -86,6 +86,16 @@ def store_from(option: str | None, positional: str | None, command: str) -> str:
     return store
 
 
+def absolute(store: str | None) -> str | None:
+    """A local store path made absolute (URLs as they are), so that a run resumed from another folder
+    still finds the store its checkpoint records."""
+    if store is None or "://" in store:
+        return store
+    import os
+
+    return os.path.abspath(store)
+
+
 def parse_size(flag: str, text: str) -> tuple[int, int]:
     """A size ``WIDTHxHEIGHT`` -> (width, height), refused in one line naming ``flag``."""
     try:

@@ -13,7 +13,7 @@ from typing import Literal
 
 import typer
 
-from pipeline.dialect import DEVICE_HELP, JSON_HELP, STORE_HELP, fail, given, new_app
+from pipeline.dialect import DEVICE_HELP, JSON_HELP, STORE_HELP, absolute, fail, given, new_app
 from trainer.config import (
     ARCHS,
     CPU_SIZED_ARCHS,
@@ -156,6 +156,7 @@ def pretrain(
 
     if force_config and not resume:
         fail("--force-config goes with --resume")
+    store = absolute(store)
     values = dict(locals())
     from pipeline.store import StoreError
     from trainer.checkpoint import read_checkpoint
@@ -313,7 +314,8 @@ def finetune(
     """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
     from pipeline.dialect import check_device
 
-    pretrained = _pretrained(pretrained, checkpoint)
+    pretrained = absolute(_pretrained(pretrained, checkpoint))
+    store = absolute(store)
     if linear_probe and resume:
         fail("--resume is for fine-tuning; a linear probe is refitted from scratch in seconds")
     if force_config and not resume:
