@@ -67,7 +67,8 @@ PY
         ;;
     test)
         ensure_venv
-        "$VENV/bin/python" -m pytest "$@"
+        # one test process per core (pytest-xdist); `./run.sh test -n 0` runs them in this process
+        "$VENV/bin/python" -m pytest -n auto "$@"
         ;;
     lint)
         ensure_venv

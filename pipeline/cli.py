@@ -42,6 +42,11 @@ def synth(
     camera_labels: bool = typer.Option(False, "--camera-labels",
                                        help="Also write camseg/CAM_*/*.png: the class of every camera pixel "
                                             "(255 = sky), for training and gating stand-in teachers."),
+    world_version: Literal["1", "3"] = typer.Option("3", "--world-version",
+                                                  help="Which street generator: 3 = curved streets and "
+                                                       "junctions on hilly terrain, where a point's position "
+                                                       "does not give its class away; 1 = the first generator "
+                                                       "(one straight road on flat ground), byte for byte."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Write a synthetic street in nuScenes format (tables, LiDAR, six cameras, lidarseg labels)."""
@@ -51,7 +56,8 @@ def synth(
     w, h = parse_size(flag, image_size or camera_size)
     try:
         cfg = SynthConfig(out=str(out), scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
-                          width=w, height=h, version=version, workers=workers, camera_labels=camera_labels)
+                          width=w, height=h, version=version, workers=workers, camera_labels=camera_labels,
+                          world_version=int(world_version))
     except ValueError as e:
         fail(str(e))
     summary = write_dataroot(cfg, progress=not as_json)
@@ -67,7 +73,7 @@ def synth(
 
 def print_summary(summary: dict) -> None:
     typer.echo(f"\nnuScenes-format dataroot: {summary['dataroot']}  (version {summary['version']}, "
-               f"seed {summary['seed']})")
+               f"seed {summary['seed']}, world version {summary['world_version']})")
     typer.echo(f"  scenes     {len(summary['scenes'])}: {', '.join(summary['scenes'])}  "
                f"(train {summary['splits']['train']}, val {summary['splits']['val']})")
     p = summary["points_per_sweep"]

@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` runs N test processes on the machine's cores: one BLAS/OpenMP thread each (worker
+    # and CLI subprocesses inherit it), or their thread pools fight over the cores and every test slows
+    # several-fold
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 from pipeline.synth.write import SynthConfig, write_dataroot
+
+
+def built_once(tmp_path_factory, name: str, build):
+    """``build(folder)`` for a session fixture. Under pytest-xdist the workers share it: the first to take
+    the lock builds it in the run's common temp folder and the others load what it returned, so each
+    small world and store is made once per run, not once per worker."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    import pickle
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / "built_once"
+    root.mkdir(exist_ok=True)
+    value = root / f"{name}.pickle"
+    with FileLock(str(root / f"{name}.lock")):
+        if not value.exists():
+            (root / name).mkdir()
+            value.write_bytes(pickle.dumps(build(root / name)))
+    return pickle.loads(value.read_bytes())
 
 
 @pytest.fixture(scope="session")
 def small_dataroot(tmp_path_factory):
     """Two scenes x 3 keyframes at 480x270: one train scene, one val scene, every camera."""
-    cfg = SynthConfig(out=str(tmp_path_factory.mktemp("synth") / "nuscenes"), scenes=2, samples_per_scene=3,
-                      seed=7, width=480, height=270)
-    summary = write_dataroot(cfg, progress=False)
-    return cfg, summary
+    def build(folder):
+        cfg = SynthConfig(out=str(folder / "nuscenes"), scenes=2, samples_per_scene=3, seed=7, width=480,
+                          height=270)
+        return cfg, write_dataroot(cfg, progress=False)
+
+    return built_once(tmp_path_factory, "synth", build)
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +55,11 @@ def small_store(small_dataroot, tmp_path_factory):
     at a time, one torch thread), in the default layout (patch maps, float16)."""
     from pipeline.extract import run_extract
 
-    synth_cfg, _ = small_dataroot
-    cfg = store_config(synth_cfg, str(tmp_path_factory.mktemp("store") / "store.zarr"))
-    summary = run_extract(cfg, progress=False)
-    return cfg, summary
+    def build(folder):
+        cfg = store_config(small_dataroot[0], str(folder / "store.zarr"))
+        return cfg, run_extract(cfg, progress=False)
+
+    return built_once(tmp_path_factory, "store", build)
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +68,11 @@ def small_points_store(small_dataroot, tmp_path_factory):
     before schema 4."""
     from pipeline.extract import run_extract
 
-    synth_cfg, _ = small_dataroot
-    cfg = store_config(synth_cfg, str(tmp_path_factory.mktemp("store") / "points.zarr"), layout="points")
-    summary = run_extract(cfg, progress=False)
-    return cfg, summary
+    def build(folder):
+        cfg = store_config(small_dataroot[0], str(folder / "points.zarr"), layout="points")
+        return cfg, run_extract(cfg, progress=False)
+
+    return built_once(tmp_path_factory, "points_store", build)
 
 
 def store_config(synth_cfg, out, **overrides):

@@ -23,6 +23,7 @@ def _pretrain(store, out):
                     TrainConfig(out=str(out), steps=2, warmup=1), progress=False)
 
 
+@pytest.mark.slow
 def test_probe_evaluate_and_rankme_from_a_pretraining_checkpoint(small_store, tmp_path):
     store = small_store[0].out
     pre = _pretrain(store, tmp_path / "pre")

@@ -9,6 +9,8 @@ import sys
 from collections import deque
 from pathlib import Path
 
+import pytest
+
 from pipeline.errors import EXTRA_OF_MODULE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +170,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_pretrain_runs_with_heavy_modules_missing(small_store, tmp_path):
     out = tmp_path / "run"
     argv = ["pretrain", "--store", small_store[0].out, "--out", str(out), "--model", "minkunet-tiny",

@@ -62,7 +62,7 @@ def plain_zarr_features(path: str, s: int) -> tuple[np.ndarray, np.ndarray]:
 PREVIEW_SIZE = (1380, 1112)
 
 
-@pytest.mark.parametrize("layout", ["patches", "points"])
+@pytest.mark.parametrize("layout", ["patches", pytest.param("points", marks=pytest.mark.slow)])
 def test_preview_colours_are_a_pca_of_the_stored_features(layout, request, tmp_path):
     from sklearn.decomposition import PCA
 
@@ -183,6 +183,7 @@ def test_one_table_of_class_colours_the_devkits():
     assert dict(zip(FINE_CLASSES, FINE_COLOURS)) == get_colormap()
 
 
+@pytest.mark.slow
 def test_preview_by_url_without_the_dataroot(small_store, tmp_path):
     from tests.http_store import serve
 
@@ -237,6 +238,7 @@ def _fake_runs(tmp_path) -> list[str]:
     return [*dirs, str(d)]
 
 
+@pytest.mark.slow
 def test_plot_overlays_runs(tmp_path):
     from trainer.plots import read_run
 

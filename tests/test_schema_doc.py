@@ -13,6 +13,7 @@ import zarr
 
 from pipeline.frames import LIDAR_FIELDS
 from pipeline.store import ARRAYS, ATTRIBUTES, SCHEMA_VERSION, read_sweep
+from tests.conftest import built_once
 
 DOC = Path(__file__).resolve().parents[1] / "storage_schema.md"
 
@@ -58,20 +59,22 @@ def test_doc_tables_match_schema_module():
     assert next(a for a in ARRAYS if a.name == "points").trailing == ("P", LIDAR_FIELDS)
 
 
-@pytest.fixture(scope="module")
-def stores(small_store, small_points_store, small_dataroot, tmp_path_factory):
+@pytest.fixture(scope="session")
+def stores(small_store, small_points_store, tmp_path_factory):
     """The small world in all four layouts and encodings (two extracted here, int8)."""
     import dataclasses
 
     from pipeline.extract import run_extract
 
-    out = {("patches", "float16"): small_store[0].out, ("points", "float16"): small_points_store[0].out}
-    for cfg in (small_store[0], small_points_store[0]):
-        int8 = dataclasses.replace(cfg, feature_encoding="int8",
-                                   out=str(tmp_path_factory.mktemp("int8") / f"{cfg.layout}.zarr"))
-        run_extract(int8, progress=False)
-        out[cfg.layout, "int8"] = int8.out
-    return out
+    def build(folder):
+        out = {("patches", "float16"): small_store[0].out, ("points", "float16"): small_points_store[0].out}
+        for cfg in (small_store[0], small_points_store[0]):
+            int8 = dataclasses.replace(cfg, feature_encoding="int8", out=str(folder / f"{cfg.layout}.zarr"))
+            run_extract(int8, progress=False)
+            out[cfg.layout, "int8"] = int8.out
+        return out
+
+    return built_once(tmp_path_factory, "int8_stores", build)
 
 
 @pytest.mark.parametrize("layout, encoding", [("patches", "float16"), ("points", "float16"), ("patches", "int8"),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.synth.world import build_world
 from pipeline.synth.write import SynthConfig, write_dataroot
@@ -24,11 +26,14 @@ def test_same_arguments_same_bytes(tmp_path):
     assert len(da) == 1 + 2 * 7 + 2 + 1 + 14  # synth.json, 2 x (sweep + 6 images), 2 labels, map, tables
     assert da == db
     assert a["points_per_sweep"] == b["points_per_sweep"]
+    assert json.loads((tmp_path / "a" / "synth.json").read_text())["world_version"] == 3  # the default
 
 
-def test_each_seed_is_a_different_street():
-    w0, w1 = build_world(0, 0, 4.6), build_world(1, 0, 4.6)
+@pytest.mark.parametrize("version", [1, 3])
+def test_each_seed_is_a_different_street(version):
+    w0, w1 = build_world(0, 0, 4.6, version), build_world(1, 0, 4.6, version)
     assert len(w0.prims) != len(w1.prims) or not np.allclose(w0.prims.centre, w1.prims.centre)
-    assert build_world(0, 1, 4.6).speed != w0.speed  # scenes of one seed differ too
-    again = build_world(0, 0, 4.6)
+    assert build_world(0, 1, 4.6, version).speed != w0.speed  # scenes of one seed differ too
+    again = build_world(0, 0, 4.6, version)
     assert np.array_equal(again.prims.centre, w0.prims.centre) and again.speed == w0.speed
+    assert np.array_equal(again.prims.reflectivity, w0.prims.reflectivity)

@@ -46,7 +46,7 @@ def agreement_scores(cfg, nusc):
     scores = []
     for scene in nusc.scene:
         scene_index = int(nusc.get("log", scene["log_token"])["logfile"].rsplit("-", 1)[1])
-        world = _world(cfg.seed, scene_index, cfg.duration_s)
+        world = _world(cfg.seed, scene_index, cfg.duration_s, cfg.world_version)
         first = nusc.get("sample", scene["first_sample_token"])["timestamp"]
         sample_tok = scene["first_sample_token"]
         while sample_tok:
@@ -72,7 +72,7 @@ def agreement_scores(cfg, nusc):
                 centre = (global_from_ego_c @ ego_from_cam)[:3, 3]
                 to_pt = pts_global - centre
                 dist = np.linalg.norm(to_pt, axis=1)
-                t_hit, _ = raycast.cast(world.prims, centre, to_pt / dist[:, None])
+                t_hit, _ = raycast.cast(world.prims, world.ground, centre, to_pt / dist[:, None])
                 visible = t_hit >= dist - 0.05 * np.maximum(1.0, dist / 10)
                 # where the renderer's own camera (pose from the world, not the tables) sees each point
                 true_p = (np.linalg.inv(view.world_from_cam) @ np.c_[pts_global, np.ones(len(pts_global))].T)[:3]

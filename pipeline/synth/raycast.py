@@ -1,9 +1,11 @@
 """Ray casting against the synthetic world: nearest hit of rays from one origin.
 
 All rays of a call share one origin ``o`` [3] (a camera centre or the LiDAR centre, world frame) and
-have unit directions ``d`` [..., 3]; a hit at distance t lies at ``o + t d``. The ground is the plane
-z = 0; solids are the boxes, cylinders and ellipsoids of ``world.PrimitiveArrays``. A z-buffer keeps,
-per ray, the nearest distance and what was hit: a solid's row, ``GROUND`` or ``SKY``.
+have unit directions ``d`` [..., 3]; a hit at distance t lies at ``o + t d``. The ground is the world's
+(``ground.py``: its ``hit`` finds where a ray meets it); solids are the boxes, cylinders and ellipsoids of
+``world.PrimitiveArrays``. A z-buffer keeps, per ray, the nearest distance and what was hit: a solid's row,
+``GROUND`` or ``SKY``. Solids are cast first, so that the ground is only searched up to the nearest solid;
+where the ground and a solid are at the same distance, the ground wins.
 
 Two ways to choose which rays can hit a solid, both conservative, so that each solid is intersected
 with few rays: an image rectangle (the convex hull of a solid's projected bounding corners bounds its
@@ -98,19 +100,20 @@ def intersect(prims: PrimitiveArrays, j: int, origin: np.ndarray, dirs: np.ndarr
     raise ValueError(f"unknown solid kind {kind}")
 
 
-def ground_t(origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-    """Distance to the plane z = 0 along each ray; inf for rays that do not go down."""
-    dz = dirs[..., 2]
-    with np.errstate(divide="ignore"):
-        t = -origin[2] / dz
-    return np.where((dz < -1e-9) & (t > 0), t, np.inf)
+def _with_ground(ground, origin: np.ndarray, dirs: np.ndarray, t_best: np.ndarray, hit: np.ndarray,
+                 max_t: float) -> None:
+    """Put the ground into the z-buffer (t_best [N], hit [N], in place) where it is no farther than what is there."""
+    t = ground.hit(origin, dirs, np.minimum(t_best, max_t))
+    better = np.isfinite(t) & (t <= t_best)
+    t_best[better] = t[better]
+    hit[better] = GROUND
 
 
 def _bounding_spheres(prims: PrimitiveArrays) -> tuple[np.ndarray, np.ndarray]:
     return prims.centre, np.linalg.norm(prims.half, axis=1)
 
 
-def cast(prims: PrimitiveArrays, origin: np.ndarray, dirs: np.ndarray, max_t: float = np.inf):
+def cast(prims: PrimitiveArrays, ground, origin: np.ndarray, dirs: np.ndarray, max_t: float = np.inf):
     """Nearest hit of each ray ``dirs`` [N,3] (unit) from ``origin``: (t [N], hit [N] int32).
 
     ``hit`` is the solid's row, ``GROUND`` or ``SKY`` (t = inf). Solids are culled by bounding-sphere
@@ -119,8 +122,8 @@ def cast(prims: PrimitiveArrays, origin: np.ndarray, dirs: np.ndarray, max_t: fl
     """
     origin = np.asarray(origin, dtype=np.float64)
     dirs = np.asarray(dirs, dtype=np.float64).reshape(-1, 3)
-    t_best = ground_t(origin, dirs)
-    hit = np.where(np.isfinite(t_best), GROUND, SKY).astype(np.int32)
+    t_best = np.full(len(dirs), np.inf)
+    hit = np.full(len(dirs), SKY, dtype=np.int32)
     centres, radii = _bounding_spheres(prims)
     to_c = centres - origin
     dist = np.linalg.norm(to_c, axis=1)
@@ -137,6 +140,7 @@ def cast(prims: PrimitiveArrays, origin: np.ndarray, dirs: np.ndarray, max_t: fl
         better = t < t_best[cand]
         t_best[cand[better]] = t[better]
         hit[cand[better]] = j
+    _with_ground(ground, origin, dirs, t_best, hit, max_t)
     far = t_best > max_t
     t_best[far], hit[far] = np.inf, SKY
     return t_best, hit
@@ -158,7 +162,7 @@ def _clip_to_near(corners: np.ndarray) -> np.ndarray:
     return np.concatenate(pts)
 
 
-def cast_image(prims: PrimitiveArrays, world_from_cam: np.ndarray, k: np.ndarray, width: int, height: int,
+def cast_image(prims: PrimitiveArrays, ground, world_from_cam: np.ndarray, k: np.ndarray, width: int, height: int,
                max_t: float = 250.0):
     """Render a pinhole camera by ray casting through pixel centres (i + 0.5, j + 0.5).
 
@@ -170,8 +174,8 @@ def cast_image(prims: PrimitiveArrays, world_from_cam: np.ndarray, k: np.ndarray
     cam_dirs = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], -1)
     cam_dirs /= np.linalg.norm(cam_dirs, axis=-1, keepdims=True)
     dirs = cam_dirs @ world_from_cam[:3, :3].T
-    t_best = ground_t(origin, dirs)
-    hit = np.where(np.isfinite(t_best), GROUND, SKY).astype(np.int32)
+    t_best = np.full((height, width), np.inf)
+    hit = np.full((height, width), SKY, dtype=np.int32)
 
     corners = prims.bounding_corners()  # [P,8,3] world
     cam_from_world_r = world_from_cam[:3, :3].T
@@ -191,15 +195,17 @@ def cast_image(prims: PrimitiveArrays, world_from_cam: np.ndarray, k: np.ndarray
         better = t < sub_t
         sub_t[better] = t[better]
         hit[v0:v1, u0:u1][better] = j
+    _with_ground(ground, origin, dirs.reshape(-1, 3), t_best.reshape(-1), hit.reshape(-1), max_t)
     far = t_best > max_t
     t_best[far], hit[far] = np.inf, SKY
     return t_best, hit, dirs
 
 
-def normals(prims: PrimitiveArrays, hit: np.ndarray, points: np.ndarray) -> np.ndarray:
+def normals(prims: PrimitiveArrays, ground, hit: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Unit outward surface normals [N,3] at world ``points`` [N,3] lying on what ``hit`` [N] names."""
     n = np.zeros_like(points)
-    n[hit == GROUND] = (0.0, 0.0, 1.0)
+    on_ground = hit == GROUND
+    n[on_ground] = ground.normal(points[on_ground, 0], points[on_ground, 1])
     solid = np.nonzero(hit >= 0)[0]
     if len(solid) == 0:
         return n
@@ -209,17 +215,22 @@ def normals(prims: PrimitiveArrays, hit: np.ndarray, points: np.ndarray) -> np.n
     pl = np.stack([c * p[:, 0] + s * p[:, 1], -s * p[:, 0] + c * p[:, 1], p[:, 2]], -1)
     h = prims.half[j]
     kind = prims.kind[j]
+    nl = np.empty_like(pl)
     # box: the face whose slab the point sits on
-    ratio = np.abs(pl) / h
-    axis = ratio.argmax(axis=1)
-    box_n = np.zeros_like(pl)
-    box_n[np.arange(len(pl)), axis] = np.sign(pl[np.arange(len(pl)), axis])
+    box = kind == BOX
+    q = pl[box]
+    axis = (np.abs(q) / h[box]).argmax(axis=1)
+    box_n = np.zeros_like(q)
+    box_n[np.arange(len(q)), axis] = np.sign(q[np.arange(len(q)), axis])
+    nl[box] = box_n
     # cylinder: a cap or the radial direction
-    radial = np.concatenate([pl[:, :2], np.zeros((len(pl), 1))], axis=1)
-    on_cap = np.abs(np.abs(pl[:, 2]) - h[:, 2]) < 1e-4
-    cyl_n = np.where(on_cap[:, None], np.stack([0 * pl[:, 0], 0 * pl[:, 0], np.sign(pl[:, 2])], -1), radial)
-    ell_n = pl / (h * h)
-    nl = np.where((kind == BOX)[:, None], box_n, np.where((kind == CYLINDER)[:, None], cyl_n, ell_n))
+    cyl = kind == CYLINDER
+    q = pl[cyl]
+    radial = np.concatenate([q[:, :2], np.zeros((len(q), 1))], axis=1)
+    on_cap = np.abs(np.abs(q[:, 2]) - h[cyl, 2]) < 1e-4
+    nl[cyl] = np.where(on_cap[:, None], np.stack([0 * q[:, 0], 0 * q[:, 0], np.sign(q[:, 2])], -1), radial)
+    ell = ~box & ~cyl
+    nl[ell] = pl[ell] / (h[ell] * h[ell])
     nl /= np.maximum(np.linalg.norm(nl, axis=1, keepdims=True), 1e-12)
     n[solid] = np.stack([c * nl[:, 0] - s * nl[:, 1], s * nl[:, 0] + c * nl[:, 1], nl[:, 2]], -1)
     return n

@@ -18,6 +18,7 @@ from pipeline.classes import FINE_INDEX
 from pipeline.frames import CAMERAS as CAMERA_CHANNELS
 from pipeline.geometry import intrinsic_matrix, make_transform, yaw_matrix
 from pipeline.synth import raycast
+from pipeline.synth.ground import hash_noise
 from pipeline.synth.world import BOX, World
 
 LIDAR_TRANSLATION = (0.943713, 0.0, 1.84023)
@@ -51,18 +52,6 @@ _RIG = {  # channel: (yaw_deg, translation, hfov_deg), nuScenes-like
 }
 CAMERAS: tuple[Camera, ...] = tuple(Camera(ch, *_RIG[ch]) for ch in CAMERA_CHANNELS)  # the reader's order
 
-# LiDAR return strength (0..255 scale) by fine class at normal incidence, before range fall-off.
-_INTENSITY = np.full(256, 15.0)
-for _name, _value in {
-    "flat.driveable_surface": 8.0, "flat.sidewalk": 22.0, "flat.terrain": 12.0, "flat.other": 16.0,
-    "static.manmade": 28.0, "static.vegetation": 9.0, "vehicle.car": 18.0, "vehicle.truck": 24.0,
-    "vehicle.bus.rigid": 26.0, "vehicle.trailer": 24.0, "vehicle.construction": 30.0, "vehicle.motorcycle": 16.0,
-    "vehicle.bicycle": 20.0, "human.pedestrian.adult": 7.0, "human.pedestrian.child": 7.0,
-    "movable_object.barrier": 45.0, "movable_object.trafficcone": 90.0,
-}.items():
-    _INTENSITY[FINE_INDEX[_name]] = _value
-
-
 def ego_from_camera(cam: Camera) -> np.ndarray:
     """Camera -> ego transform [4,4]: camera z along the optical axis, x to its right, y down."""
     yaw = np.radians(cam.yaw_deg)
@@ -86,8 +75,8 @@ def trigger_offset_s(cam: Camera) -> float:
 
 
 def world_from_ego(world: World, t: float) -> np.ndarray:
-    position, yaw = world.ego_pose(t)
-    return make_transform(yaw_matrix(yaw), position)
+    position, rotation = world.ego_pose(t)
+    return make_transform(rotation, position)
 
 
 @dataclass(frozen=True)
@@ -107,18 +96,24 @@ def lidar_directions() -> tuple[np.ndarray, np.ndarray]:
 
 
 def cast_sweep(world: World, t: float, rng: np.random.Generator) -> Sweep:
-    """One LiDAR sweep at scene time ``t``: returns within 1..70 m, with range noise and dropout."""
+    """One LiDAR sweep at scene time ``t``: returns within 1..70 m, with range noise and dropout.
+
+    Intensity = reflectivity of what was hit x (0.3 + 0.7 cos incidence) x exp(-range / 120 m) x a log-normal
+    factor per return (sigma: the world's ``intensity_sigma``); world version 1 gives paint 80 cos + 20.
+    """
     origin, dirs_w = lidar_rays(world, t)
     dirs_l, ring = lidar_directions()
-    dist, hit = raycast.cast(world.prims, origin, dirs_w, max_t=MAX_RANGE)
+    dist, hit = raycast.cast(world.prims, world.ground, origin, dirs_w, max_t=MAX_RANGE)
     keep = np.isfinite(dist) & (dist >= MIN_RANGE) & (rng.random(len(dist)) >= DROPOUT)
     dist, hit, dirs_l, dirs_w, ring = dist[keep], hit[keep], dirs_l[keep], dirs_w[keep], ring[keep]
     world_pts = origin + dist[:, None] * dirs_w
-    label = _labels(world, hit, world_pts)
-    normal = raycast.normals(world.prims, hit, world_pts)
+    label, reflectivity, paint = _surface(world, hit, world_pts)
+    normal = raycast.normals(world.prims, world.ground, hit, world_pts)
     cos_inc = np.abs((normal * dirs_w).sum(1))
-    intensity = _INTENSITY[label] * (0.3 + 0.7 * cos_inc) * np.exp(-dist / 120.0) * rng.lognormal(0, 0.15, len(dist))
-    intensity = np.where(_lane_marking(world, hit, world_pts), 80.0 * cos_inc + 20.0, intensity)
+    intensity = reflectivity * (0.3 + 0.7 * cos_inc) * np.exp(-dist / 120.0) * rng.lognormal(
+        0, world.intensity_sigma, len(dist))
+    if world.version == 1:
+        intensity = np.where(paint, 80.0 * cos_inc + 20.0, intensity)
     noisy = dist + rng.normal(0, RANGE_NOISE_M, len(dist))
     xyz = dirs_l * noisy[:, None]
     points = np.concatenate([xyz, np.round(np.clip(intensity, 0, 255))[:, None], ring[:, None]], 1)
@@ -126,32 +121,18 @@ def cast_sweep(world: World, t: float, rng: np.random.Generator) -> Sweep:
     return Sweep(points.astype(np.float32), label, instance)
 
 
-def _labels(world: World, hit: np.ndarray, points: np.ndarray) -> np.ndarray:
+def _surface(world: World, hit: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fine class [N] (``SKY_LABEL`` for the sky), reflectivity [N] and paint [N] of what each ray hit."""
     label = np.full(hit.shape, SKY_LABEL, dtype=np.uint8)
+    reflectivity = np.zeros(hit.shape)
+    paint = np.zeros(hit.shape, dtype=bool)
     ground = hit == raycast.GROUND
-    label[ground] = world.road.ground_label(points[ground, 0], points[ground, 1])
+    surface = world.ground.surface(points[ground, 0], points[ground, 1])
+    label[ground], reflectivity[ground], paint[ground] = surface.label, surface.reflectivity, surface.paint
     solid = hit >= 0
     label[solid] = world.prims.label[hit[solid]]
-    return label
-
-
-def _lane_marking(world: World, hit: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Painted lines on the road: a dashed centre line and solid edge lines."""
-    road = world.road
-    s = points[..., 1] - road.centre_y(points[..., 0])
-    centre = (np.abs(s) < 0.08) & ((points[..., 0] % 9.0) < 4.5)
-    edge = np.abs(np.abs(s) - (road.half_width - 0.25)) < 0.08
-    return (hit == raycast.GROUND) & (centre | edge)
-
-
-def _hash_noise(cells: np.ndarray, salt: int) -> np.ndarray:
-    """Deterministic value in [0, 1) per integer cell [..., k]."""
-    h = np.full(cells.shape[:-1], salt * 2654435761 & 0xFFFFFFFF, dtype=np.uint64)
-    for i in range(cells.shape[-1]):
-        h = (h ^ (cells[..., i].astype(np.int64).astype(np.uint64) * np.uint64(0x9E3779B1 + 7919 * i)))
-        h = (h * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
-        h ^= h >> np.uint64(13)
-    return (h & np.uint64(0xFFFF)).astype(np.float64) / 65536.0
+    reflectivity[solid] = world.prims.reflectivity[hit[solid]]
+    return label, reflectivity, paint
 
 
 @dataclass(frozen=True)
@@ -167,7 +148,7 @@ def render_camera(world: World, cam: Camera, t_cam: float, width: int, height: i
     """Render camera ``cam`` at scene time ``t_cam`` (its own exposure instant)."""
     world_from_cam = world_from_ego(world, t_cam) @ ego_from_camera(cam)
     k = camera_intrinsic(cam, width, height)
-    dist, hit, dirs = raycast.cast_image(world.prims, world_from_cam, k, width, height)
+    dist, hit, dirs = raycast.cast_image(world.prims, world.ground, world_from_cam, k, width, height)
     origin = world_from_cam[:3, 3]
     flat_hit = hit.reshape(-1)
     flat_dist = dist.reshape(-1)
@@ -176,13 +157,13 @@ def render_camera(world: World, cam: Camera, t_cam: float, width: int, height: i
     pts = origin + flat_dist[seen, None] * flat_dirs[seen]
     h = flat_hit[seen]
     label = np.full(flat_hit.shape, SKY_LABEL, dtype=np.uint8)
-    label[seen] = _labels(world, h, pts)
+    label[seen], _, paint = _surface(world, h, pts)
 
     rgb = np.empty((len(flat_hit), 3))
     up = np.clip(flat_dirs[:, 2], 0, 1)[:, None] ** 0.5
     horizon, zenith = np.array([0.80, 0.86, 0.92]), np.array([0.32, 0.52, 0.85])
     rgb[:] = horizon * (1 - up) + zenith * up
-    rgb[seen] = _shade(world, h, pts, label[seen], flat_dirs[seen], flat_dist[seen], horizon)
+    rgb[seen] = _shade(world, h, pts, label[seen], paint, flat_dirs[seen], flat_dist[seen], horizon)
     rgb = rgb.reshape(height, width, 3) + rng.normal(0, 0.008, (height, width, 3))
     cam_dirs_z = (dirs @ world_from_cam[:3, :3])[..., 2]
     depth = np.where(np.isfinite(dist), dist * cam_dirs_z, np.inf).astype(np.float32)
@@ -194,7 +175,7 @@ def render_camera(world: World, cam: Camera, t_cam: float, width: int, height: i
     )
 
 
-def _shade(world: World, hit, pts, label, dirs, dist, horizon) -> np.ndarray:
+def _shade(world: World, hit, pts, label, paint, dirs, dist, horizon) -> np.ndarray:
     """Colour of surface points: class colour with per-object jitter, procedural texture, Lambert light, haze."""
     prims = world.prims
     solid = hit >= 0
@@ -214,24 +195,24 @@ def _shade(world: World, hit, pts, label, dirs, dist, horizon) -> np.ndarray:
 
     g = ~solid
     road = g & is_("flat.driveable_surface")
-    tex[road] = 0.9 + 0.2 * _hash_noise(np.floor(pts[road, :2] * 5), 1)
+    tex[road] = 0.9 + 0.2 * hash_noise(np.floor(pts[road, :2] * 5), 1)
     walk = g & is_("flat.sidewalk")
     grid = (np.minimum(pts[walk, 0] % 0.8, pts[walk, 1] % 0.8) < 0.05)
-    tex[walk] = np.where(grid, 0.7, 0.95 + 0.1 * _hash_noise(np.floor(pts[walk, :2] / 0.8), 2))
+    tex[walk] = np.where(grid, 0.7, 0.95 + 0.1 * hash_noise(np.floor(pts[walk, :2] / 0.8), 2))
     terrain = g & is_("flat.terrain")
     tp = pts[terrain]
-    tex[terrain] = 0.8 + 0.12 * np.sin(0.7 * tp[:, 0]) * np.sin(0.9 * tp[:, 1]) + 0.25 * _hash_noise(
+    tex[terrain] = 0.8 + 0.12 * np.sin(0.7 * tp[:, 0]) * np.sin(0.9 * tp[:, 1]) + 0.25 * hash_noise(
         np.floor(tp[:, :2] * 4), 3)
     other = g & is_("flat.other")
-    tex[other] = 0.8 + 0.35 * _hash_noise(np.floor(pts[other, :2] * np.array([2.0, 4.0])), 4)
+    tex[other] = 0.8 + 0.35 * hash_noise(np.floor(pts[other, :2] * np.array([2.0, 4.0])), 4)
     veg = is_("static.vegetation")
-    tex[veg] = 0.6 + 0.8 * _hash_noise(np.floor(pts[veg] * 7), 5)
+    tex[veg] = 0.6 + 0.8 * hash_noise(np.floor(pts[veg] * 7), 5)
     building = solid & is_("static.manmade") & (prims.kind[np.maximum(hit, 0)] == BOX)
     lb = local[building]
     along = np.where(np.abs(lb[:, 0]) < prims.half[hit[building], 0] - 1e-3, lb[:, 0], lb[:, 1])
     z_abs = pts[building, 2]
     window = ((along % 3.0) > 0.9) & ((along % 3.0) < 2.2) & ((z_abs % 3.2) > 1.0) & ((z_abs % 3.2) < 2.4)
-    tex[building] = np.where(window, 0.45, 0.92 + 0.12 * _hash_noise(np.floor(np.c_[along, z_abs] * 4), 6))
+    tex[building] = np.where(window, 0.45, 0.92 + 0.12 * hash_noise(np.floor(np.c_[along, z_abs] * 4), 6))
     cone = is_("movable_object.trafficcone")
     stripe = np.abs(local[cone, 2] - 0.08) < 0.07
     base[cone] = np.where(stripe[:, None], 0.95, base[cone])
@@ -241,8 +222,8 @@ def _shade(world: World, hit, pts, label, dirs, dist, horizon) -> np.ndarray:
     tex[person & (local[:, 2] < 0)] *= 0.55  # trousers darker than the shirt
 
     colour = base * tex[:, None]
-    colour = np.where(_lane_marking(world, hit, pts)[:, None], 0.92, colour)
-    normal = raycast.normals(prims, hit, pts)
+    colour = np.where(paint[:, None], 0.92, colour)
+    normal = raycast.normals(prims, world.ground, hit, pts)
     light = 0.45 + 0.65 * np.clip(normal @ world.sun, 0, 1)
     colour = colour * light[:, None]
     haze = 1 - np.exp(-dist / 350.0)

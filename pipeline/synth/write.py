@@ -9,7 +9,8 @@ Layout (as nuScenes'):
     DATAROOT/maps/<token>.png                     semantic prior (road and sidewalk) at 0.1 m/pixel
     DATAROOT/camseg/CAM_*/*.png                   only with camera_labels: uint8 fine class per pixel of
                                                   the JPEG of the same name (255 = sky); not nuScenes
-    DATAROOT/synth.json                           the generator's arguments (to rebuild the world)
+    DATAROOT/synth.json                           the generator's arguments (to rebuild the world), with
+                                                  its world_version (absent: version 1)
 
 Only keyframes are written (2 Hz, one LiDAR sweep and six images each); there are no intermediate
 sweeps and no radar. Objects are static for the whole scene; the ego vehicle moves. Annotation
@@ -36,7 +37,7 @@ from pipeline.classes import EVAL_CLASSES, FINE_CLASSES, FINE_TO_EVAL
 from pipeline.frames import LIDAR
 from pipeline.geometry import matrix_to_quat, yaw_matrix
 from pipeline.synth import sensors
-from pipeline.synth.world import THING_ATTRIBUTE, World, build_world
+from pipeline.synth.world import THING_ATTRIBUTE, WORLD_VERSIONS, World, build_world
 
 KEYFRAME_PERIOD_US = 500_000
 START_TIMESTAMP_US = 1_532_402_900_000_000
@@ -60,12 +61,16 @@ class SynthConfig:
     version: str = "v1.0-mini"
     workers: int | None = None  # processes rendering keyframes (None: one per core; 0: this process)
     camera_labels: bool = False  # also write camseg/: per-pixel classes of every camera image
+    world_version: int = 3  # which generator builds the streets (pipeline/synth/world.py)
 
     def __post_init__(self):
         if self.scenes < 1 or self.samples_per_scene < 1:
             raise ValueError("--scenes and --samples-per-scene must be at least 1")
         if not (64 <= self.width <= 4096 and 64 <= self.height <= 4096):
             raise ValueError(f"--camera-size {self.width}x{self.height}: each side must be within 64..4096 pixels")
+        if self.world_version not in WORLD_VERSIONS:
+            raise ValueError(f"--world-version {self.world_version}: this generator makes versions "
+                             f"{', '.join(map(str, WORLD_VERSIONS))}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"--workers {self.workers}: must be 0 (this process) or more")
         if not self.version or "/" in self.version:
@@ -113,8 +118,8 @@ def scene_names(version: str, n: int) -> list[tuple[str, str]]:
 
 
 @lru_cache(maxsize=4)
-def _world(seed: int, scene: int, duration_s: float) -> World:
-    return build_world(seed, scene, duration_s)
+def _world(seed: int, scene: int, duration_s: float, version: int) -> World:
+    return build_world(seed, scene, duration_s, version)
 
 
 def _logfile(cfg: SynthConfig, scene: int) -> str:
@@ -133,7 +138,7 @@ def _render_sample(cfg: SynthConfig, scene: int, sample: int) -> dict:
     """Render and write one keyframe (LiDAR sweep, labels, six images); return what the tables need."""
     from PIL import Image
 
-    world = _world(cfg.seed, scene, cfg.duration_s)
+    world = _world(cfg.seed, scene, cfg.duration_s, cfg.world_version)
     root = Path(cfg.out)
     ts = _timestamp(scene, sample)
     t = (ts - _timestamp(scene, 0)) / 1e6
@@ -181,23 +186,22 @@ def camera_label_path(image_name: str) -> str:
 
 
 def _ego_pose_record(world: World, tok: str, ts: int, scene_start: int) -> dict:
-    position, yaw = world.ego_pose((ts - scene_start) / 1e6)
-    return {"token": tok, "timestamp": ts, "rotation": matrix_to_quat(yaw_matrix(yaw)).tolist(),
+    position, rotation = world.ego_pose((ts - scene_start) / 1e6)
+    return {"token": tok, "timestamp": ts, "rotation": matrix_to_quat(rotation).tolist(),
             "translation": position.tolist()}
 
 
 def _write_map(world: World, path: Path) -> None:
     from PIL import Image
 
-    width = int(np.ceil((world.x_range[1] + 10.0) / MAP_RESOLUTION_M))
-    height = int(np.ceil((world.road.y0 + 110.0) / MAP_RESOLUTION_M))
+    width = int(np.ceil(world.map_size[0] / MAP_RESOLUTION_M))
+    height = int(np.ceil(world.map_size[1] / MAP_RESOLUTION_M))
     xs = (np.arange(width) + 0.5) * MAP_RESOLUTION_M
     ys = (height - np.arange(height) - 0.5) * MAP_RESOLUTION_M  # row 0 is the top (largest y)
     mask = np.zeros((height, width), dtype=np.uint8)
     for r0 in range(0, height, 256):
         gx, gy = np.meshgrid(xs, ys[r0:r0 + 256])
-        s = np.abs(gy - world.road.centre_y(gx))
-        mask[r0:r0 + 256] = np.where(s <= world.road.half_width + world.road.sidewalk_width, 255, 0)
+        mask[r0:r0 + 256] = np.where(world.ground.map_mask(gx, gy), 255, 0)
     Image.fromarray(mask).save(path, optimize=False)
 
 
@@ -235,8 +239,9 @@ def write_dataroot(cfg: SynthConfig, progress: bool = True) -> dict:
             json.dump(table, f, indent=1)
     with open(root / "synth.json", "w") as f:
         world_args = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")}  # not the content
-        if not cfg.camera_labels:  # unchanged from before the option existed
-            world_args.pop("camera_labels")
+        for key, unchanged in (("camera_labels", False), ("world_version", 1)):  # as before the option existed
+            if world_args[key] == unchanged:
+                world_args.pop(key)
         json.dump({"generator": f"cdpipe synth {__version__}", **world_args}, f, indent=1)
     summary = summarise(cfg, names, results)
     summary["seconds"] = time.perf_counter() - started
@@ -264,7 +269,7 @@ def _tables(cfg: SynthConfig, names, results, root: Path) -> dict[str, list]:
         by_scene.setdefault(res["scene"], []).append(res)
     for scene, samples in sorted(by_scene.items()):
         samples.sort(key=lambda r: r["sample"])
-        world = _world(cfg.seed, scene, cfg.duration_s)
+        world = _world(cfg.seed, scene, cfg.duration_s, cfg.world_version)
         log_tok, scene_tok = token(cfg.seed, scene, "log"), scene_token(cfg.seed, scene)
         t["log"].append({"token": log_tok, "logfile": _logfile(cfg, scene), "vehicle": "synth",
                          "date_captured": "2018-07-24", "location": "synthetic-street"})
@@ -332,10 +337,10 @@ def _annotations(cfg, world: World, scene: int, samples, sample_toks, t) -> None
         ann_toks = [token(cfg.seed, scene, "ann", inst, i) for i, _, _ in per_instance[inst]]
         for a, (i, n_pts, vis) in enumerate(per_instance[inst]):
             level = VISIBILITY_LEVELS[min(3, max(0, int(np.searchsorted([0.4, 0.6, 0.8], vis, side="right"))))][0]
+            attribute = th.attribute or THING_ATTRIBUTE.get(th.category)
             t["sample_annotation"].append({
                 "token": ann_toks[a], "sample_token": sample_toks[i], "instance_token": inst_tok,
-                "visibility_token": level, "attribute_tokens": [token("attribute", THING_ATTRIBUTE[th.category])]
-                if th.category in THING_ATTRIBUTE else [],
+                "visibility_token": level, "attribute_tokens": [token("attribute", attribute)] if attribute else [],
                 "translation": list(th.centre), "size": list(th.size_wlh),
                 "rotation": matrix_to_quat(yaw_matrix(th.yaw)).tolist(),
                 "prev": ann_toks[a - 1] if a else "", "next": ann_toks[a + 1] if a + 1 < len(ann_toks) else "",
@@ -351,7 +356,7 @@ def summarise(cfg: SynthConfig, names, results) -> dict:
     fine = np.sum([r["label_counts"] for r in results], axis=0)
     per_eval = np.bincount(FINE_TO_EVAL, weights=fine, minlength=len(EVAL_CLASSES)).astype(int)
     return {
-        "dataroot": str(cfg.out), "version": cfg.version, "seed": cfg.seed,
+        "dataroot": str(cfg.out), "version": cfg.version, "seed": cfg.seed, "world_version": cfg.world_version,
         "scenes": [n for n, _ in names], "splits": {s: sum(1 for _, x in names if x == s) for s in ("train", "val")},
         "keyframes": len(results), "images": 6 * len(results), "image_size": f"{cfg.width}x{cfg.height}",
         "points_per_sweep": {"mean": float(n_points.mean()), "min": int(n_points.min()), "max": int(n_points.max())},
