@@ -1,5 +1,6 @@
-"""The paper's ablation table on synthetic worlds, version 2: does distillation help, does the MLP head
-beat the linear one, does occupancy help, measured against floors, at convergence, over paired seeds.
+"""The paper's ablation table on synthetic worlds, version 3: does distillation help, does the MLP head
+beat the linear one, does occupancy help, measured against floors, at the same budget for every row,
+over paired seeds, on worlds where a point's position does not give its class away (world version 3).
 
     .venv/bin/python benchmarks/paper_table.py sweep-occ [--seed 900]   # once: pick the occupancy weight
     .venv/bin/python benchmarks/paper_table.py run --seed K             # one seed (resumable), K = 0, 1, ...
@@ -10,22 +11,36 @@ initialisation, the data order and which scenes are labelled; every row sees the
 compared seed by seed (paired). Per seed, in WORK/seed_K (each finished part is kept, so a killed run
 continues where it stopped):
 
-1. a world of ``--scenes`` x ``--samples-per-scene`` keyframes, every 6th scene in val (nuScenes
-   trainval naming), extracted with the teacher the teacher gate names as trained (the semantic
+1. a world of ``--scenes`` x ``--samples-per-scene`` keyframes (world version 3), every 6th scene in val
+   (nuScenes trainval naming), extracted with the teacher the teacher gate names as trained (the semantic
    stand-in, ``tools/teachers/semantic.safetensors``) at 224x448;
-2. floor and ceiling rows: the linear probe (``trainer/probe.py``: softmax regression solved by
-   L-BFGS to tolerance) on the raw point inputs, on the stored teacher features, and on both;
-3. rows random init (no pretraining), linear head, 3-layer MLP head, MLP head + occupancy (weight
-   picked by ``sweep-occ`` on world seed 900, never reported): pretraining, then from the backbone
-   the linear probe on all train labels, fine-tuning at 1 scene and at 25% of the train sweeps
-   (cross-entropy + Lovasz, whole scenes), the held-out distillation gain 1 - loss / loss_mean
-   (``trainer/evaluate.py``), RankMe on train sweeps and the occupancy balanced accuracy on held-out
-   sweeps.
-mIoU is over the classes present in the val truth of that world (listed in the seed file).
+2. floors and a ceiling that need no student, all fitted on the same 2,000 labelled points of every train
+   sweep and scored on every labelled point of the val sweeps: softmax regression (``trainer/probe.py``,
+   L-BFGS to tolerance) and gradient-boosted trees on the raw inputs (x, y, z, intensity, range), softmax
+   regression on the stored teacher features and on raw + teacher;
+3. student rows random init (no pretraining), linear head, 3-layer MLP head, MLP head + occupancy (weight
+   picked by ``sweep-occ`` on world seed 900, never reported), for minkunet-tiny (16 output channels);
+   from each backbone: the linear probe on its features, the linear probe on its features + the raw
+   inputs (what the student adds to what the points already say), fine-tuning at 1 scene and at 25% of
+   the train sweeps (cross-entropy + Lovasz, whole scenes; the curve's rise over its last quarter is
+   kept, to show whether it reached its plateau; every row but the linear head, to keep a seed near 90
+   minutes), the held-out distillation gain 1 - loss / loss_mean
+   (``trainer/evaluate.py``; it scores head and backbone together), RankMe on train sweeps, and the
+   occupancy balanced accuracy on held-out sweeps;
+4. the wider student minkunet-small (48 output channels), random init and 3-layer MLP head, pretrained
+   for the same number of steps: probe, probe + raw, distillation gain, RankMe;
+5. occupancy floors on the MLP + occupancy row's own queries: the offset alone (logistic regression and a
+   small tree) and gradient-boosted trees on hand-made geometry (``benchmarks/occupancy_shortcut.py``).
+
+mIoU is over the classes present in the val truth of that world (listed in the seed file). Every run of
+a table comes from one code version: ``code_version`` (a hash of pipeline/, trainer/, the teacher's
+weights and ``PROTOCOL``) is part of the settings, a seed directory refuses to continue under another, and
+``table`` refuses seed files of different versions. Run seeds from a pinned checkout (``git worktree``)
+when the working tree is being edited meanwhile.
 The seed's results land in ``benchmarks/results/paper_table/seed_K.json``:
 ``{"seed": K, "rows": {row: {column: value}}, ...details}``. ``table`` writes
-``benchmarks/results/paper_table.md``: means over seeds, and the paired differences (linear - random,
-MLP - linear, MLP+occ - MLP) with 95% bootstrap confidence intervals over seeds.
+``benchmarks/results/paper_table.md``: means over seeds, and the paired differences with 95% intervals
+over seeds, percentile bootstrap and Student t side by side.
 """
 
 from __future__ import annotations
@@ -42,16 +57,24 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "paper_table")
 TEACHER = os.path.join(ROOT, "tools", "teachers", "semantic.safetensors")
-ROWS = {  # name -> (pretrain?, projection head layers, occupancy on?)
-    "random init": (False, 0, False),
-    "linear head": (True, 1, False),
-    "3-layer MLP head": (True, 3, False),
-    "MLP head + occupancy": (True, 3, True),
+PROTOCOL = "3"  # bump when what a seed runs changes outside pipeline/ and trainer/
+WORLD_VERSION = 3
+WIDE_ARCH = "minkunet-small"
+ROWS = {  # name -> (pretrain?, projection head layers, occupancy on?, arch: "" = --arch, else WIDE_ARCH)
+    "random init": (False, 0, False, ""),
+    "linear head": (True, 1, False, ""),
+    "3-layer MLP head": (True, 3, False, ""),
+    "MLP head + occupancy": (True, 3, True, ""),
+    "random init (wide)": (False, 0, False, WIDE_ARCH),
+    "3-layer MLP head (wide)": (True, 3, False, WIDE_ARCH),
 }
-FLOORS = {"logreg: raw point inputs": "raw", "logreg: teacher features": "teacher",
-          "logreg: raw + teacher": "raw+teacher"}
+FINETUNED = ("random init", "3-layer MLP head", "MLP head + occupancy")  # the linear head: probe only (time)
+FLOORS = {"logreg: raw point inputs": "raw", "gbdt: raw point inputs": "gbdt",
+          "logreg: teacher features": "teacher", "logreg: raw + teacher": "raw+teacher"}
+OCC_FLOORS = {"occupancy: offset alone": "offset", "occupancy: geometry + gbdt": "geometry"}
 COLUMNS = {  # key -> (title, digits, scale)
     "probe": ("linear probe mIoU", 1, 100.0),
+    "probe_raw": ("probe on features + raw mIoU", 1, 100.0),
     "ft_1scene": ("fine-tune 1 scene mIoU", 1, 100.0),
     "ft_25pct": ("fine-tune 25% mIoU", 1, 100.0),
     "distill_gain": ("held-out distill gain", 3, 1.0),
@@ -59,21 +82,48 @@ COLUMNS = {  # key -> (title, digits, scale)
     "occ_bal_acc": ("occupancy bal. acc", 3, 1.0),
 }
 DIFFS = (("linear head", "random init"), ("3-layer MLP head", "linear head"),
-         ("MLP head + occupancy", "3-layer MLP head"))
+         ("MLP head + occupancy", "3-layer MLP head"), ("3-layer MLP head", "random init"),
+         ("MLP head + occupancy", "random init"), ("3-layer MLP head (wide)", "random init (wide)"))
+FLOOR_DIFFS = (("3-layer MLP head", "probe_raw", "logreg: raw point inputs", "probe"),
+               ("3-layer MLP head", "probe_raw", "gbdt: raw point inputs", "probe"),
+               ("3-layer MLP head", "probe_raw", "random init", "probe_raw"),
+               ("MLP head + occupancy", "occ_bal_acc", "occupancy: geometry + gbdt", "occ_bal_acc"))
 OCC_WEIGHTS = (0.1, 0.3, 1.0)
-MIN_SEEDS = 6  # the table is interim below this many seeds
+MIN_SEEDS = 8  # the table is interim below this many seeds
 SWEEP_SEED = 900
+PLATEAU_RISE = 0.5  # mIoU points over a fine-tuning curve's last quarter: under this it has levelled off
+
+
+def code_version(teacher: str = TEACHER) -> str:
+    """What makes this code's numbers: a hash of every .py under pipeline/ and trainer/, the teacher's
+    weights and PROTOCOL (16 hex digits)."""
+    import hashlib
+
+    h = hashlib.sha256(PROTOCOL.encode())
+    for package in ("pipeline", "trainer"):
+        for folder, dirs, files in sorted(os.walk(os.path.join(ROOT, package))):
+            dirs.sort()
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(folder, name)
+                h.update(os.path.relpath(path, ROOT).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    with open(teacher, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 def settings(args) -> dict:
     return {"scenes": args.scenes, "samples_per_scene": args.samples_per_scene, "image_size": args.image_size,
-            "teacher_size": "224x448", "teacher": os.path.relpath(TEACHER, ROOT), "arch": args.arch,
+            "world_version": WORLD_VERSION, "teacher_size": "224x448", "teacher": os.path.relpath(TEACHER, ROOT),
+            "arch": args.arch, "wide_arch": WIDE_ARCH,
             "head_hidden": args.head_hidden, "voxel_size": 0.1, "max_points": args.max_points,
             "pretrain_steps": args.pretrain_steps, "pretrain_batch": 2, "pretrain_lr": 2e-3,
             "pretrain_warmup": args.pretrain_steps // 10, "mask_ratio": [0.3, 0.5],
             "finetune_steps": {"ft_1scene": args.ft_steps_1scene, "ft_25pct": args.ft_steps_25},
             "finetune_batch": 2, "finetune_lr": args.ft_lr, "finetune_warmup": 10, "lovasz": True,
-            "probe_points_per_sweep": 2000, "label_percent": {"ft_1scene": 1.0, "ft_25pct": 25.0}}
+            "finetune_evals": 4, "probe_points_per_sweep": 2000,
+            "label_percent": {"ft_1scene": 1.0, "ft_25pct": 25.0}, "code_version": code_version()}
 
 
 def _width_by_height(size: str) -> str:
@@ -100,7 +150,9 @@ def build_world(work: str, seed: int, cfg: dict) -> str:
     if not os.path.exists(dataroot + ".done"):
         _run([_cli("cdpipe"), "synth", "--out", dataroot, "--scenes", str(cfg["scenes"]), "--samples-per-scene",
               str(cfg["samples_per_scene"]), "--seed", str(seed), "--camera-size", cfg["image_size"], "--version",
-              "v1.0-trainval", "--no-preview", "--workers", "1"], os.path.join(work, "synth.log"))
+              "v1.0-trainval", "--world-version", str(cfg.get("world_version", WORLD_VERSION)), "--no-preview",
+              "--workers", "1"],
+             os.path.join(work, "synth.log"))
         open(dataroot + ".done", "w").close()
     if not os.path.exists(store + ".done"):
         _run([_cli("cdpipe"), "extract", "--dataroot", dataroot, "--version", "v1.0-trainval", "--out", store,
@@ -145,14 +197,14 @@ def part(path: str, compute) -> dict:
     return value
 
 
-def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: float, cfg: dict) -> str:
+def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: float, cfg: dict, arch: str) -> str:
     """Pretraining checkpoint of one row (continued if a previous run stopped part-way)."""
     from pipeline.store import open_store
     from trainer.config import DataConfig, ModelConfig, TrainConfig
     from trainer.train import pretrain
 
     ckpt = os.path.join(out, "checkpoint.pt")
-    mcfg = ModelConfig(arch=cfg["arch"], feature_dim=int(open_store(store).attrs["feature_dim"]),
+    mcfg = ModelConfig(arch=arch, feature_dim=int(open_store(store).attrs["feature_dim"]),
                        head_layers=head_layers, head_hidden=cfg["head_hidden"])
     dcfg = DataConfig(store=store, split="train", voxel_size=cfg["voxel_size"], seed=seed,
                       mask_ratio=tuple(cfg["mask_ratio"]) if occ_weight > 0 else (0.0, 0.0),
@@ -173,11 +225,11 @@ def pretrained(store: str, out: str, seed: int, head_layers: int, occ_weight: fl
     return ckpt
 
 
-def probe_part(store: str, checkpoint: str | None, out: str, seed: int, cfg: dict) -> dict:
+def probe_part(store: str, checkpoint: str | None, out: str, seed: int, cfg: dict, arch: str) -> dict:
     from trainer.config import ProbeConfig
     from trainer.probe import linear_probe
 
-    r = linear_probe(store, checkpoint, cfg["arch"],
+    r = linear_probe(store, checkpoint, arch,
                      ProbeConfig(out=out, points_per_sweep=cfg["probe_points_per_sweep"], seed=seed),
                      voxel_size=cfg["voxel_size"])
     return {"miou": r["miou"], "fit": r["probe_fit"], "fit_points": r["fit_points"], "classes": r["classes"]}
@@ -191,15 +243,29 @@ def finetune_part(store: str, checkpoint: str | None, out: str, seed: int, key: 
     fc = FinetuneConfig(out=out, labels_percent=cfg["label_percent"][key], steps=steps,
                         batch_size=cfg["finetune_batch"], lr=cfg["finetune_lr"], warmup=cfg["finetune_warmup"],
                         lovasz=cfg["lovasz"], max_points=cfg["max_points"], checkpoint_every=50,
-                        eval_every=steps // 4, seed=seed)
+                        eval_every=steps // cfg["finetune_evals"], seed=seed)
     resume = os.path.exists(os.path.join(out, "segmenter.pt"))
     r = finetune(store, checkpoint, cfg["arch"], fc, voxel_size=cfg["voxel_size"], progress=False, resume=resume)
     with open(os.path.join(out, "curve.jsonl")) as f:
         curve = [json.loads(line) for line in f]
-    return {"miou": r["miou"], "label_scenes": r["label_scenes"], "curve": curve}
+    return {"miou": r["miou"], "label_scenes": r["label_scenes"], "curve": curve,
+            "last_quarter_rise": last_quarter_rise(curve, steps)}
+
+
+def last_quarter_rise(curve: list[dict], steps: int) -> float | None:
+    """mIoU points gained from the last evaluation at or before 3/4 of the steps to the end of the curve
+    (None without a validation point there)."""
+    scored = [(int(c["step"]), float(c["val_miou"])) for c in curve if c.get("val_miou") is not None]
+    before = [m for step, m in scored if step <= 0.75 * steps]
+    if not before or not scored:
+        return None
+    return 100.0 * (scored[-1][1] - before[-1])
 
 
 def floor_part(store: str, kind: str, seed: int, cfg: dict) -> dict:
+    """A floor or ceiling that needs no student: ``raw`` (softmax regression on x, y, z, intensity, range),
+    ``gbdt`` (gradient-boosted trees on the same), ``teacher`` or ``raw+teacher`` (softmax regression on the
+    stored teacher feature and its valid flag, with the student's raw input for the latter)."""
     from pipeline.classes import NUM_EVAL_CLASSES
     from trainer.config import DataConfig
     from trainer.data import StoreDataset
@@ -207,13 +273,85 @@ def floor_part(store: str, kind: str, seed: int, cfg: dict) -> dict:
     from trainer.metrics import confusion_matrix
     from trainer.probe import feature_table, fit_softmax
 
-    train = StoreDataset(DataConfig(store=store, split="train", voxel_size=cfg["voxel_size"], augment=False))
-    val = StoreDataset(DataConfig(store=store, split="val", voxel_size=cfg["voxel_size"], augment=False))
-    x, y = feature_table(train, kind, points_per_sweep=cfg["probe_points_per_sweep"], seed=seed)
+    if kind == "gbdt":
+        from benchmarks.world_realism import gbdt_floor
+
+        r = gbdt_floor(store, seed, cfg, class_weight="balanced")
+        return {"miou": r["miou"], "rounds": r["rounds"], "fit_points": r["fit_points"], "classes": r["classes"],
+                "iou": r["iou"]}
+
+    def dataset(split: str) -> StoreDataset:
+        return StoreDataset(DataConfig(store=store, split=split, voxel_size=cfg["voxel_size"], augment=False))
+
+    if kind == "raw":
+        from benchmarks.world_realism import raw_table
+
+        x, y = raw_table(dataset("train"), cfg["probe_points_per_sweep"], seed)
+        xv, yv = raw_table(dataset("val"), 0, seed)
+    else:
+        x, y = feature_table(dataset("train"), kind, points_per_sweep=cfg["probe_points_per_sweep"], seed=seed)
+        xv, yv = feature_table(dataset("val"), kind)
     probe = fit_softmax(x, y)
-    xv, yv = feature_table(val, kind)
     s = scores(confusion_matrix(yv, probe.predict(xv), NUM_EVAL_CLASSES))
-    return {"miou": s["miou"], "fit": probe.summary(), "fit_points": int(len(y)), "classes": s["classes"]}
+    return {"miou": s["miou"], "fit": probe.summary(), "fit_points": int(len(y)), "classes": s["classes"],
+            "iou": s["iou"]}
+
+
+def probe_raw_part(store: str, checkpoint: str | None, seed: int, cfg: dict, arch: str) -> dict:
+    """Softmax regression on a frozen backbone's point features beside the raw inputs (x, y, z, intensity,
+    range), on the floors' points: what the student knows that the points alone do not say."""
+    import torch
+
+    from pipeline.classes import NUM_EVAL_CLASSES
+    from trainer.batch import collate
+    from trainer.checkpoint import new_segmenter
+    from trainer.config import DataConfig
+    from trainer.data import PROBE_POINTS_STREAM, SEGMENTATION, StoreDataset, stream_rng
+    from trainer.evaluate import scores
+    from trainer.metrics import confusion_matrix
+    from trainer.probe import fit_softmax
+
+    model, _ = new_segmenter(arch, checkpoint, seed)
+    model.eval()
+
+    @torch.no_grad()
+    def table(split: str, per_sweep: int) -> tuple[np.ndarray, np.ndarray]:
+        ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=cfg["voxel_size"], augment=False),
+                          targets=SEGMENTATION)
+        xs, ys = [], []
+        for i in range(len(ds)):
+            item = ds[i]
+            labelled = np.nonzero(item.labels > 0)[0]
+            if per_sweep and len(labelled) > per_sweep:  # the points raw_table draws for the floors
+                labelled = np.sort(stream_rng(PROBE_POINTS_STREAM, seed, int(item.sweep))
+                                   .choice(labelled, per_sweep, replace=False))
+            f = model.point_features(collate([item], cfg["voxel_size"])).float().numpy()[labelled]
+            xyz = item.xyz[labelled]
+            xs.append(np.c_[f, xyz, item.intensity[labelled], np.hypot(xyz[:, 0], xyz[:, 1])])
+            ys.append(item.labels[labelled].astype(np.int64))
+        return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
+
+    x, y = table("train", cfg["probe_points_per_sweep"])
+    probe = fit_softmax(x, y)
+    xv, yv = table("val", 0)
+    s = scores(confusion_matrix(yv, probe.predict(xv), NUM_EVAL_CLASSES))
+    return {"miou": s["miou"], "fit": probe.summary(), "fit_points": int(len(y)), "iou": s["iou"]}
+
+
+def occupancy_floors_part(store: str, checkpoint: str) -> dict:
+    """The occupancy floors on the queries the student is scored on (and the same draw of train sweeps):
+    the offset to the nearest visible point alone, and hand-made geometry with gradient-boosted trees."""
+    from benchmarks.occupancy_shortcut import classifiers, geometry_floor, offsets_of
+    from trainer.evaluate import OCCUPANCY_SEED, occupancy_dataset
+
+    train_ds = occupancy_dataset(store, checkpoint, "train", OCCUPANCY_SEED)
+    val_ds = occupancy_dataset(store, checkpoint, "val", OCCUPANCY_SEED)
+    x_tr, y_tr, train_items = offsets_of(train_ds)
+    x_te, y_te, val_items = offsets_of(val_ds)
+    offset = classifiers(x_tr, y_tr, x_te, y_te)
+    geometry = geometry_floor(train_items, val_items)
+    return {"offset": max(offset.values()), "offset_by_classifier": offset, "geometry": geometry["balanced_acc"],
+            "geometry_fit": geometry}
 
 
 def label_share(store: str, names: list[str]) -> dict:
@@ -246,37 +384,49 @@ def run_seed(args) -> None:
         r = part(os.path.join(work, "parts", f"floor_{kind}.json"), lambda: floor_part(store, kind, seed, cfg))
         rows[name] = {"probe": r["miou"]}
         details[name] = r
-    for name, (pre, layers, with_occ) in ROWS.items():
-        tag = name.split()[0].lower() + ("_occ" if with_occ else "")
+    for name, (pre, layers, with_occ, wide) in ROWS.items():
+        arch = wide or cfg["arch"]
+        tag = name.split()[0].lower() + ("_occ" if with_occ else "") + ("_wide" if wide else "")
         run = os.path.join(work, tag)
         if with_occ:
-            occ = occupancy_weight(cfg)  # read only now: the other rows need not wait for sweep-occ
-        checkpoint = (pretrained(store, os.path.join(run, "pretrain"), seed, layers, occ if with_occ else 0.0, cfg)
-                      if pre else None)
+            occ = occupancy_weight(cfg, args.results)  # read only now: the other rows need not wait for sweep-occ
+        checkpoint = (pretrained(store, os.path.join(run, "pretrain"), seed, layers, occ if with_occ else 0.0, cfg,
+                                 arch) if pre else None)
         probe = part(os.path.join(run, "probe.json"),
-                     lambda: probe_part(store, checkpoint, os.path.join(run, "probe"), seed, cfg))
+                     lambda: probe_part(store, checkpoint, os.path.join(run, "probe"), seed, cfg, arch))
+        probe_raw = part(os.path.join(run, "probe_raw.json"),
+                         lambda: probe_raw_part(store, checkpoint, seed, cfg, arch))
         fts = {key: part(os.path.join(run, f"{key}.json"),
                          lambda key=key: finetune_part(store, checkpoint, os.path.join(run, key), seed, key, cfg))
-               for key in ("ft_1scene", "ft_25pct")}
+               for key in ("ft_1scene", "ft_25pct") if name in FINETUNED}
         extra = part(os.path.join(run, "scores.json"), lambda: {
-            "rankme": store_rankme(store, checkpoint, sweeps=16, voxel_size=cfg["voxel_size"], arch=cfg["arch"],
+            "rankme": store_rankme(store, checkpoint, sweeps=16, voxel_size=cfg["voxel_size"], arch=arch,
                                    seed=seed, split="train")[0],
             **({"distill": distillation_gain(store, checkpoint)} if pre else {}),
             **({"occ_bal_acc": occupancy_accuracy(checkpoint, occupancy_items(store, checkpoint))} if with_occ else {}),
         })
-        row = {"probe": probe["miou"], "ft_1scene": fts["ft_1scene"]["miou"], "ft_25pct": fts["ft_25pct"]["miou"],
-               "rankme": extra["rankme"]}
+        row = {"probe": probe["miou"], "probe_raw": probe_raw["miou"], "rankme": extra["rankme"],
+               **{key: ft["miou"] for key, ft in fts.items()}}
         if pre:
             row["distill_gain"] = extra["distill"]["gain"]
         if with_occ:
             row["occ_bal_acc"] = extra["occ_bal_acc"]
+            floors = part(os.path.join(work, "parts", "occupancy_floors.json"),
+                          lambda: occupancy_floors_part(store, checkpoint))
+            for floor_name, key in OCC_FLOORS.items():
+                rows[floor_name] = {"occ_bal_acc": floors[key]}
+            details["occupancy floors"] = floors
         rows[name] = row
-        details[name] = {"probe_fit": probe["fit"], "distill": extra.get("distill"),
+        details[name] = {"arch": arch, "probe_fit": probe["fit"], "probe_raw_fit": probe_raw["fit"],
+                         "fit_points": {"probe": probe["fit_points"], "probe_raw": probe_raw["fit_points"]},
+                         "distill": extra.get("distill"),
                          "curves": {k: v["curve"] for k, v in fts.items()},
-                         "seconds": {"probe": probe["seconds"], **{k: v["seconds"] for k, v in fts.items()},
-                                     "scores": extra["seconds"]}}
-    labels = {key: label_share(store, fts["ft_1scene" if key == "ft_1scene" else "ft_25pct"]["label_scenes"])
-              for key in ("ft_1scene", "ft_25pct")}
+                         "last_quarter_rise": {k: v["last_quarter_rise"] for k, v in fts.items()},
+                         "seconds": {"probe": probe["seconds"], "probe_raw": probe_raw["seconds"],
+                                     **{k: v["seconds"] for k, v in fts.items()}, "scores": extra["seconds"]}}
+        if pre:
+            details[name]["seconds"]["pretrain"] = pretrain_seconds(os.path.join(run, "pretrain"))
+    labels = {key: label_share(store, fts_labels(work, key)) for key in ("ft_1scene", "ft_25pct")}
     from pipeline.store import open_store
 
     attrs = dict(open_store(store).attrs)
@@ -285,21 +435,50 @@ def run_seed(args) -> None:
               "labels": labels, "occ_weight": occ, "settings": cfg,
               "world": {"sweeps": attrs["num_sweeps"], "scenes": len(attrs["scenes"]), "val_scenes": val_scenes},
               "details": details, "seconds_this_sitting": time.perf_counter() - started,
-              "threads": args.threads}
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"seed_{seed}.json"), "w") as f:
+              "seconds_all_parts": total_seconds(details), "threads": args.threads}
+    os.makedirs(args.results, exist_ok=True)
+    with open(os.path.join(args.results, f"seed_{seed}.json"), "w") as f:
         json.dump(result, f, indent=1)
-    print(f"seed {seed}: " + "; ".join(f"{r}: probe {100 * v['probe']:.1f}" for r, v in rows.items()))
+    print(f"seed {seed}: " + "; ".join(f"{r}: probe {100 * v['probe']:.1f}" for r, v in rows.items() if "probe" in v))
 
 
-PRETRAIN_KEYS = ("scenes", "samples_per_scene", "image_size", "teacher_size", "teacher", "arch", "head_hidden",
-                 "voxel_size", "max_points", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_warmup",
-                 "mask_ratio", "probe_points_per_sweep")
+def fts_labels(work: str, key: str) -> list[str]:
+    """The scenes the random-init row fine-tuned on at budget ``key`` (every row draws the same ones)."""
+    with open(os.path.join(work, "random", f"{key}.json")) as f:
+        return json.load(f)["label_scenes"]
 
 
-def occupancy_weight(cfg: dict) -> float:
+def pretrain_seconds(out: str) -> float | None:
+    """Seconds of pretraining from its metrics log (the sum over sittings), None if it logs none."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    times = [r.get("data_s", 0.0) + r.get("step_s", 0.0) for r in rows]
+    return float(sum(times)) if rows else None
+
+
+def total_seconds(details: dict) -> float:
+    """Every part's seconds, summed (the seed's compute over all its sittings)."""
+    total = 0.0
+    for d in details.values():
+        if isinstance(d, dict):
+            if isinstance(d.get("seconds"), dict):
+                total += sum(v for v in d["seconds"].values() if v)
+            elif isinstance(d.get("seconds"), (int, float)):
+                total += d["seconds"]
+    return total
+
+
+PRETRAIN_KEYS = ("scenes", "samples_per_scene", "image_size", "world_version", "teacher_size", "teacher", "arch",
+                 "head_hidden", "voxel_size", "max_points", "pretrain_steps", "pretrain_batch", "pretrain_lr",
+                 "pretrain_warmup", "mask_ratio", "probe_points_per_sweep", "code_version")
+
+
+def occupancy_weight(cfg: dict, results: str = RESULTS) -> float:
     """The weight sweep-occ chose, provided it swept under this run's world and pretraining settings."""
-    path = os.path.join(RESULTS, "occ_weight_sweep.json")
+    path = os.path.join(results, "occ_weight_sweep.json")
     if not os.path.exists(path):
         sys.exit(f"no occupancy weight chosen yet: run `{sys.argv[0]} sweep-occ` first (writes {path})")
     with open(path) as f:
@@ -325,14 +504,14 @@ def sweep_occ(args) -> None:
     out = {}
     for w in (0.0, *OCC_WEIGHTS):
         run = os.path.join(work, f"occ_{w:g}")
-        ck = pretrained(store, os.path.join(run, "pretrain"), args.seed, 3, w, cfg)
+        ck = pretrained(store, os.path.join(run, "pretrain"), args.seed, 3, w, cfg, cfg["arch"])
         r = part(os.path.join(run, "probe.json"),
-                 lambda: probe_part(store, ck, os.path.join(run, "probe"), args.seed, cfg))
+                 lambda: probe_part(store, ck, os.path.join(run, "probe"), args.seed, cfg, cfg["arch"]))
         out[f"{w:g}"] = r["miou"]
         print(f"occupancy weight {w:g}: probe mIoU {100 * r['miou']:.1f}", flush=True)
     chosen = max(OCC_WEIGHTS, key=lambda w: out[f"{w:g}"])
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "occ_weight_sweep.json"), "w") as f:
+    os.makedirs(args.results, exist_ok=True)
+    with open(os.path.join(args.results, "occ_weight_sweep.json"), "w") as f:
         json.dump({"world_seed": args.seed, "probe_miou_by_weight": out, "chosen": chosen,
                    "note": "weight 0 = the 3-layer MLP row, for reference; chosen among "
                            f"{list(OCC_WEIGHTS)} by linear probe mIoU on this world's val scenes",
@@ -347,18 +526,31 @@ def bootstrap_ci(d: np.ndarray, reps: int = 10000, seed: int = 0) -> tuple[float
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def load_seeds() -> list[dict]:
-    """The seed files in RESULTS, by seed; refused unless they are one experiment (same settings)."""
-    files = sorted(f for f in os.listdir(RESULTS) if f.startswith("seed_") and f.endswith(".json"))
-    seeds = [json.load(open(os.path.join(RESULTS, f))) for f in files]
+def t_ci(d: np.ndarray) -> tuple[float, float]:
+    """95% Student t interval of the mean of paired differences (NaN with one seed)."""
+    from scipy.stats import t
+
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    half = float(t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return float(d.mean()) - half, float(d.mean()) + half
+
+
+def load_seeds(results: str = RESULTS) -> list[dict]:
+    """The seed files in ``results``, by seed; refused unless they are one experiment (same settings, code
+    version included)."""
+    files = sorted(f for f in os.listdir(results) if f.startswith("seed_") and f.endswith(".json"))
+    seeds = [json.load(open(os.path.join(results, f))) for f in files]
     if not seeds:
-        sys.exit(f"no seed files in {RESULTS}: run `{sys.argv[0]} run --seed K` first")
+        sys.exit(f"no seed files in {results}: run `{sys.argv[0]} run --seed K` first")
     seeds.sort(key=lambda s: s["seed"])
-    odd = [s["seed"] for s in seeds
-           if (s["settings"], s["occ_weight"]) != (seeds[0]["settings"], seeds[0]["occ_weight"])]
+    odd = {s["seed"]: sorted(k for k in set(s["settings"]) | set(seeds[0]["settings"])
+                             if s["settings"].get(k) != seeds[0]["settings"].get(k))
+           for s in seeds if (s["settings"], s["occ_weight"]) != (seeds[0]["settings"], seeds[0]["occ_weight"])}
     if odd:
-        sys.exit(f"seed files {odd} were made with other settings than seed {seeds[0]['seed']}: one table, one "
-                 f"experiment; move them aside or rerun them")
+        sys.exit(f"seed files {sorted(odd)} were made with other settings than seed {seeds[0]['seed']} "
+                 f"({', '.join(sorted({k for v in odd.values() for k in v}) or ['occupancy weight'])}): one table, "
+                 f"one experiment and one code version; move them aside or rerun them")
     return seeds
 
 
@@ -368,105 +560,169 @@ def row_values(seeds: list[dict], row: str, col: str) -> np.ndarray | None:
     return None if any(x is None for x in v) else np.asarray(v, dtype=float)
 
 
-def paired_difference(seeds: list[dict], a: str, b: str, col: str) -> tuple[np.ndarray, float, float] | None:
-    """Row a minus row b in column ``col`` (in the column's display scale), per seed, with the 95%
-    bootstrap interval of its mean; None where either row lacks the column."""
-    va, vb = row_values(seeds, a, col), row_values(seeds, b, col)
+def paired_difference(seeds: list[dict], a: str, b: str, col: str, col_b: str | None = None):
+    """Row a in column ``col`` minus row b in column ``col_b`` (default the same), per seed, in the column's
+    display scale, with the 95% bootstrap interval of its mean; None where either row lacks the column."""
+    va, vb = row_values(seeds, a, col), row_values(seeds, b, col_b or col)
     if va is None or vb is None:
         return None
     d = COLUMNS[col][2] * (va - vb)
     return (d, *bootstrap_ci(d))
 
 
+def difference_cells(seeds: list[dict], a: str, b: str, col: str, col_b: str | None = None) -> str:
+    diff = paired_difference(seeds, a, b, col, col_b)
+    if diff is None:
+        return "-"
+    d, lo, hi = diff
+    tlo, thi = t_ci(d)
+    k = COLUMNS[col][1]
+    return (f"{d.mean():+.{k}f} | [{lo:+.{k}f}, {hi:+.{k}f}] | [{tlo:+.{k}f}, {thi:+.{k}f}] | "
+            f"{(d > 0).sum()}/{len(d)}")
+
+
+def fits(seeds: list[dict]) -> tuple[int, int, list[int]]:
+    """Softmax-regression fits in the seed files: (converged, all, their numbers of fit points)."""
+    done = total = 0
+    points: list[int] = []
+    for s in seeds:
+        for d in s["details"].values():
+            for key in ("fit", "probe_fit", "probe_raw_fit"):
+                if isinstance(d, dict) and isinstance(d.get(key), dict):
+                    total += 1
+                    done += bool(d[key].get("converged"))
+            if isinstance(d, dict) and isinstance(d.get("fit_points"), dict):
+                points += list(d["fit_points"].values())
+            elif isinstance(d, dict) and isinstance(d.get("fit_points"), int):
+                points.append(d["fit_points"])
+    return done, total, points
+
+
+def plateau(seeds: list[dict]) -> dict:
+    """Per budget: the fine-tuning runs whose last quarter still rose by PLATEAU_RISE or more."""
+    out = {}
+    for key in ("ft_1scene", "ft_25pct"):
+        rises = [(s["seed"], row, d["last_quarter_rise"][key]) for s in seeds for row, d in s["details"].items()
+                 if isinstance(d, dict) and isinstance(d.get("last_quarter_rise"), dict)
+                 and d["last_quarter_rise"].get(key) is not None]
+        out[key] = {"runs": len(rises), "rising": [r for r in rises if r[2] >= PLATEAU_RISE],
+                    "mean": float(np.mean([r[2] for r in rises])) if rises else float("nan"),
+                    "max": max((r[2] for r in rises), default=float("nan"))}
+    return out
+
+
 def make_table(args) -> str:
-    seeds = load_seeds()
+    seeds = load_seeds(args.results)
     ks = [s["seed"] for s in seeds]
-    names = list(FLOORS) + list(ROWS)
+    names = list(FLOORS) + list(OCC_FLOORS) + list(ROWS)
 
-    def values(row, col):
-        return row_values(seeds, row, col)
-
-    def cell(v, col, spread=True):
+    def cell(v, col):
         _, digits, scale = COLUMNS[col]
         if v is None:
             return "-"
-        text = f"{scale * v.mean():.{digits}f}"
-        return text + (f" ± {scale * v.std(ddof=1):.{digits}f}" if spread and len(v) > 1 else "")
+        return f"{scale * v.mean():.{digits}f}" + (f" ± {scale * v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
 
     lines = ["| row | " + " | ".join(t for t, _, _ in COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for row in names:
-        lines.append(f"| {row} | " + " | ".join(cell(values(row, c), c) for c in COLUMNS) + " |")
-    diff_lines = ["| paired difference | " + " | ".join(t for t, _, _ in COLUMNS.values()) + " |",
-                  "|---" * (len(COLUMNS) + 1) + "|"]
+        lines.append(f"| {row} | " + " | ".join(cell(row_values(seeds, row, c), c) for c in COLUMNS) + " |")
+    head = "| difference | column | mean | 95% bootstrap | 95% t | positive |\n|---|---|---|---|---|---|"
+    diff_lines = [head]
     for a, b in DIFFS:
-        cells = []
         for col in COLUMNS:
-            diff = paired_difference(seeds, a, b, col)
-            if diff is None:
-                cells.append("-")
-                continue
-            d, lo, hi = diff
-            digits = COLUMNS[col][1]
-            cells.append(f"{d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] ({(d > 0).sum()}/{len(d)})")
-        diff_lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+            cells = difference_cells(seeds, a, b, col)
+            if cells != "-":
+                diff_lines.append(f"| {a} - {b} | {COLUMNS[col][0]} | {cells} |")
+    for a, col_a, b, col_b in FLOOR_DIFFS:
+        cells = difference_cells(seeds, a, b, col_a, col_b)
+        if cells != "-":
+            what = COLUMNS[col_a][0] if col_a == col_b else f"{COLUMNS[col_a][0]} vs {COLUMNS[col_b][0]}"
+            diff_lines.append(f"| {a} - {b} | {what} | {cells} |")
     s0 = seeds[0]
     cfg = s0["settings"]
-    per_seed = [f"| {s['seed']} | " + " | ".join(f"{100 * s['rows'][r]['probe']:.1f}" for r in names) + " |"
+    probed = [r for r in names if r not in OCC_FLOORS]
+    per_seed = [f"| {s['seed']} | " + " | ".join(f"{100 * s['rows'][r]['probe']:.1f}" for r in probed) + " |"
                 for s in seeds]
-    minutes = [s.get("seconds_this_sitting", float("nan")) / 60 for s in seeds]
+    minutes = [s.get("seconds_all_parts", float("nan")) / 60 for s in seeds]
     lab = s0["labels"]
+    done, total, points = fits(seeds)
+    flat = plateau(seeds)
+    plateau_lines = []
+    for key, title in (("ft_1scene", "1 scene"), ("ft_25pct", "25%")):
+        f = flat[key]
+        rising = ", ".join(f"seed {k} {row} +{r:.1f}" for k, row, r in f["rising"]) or "none"
+        plateau_lines.append(f"- {title}: {f['runs']} runs, last-quarter rise mean {f['mean']:+.2f}, max "
+                             f"{f['max']:+.2f} mIoU points; still rising by {PLATEAU_RISE} or more: {rising}")
+    interim = len(seeds) < MIN_SEEDS
     text = "\n".join([
-        "# CleverDistiller ablation on synthetic worlds (version 2)",
+        f"# CleverDistiller ablation on synthetic worlds (version {cfg.get('world_version', '?')})",
         "",
-        f"{len(seeds)} paired seeds ({', '.join(map(str, ks))}); mean ± sample standard deviation over seeds. "
-        f"mIoU in % "
-        f"on the val scenes of each seed's world, over the evaluation classes present in its val truth "
-        f"({len(s0['classes'])} for seed {s0['seed']}: {', '.join(s0['classes'])}).",
+        f"{len(seeds)} paired seeds ({', '.join(map(str, ks))}), code version {cfg.get('code_version', '?')}; "
+        f"mean ± sample standard deviation over seeds. mIoU in % on the val scenes of each seed's world, over "
+        f"the evaluation classes present in its val truth ({len(s0['classes'])} for seed {s0['seed']}: "
+        f"{', '.join(s0['classes'])})."
+        + (f" **Interim: {len(seeds)} of the {MIN_SEEDS} seeds planned.**" if interim else ""),
         "",
         *lines,
         "",
-        "Paired differences (row minus row, same seed): mean, 95% bootstrap confidence interval over seeds, and "
+        "Paired differences (same seed): mean, 95% percentile-bootstrap and Student t intervals over seeds, and "
         "on how many seeds the difference is positive."
-        + (f" **Interim: {len(seeds)} of the {MIN_SEEDS} seeds planned; a bootstrap over so few seeds understates "
-           "the uncertainty, so read the intervals as provisional.**" if len(seeds) < MIN_SEEDS else ""),
+        + (" With so few seeds the bootstrap interval is too narrow: read the t interval." if interim else ""),
         "",
         *diff_lines,
         "",
         "Linear probe mIoU per seed:",
         "",
-        "| seed | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
+        "| seed | " + " | ".join(probed) + " |",
+        "|---" * (len(probed) + 1) + "|",
         *per_seed,
+        "",
+        "Did fine-tuning reach its plateau (mIoU gained over the last quarter of the steps, from the last "
+        "validation at or before 3/4 to the end)?",
+        "",
+        *plateau_lines,
+        "",
+        f"Probe fits (softmax regression by L-BFGS): {done} of {total} converged to tolerance; fit points per fit "
+        f"{min(points) if points else '?'}-{max(points) if points else '?'}.",
         "",
         "What the columns are:",
         "- *linear probe*: softmax regression on frozen per-point features, fitted by L-BFGS to tolerance "
-        f"(trainer/probe.py) on {cfg['probe_points_per_sweep']} labelled points of every train sweep; the "
-        "`logreg` rows are the same fit on the raw point inputs (x, y, z, intensity), on the stored teacher "
-        "features (+ a valid flag), and on both (floors and a ceiling that need no student).",
+        f"(trainer/probe.py) on {cfg['probe_points_per_sweep']} labelled points of every train sweep, scored on "
+        "every labelled point of the val sweeps. Floors: the same fit (`logreg`) and gradient-boosted trees "
+        "(`gbdt`, class-balanced, stopped early) on the raw point inputs (x, y, z, intensity, range); the "
+        "stored teacher features (+ a valid flag), alone and with the raw inputs, are the ceiling a student "
+        "could reach by copying the teacher.",
+        "- *probe on features + raw*: the same fit on the backbone's features beside the raw inputs: what the "
+        "student knows that the points alone do not say.",
         f"- *fine-tune*: the whole segmenter, cross-entropy + Lovasz, AdamW lr {cfg['finetune_lr']}, batch "
         f"{cfg['finetune_batch']}, {cfg['finetune_steps']['ft_1scene']} steps at 1 scene "
         f"({lab['ft_1scene']['percent_of_train_sweeps']:.1f}% of the train sweeps) and "
         f"{cfg['finetune_steps']['ft_25pct']} steps at 25% ({lab['ft_25pct']['scenes']} of "
-        f"{lab['ft_25pct']['of_train_scenes']} train scenes) for seed {s0['seed']}; the scenes are drawn per seed.",
+        f"{lab['ft_25pct']['of_train_scenes']} train scenes) for seed {s0['seed']}; the scenes are drawn per seed "
+        "and are the same for every row.",
         "- *held-out distill gain*: 1 - (cosine distillation loss on the val sweeps) / (loss of the constant "
-        "mean teacher direction); 0 = no better than a constant.",
-        "- *RankMe*: effective rank of the backbone's point features on 16 train sweeps (the backbone has "
-        f"{'16' if cfg['arch'] == 'minkunet-tiny' else '?'} output channels).",
-        "- *occupancy bal. acc*: the occupancy head on hidden cubes of the val sweeps "
-        "(benchmarks/results/occupancy_shortcut.json: the offsets alone reach 0.53).",
+        "mean teacher direction); 0 = no better than a constant. It scores head and backbone together, so a "
+        "bigger head gains here by construction; the probe columns score the backbone alone.",
+        f"- *RankMe*: effective rank of the backbone's point features on 16 train sweeps ({cfg['arch']}: 16 "
+        f"output channels, {cfg.get('wide_arch', '?')}: 48).",
+        "- *occupancy bal. acc*: the occupancy head on hidden cubes of the val sweeps; the floors on the same "
+        "queries: the offset to the nearest visible point alone, and gradient-boosted trees on hand-made "
+        "geometry (neighbour counts, height above the local ground, free-space evidence along the LiDAR rays; "
+        "benchmarks/occupancy_shortcut.py).",
         "",
         "Settings:",
-        f"- world per seed: {cfg['scenes']} synthetic scenes x {cfg['samples_per_scene']} keyframes "
-        f"({s0['world']['val_scenes']} val scenes, {s0['world']['sweeps']} sweeps), cameras {cfg['image_size']}",
+        f"- world per seed: {cfg['scenes']} synthetic scenes x {cfg['samples_per_scene']} keyframes, world version "
+        f"{cfg.get('world_version', '?')} ({s0['world']['val_scenes']} val scenes, {s0['world']['sweeps']} sweeps), "
+        f"cameras {cfg['image_size']}",
         f"- teacher: the semantic stand-in ({cfg['teacher']}, the one the teacher gate names as trained), input "
         f"{cfg['teacher_size']}",
-        f"- student: {cfg['arch']}, voxel {cfg['voxel_size']} m, at most {cfg['max_points']} points per training "
+        f"- students: {cfg['arch']} (every row) and {cfg.get('wide_arch', '?')} (rows marked wide: probes, distill "
+        f"gain and RankMe only), voxel {cfg['voxel_size']} m, at most {cfg['max_points']} points per training "
         f"sweep; pretraining {cfg['pretrain_steps']} steps, batch {cfg['pretrain_batch']}, lr {cfg['pretrain_lr']}, "
         f"projection head hidden width {cfg['head_hidden']}; occupancy: {cfg['mask_ratio'][0]}-{cfg['mask_ratio'][1]} "
         f"of 2 m cubes hidden, weight {s0['occ_weight']:g} (chosen on world seed {SWEEP_SEED}: "
         "benchmarks/results/paper_table/occ_weight_sweep.json)",
-        f"- time per seed (one sitting, {s0.get('threads', '?')} thread(s)): "
-        + ", ".join(f"{m:.0f} min" for m in minutes),
+        f"- compute per seed (every part, summed over sittings; {s0.get('threads', '?')} thread(s), two seeds side "
+        "by side on 2 cores): " + ", ".join(f"{m:.0f} min" for m in minutes),
         "",
         "Commands: `.venv/bin/python benchmarks/paper_table.py sweep-occ`, then `... run --seed K` per seed, then "
         "`... table`.",
@@ -474,14 +730,15 @@ def make_table(args) -> str:
     return text
 
 
-def make_figure(out: str) -> str:
+def make_figure(out: str, results: str = RESULTS) -> str:
     """The paired differences of the table as a figure: per column, each difference's mean, 95% bootstrap
     interval and per-seed values against 0."""
     from trainer.plots import Difference, plot_paired_differences
 
-    seeds = load_seeds()
+    seeds = load_seeds(results)
     short = {"random init": "random", "linear head": "linear", "3-layer MLP head": "MLP",
-             "MLP head + occupancy": "MLP+occ"}
+             "MLP head + occupancy": "MLP+occ", "random init (wide)": "random wide",
+             "3-layer MLP head (wide)": "MLP wide"}
     panels = {}
     for col, (title, _, scale) in COLUMNS.items():
         diffs = []
@@ -509,19 +766,20 @@ def main() -> None:
     ap.add_argument("--image-size", default="400x225")
     ap.add_argument("--arch", default="minkunet-tiny")
     ap.add_argument("--head-hidden", type=int, default=256)
-    ap.add_argument("--max-points", type=int, default=10000)
+    ap.add_argument("--max-points", type=int, default=8000)
     ap.add_argument("--pretrain-steps", type=int, default=300)
-    ap.add_argument("--ft-steps-1scene", type=int, default=300)
-    ap.add_argument("--ft-steps-25", type=int, default=500)
+    ap.add_argument("--ft-steps-1scene", type=int, default=400)
+    ap.add_argument("--ft-steps-25", type=int, default=600)
     ap.add_argument("--ft-lr", type=float, default=2e-3)
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "paper_table.md"))
+    ap.add_argument("--results", default=RESULTS, help="folder of the seed files and the occupancy weight sweep")
     args = ap.parse_args()
     if args.command == "table":
         text = make_table(args)
         with open(args.out, "w") as f:
             f.write(text + "\n")
         print(text)
-        print(f"figure: {make_figure(os.path.splitext(args.out)[0] + '.png')}")
+        print(f"figure: {make_figure(os.path.splitext(args.out)[0] + '.png', args.results)}")
     elif args.command == "sweep-occ":
         args.seed = SWEEP_SEED if args.seed is None else args.seed
         sweep_occ(args)
