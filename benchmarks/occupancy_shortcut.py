@@ -51,7 +51,7 @@ RAY_MARGIN_M = 0.2  # ... and ends this far beyond it (free evidence) or before 
 
 
 def geometry_features(item) -> np.ndarray:
-    """Hand-made geometry of every occupancy query of ``item`` [Q, 13], from what the head may see (the
+    """Hand-made geometry of every occupancy query of ``item`` [Q, 14], from what the head may see (the
     visible points, the sensor at the origin): the offset to the nearest visible point (dx, dy, dz, |d|);
     visible points within 0.5, 1 and 2 m; height above the local ground (lowest visible point within 3 m
     horizontally) and above the median height there; the query's range and height; and free-space

@@ -586,7 +586,7 @@ def fits(seeds: list[dict]) -> tuple[int, int, list[int]]:
     done = total = 0
     points: list[int] = []
     for s in seeds:
-        for d in s["details"].values():
+        for d in s.get("details", {}).values():
             for key in ("fit", "probe_fit", "probe_raw_fit"):
                 if isinstance(d, dict) and isinstance(d.get(key), dict):
                     total += 1
@@ -602,7 +602,7 @@ def plateau(seeds: list[dict]) -> dict:
     """Per budget: the fine-tuning runs whose last quarter still rose by PLATEAU_RISE or more."""
     out = {}
     for key in ("ft_1scene", "ft_25pct"):
-        rises = [(s["seed"], row, d["last_quarter_rise"][key]) for s in seeds for row, d in s["details"].items()
+        rises = [(s["seed"], row, d["last_quarter_rise"][key]) for s in seeds for row, d in s.get("details", {}).items()
                  if isinstance(d, dict) and isinstance(d.get("last_quarter_rise"), dict)
                  and d["last_quarter_rise"].get(key) is not None]
         out[key] = {"runs": len(rises), "rising": [r for r in rises if r[2] >= PLATEAU_RISE],

@@ -90,3 +90,28 @@ def test_balance_by_offset_pairs_labels_within_every_bin():
         assert labels[pick][key == k].mean() == 0.5
     capped = balance_by_offset(offsets, labels, 0.25, 100, np.random.default_rng(1))
     assert len(capped) == 100 and labels[capped].mean() == 0.5
+
+
+def test_geometry_floor_features_see_free_space_along_the_rays():
+    """The occupancy geometry floor's features (benchmarks/occupancy_shortcut.py): with a wall of visible
+    points 10 m ahead of the sensor, a query half-way is seen through (free evidence), one behind the wall
+    is occluded, one on the wall is at the rays' ends; neighbour counts and height above the local ground
+    follow the points."""
+    from types import SimpleNamespace
+
+    from benchmarks.occupancy_shortcut import geometry_features
+
+    y, z = np.meshgrid(np.arange(-3, 3.01, 0.1), np.arange(0, 3.01, 0.1))
+    wall = np.c_[np.full(y.size, 10.0), y.ravel(), z.ravel()].astype(np.float32)
+    queries = np.array([[5.0, 0.0, 1.5], [12.0, 0.0, 1.5], [10.0, 0.0, 1.5]], np.float32)
+    nearest = np.array([np.argmin(np.linalg.norm(wall - q, axis=1)) for q in queries])
+    item = SimpleNamespace(xyz=wall, queries=queries, nearest=nearest)
+    f = geometry_features(item)
+    assert f.shape == (3, 14)
+    through, occluded, at = f[:, 11], f[:, 12], f[:, 13]
+    assert through[0] > 0 and occluded[0] == 0 and at[0] == 0  # half-way: rays pass on to the wall
+    assert occluded[1] > 0 and through[1] == 0  # behind the wall
+    assert at[2] > 0 and through[2] == 0 and occluded[2] == 0  # on the wall
+    np.testing.assert_allclose(f[:, 3], [5.0, 2.0, 0.0], atol=1e-5)  # distance to the nearest visible point
+    assert f[2, 4] > 0 and f[0, 4] == 0  # points within 0.5 m: only on the wall
+    np.testing.assert_allclose(f[1, 7], 1.5, atol=1e-5)  # height above the lowest point within 3 m

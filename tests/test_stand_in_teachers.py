@@ -161,3 +161,22 @@ def test_extract_refuses_the_world_a_stand_in_trained_on(labelled_world, tmp_pat
                                       "--out", str(store), "--teacher-weights", cfg.out, "--teacher-size", "224x112"])
     assert res.exit_code != 0 and "seed 10001" in res.output and "another --seed" in res.output
     assert not store.exists()
+
+
+def test_sinkhorn_targets_are_distributions_that_share_the_prototypes():
+    """Sinkhorn-Knopp targets: each row a distribution, each prototype about an equal share of the batch,
+    even where every logit row prefers the same prototype (which a softmax would follow into collapse)."""
+    import torch
+
+    from tools.stand_in_teacher import sinkhorn
+
+    torch.manual_seed(0)
+    logits = torch.randn(512, 16)
+    logits[:, 3] += 4.0  # every row leans to prototype 3
+    q = sinkhorn(logits / 0.1, iterations=50)
+    torch.testing.assert_close(q.sum(1), torch.ones(512), rtol=0, atol=1e-5)
+    share = q.sum(0) / 512
+    assert share.max() < 1.5 / 16 and share.min() > 0.5 / 16, share
+    assert torch.softmax(logits / 0.1, 1).sum(0)[3] / 512 > 0.8  # what a plain softmax would give
+    # three iterations (the recipe's) already spread the prototypes far from the collapse
+    assert sinkhorn(logits / 0.1).sum(0).max() / 512 < 0.2

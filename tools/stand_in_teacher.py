@@ -50,6 +50,8 @@ from tools.camera_frames import PIXEL_CLASSES, camera_images, load_frames
 
 TIMM_NAME = "vit_small_patch14_dinov2"
 RECIPES = ("ssl", "semantic")
+CENTRINGS = ("centre", "sinkhorn")
+SINKHORN_ITERATIONS = 3
 CLS_WEIGHT = 0.5  # L_cls counts half: in a trial of this recipe it added almost nothing to patch features
 MASK_RATIO = (0.1, 0.5)  # iBOT: fraction of a crop's patches hidden from the student, uniform per crop
 HEAD_HIDDEN, HEAD_BOTTLENECK = 512, 128
@@ -77,12 +79,15 @@ class RecipeConfig:
     teacher_temp: tuple[float, float] = (0.04, 0.07)  # ssl: linear warm-up over the first 30% of steps
     student_temp: float = 0.1
     centre_momentum: float = 0.9
+    centring: str = "centre"  # ssl: "centre" (DINO's running mean of teacher logits) or "sinkhorn" (Sinkhorn-Knopp)
     checkpoint_every: int = 100
     threads: int = 0  # torch threads (0: every core)
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe {self.recipe!r}: choose one of {RECIPES}")
+        if self.centring not in CENTRINGS:
+            raise ValueError(f"--centring {self.centring!r}: choose one of {CENTRINGS}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("--steps and --batch-size must be at least 1")
         for name in ("image_size", "crop_size"):
@@ -257,8 +262,12 @@ class Recipe(torch.nn.Module):
         with torch.no_grad():
             t_patch, t_cls = vit_tokens(self.teacher, views)
             t_patch, t_cls = self.teacher_head(t_patch), self.teacher_head(t_cls)  # logits [2n,h,w,K], [2n,K]
-            p_patch = F.softmax((t_patch - self.centre_patch) / t_temp, -1)
-            p_cls = F.softmax((t_cls - self.centre_cls) / t_temp, -1)
+            if cfg.centring == "sinkhorn":
+                p_patch = sinkhorn(t_patch.reshape(-1, t_patch.shape[-1]) / t_temp).view_as(t_patch)
+                p_cls = sinkhorn(t_cls / t_temp)
+            else:
+                p_patch = F.softmax((t_patch - self.centre_patch) / t_temp, -1)
+                p_cls = F.softmax((t_cls - self.centre_cls) / t_temp, -1)
         s_patch, s_cls = vit_tokens(self.student, views, mask, self.mask_token)
         logp_patch = F.log_softmax(self.student_head(s_patch) / cfg.student_temp, -1)
         logp_cls = F.log_softmax(self.student_head(s_cls) / cfg.student_temp, -1)
@@ -294,6 +303,19 @@ class Recipe(torch.nn.Module):
         for s, t in ((self.student, self.teacher), (self.student_head, self.teacher_head)):
             for ps, pt in zip(s.parameters(), t.parameters()):
                 pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+
+
+def sinkhorn(logits: torch.Tensor, iterations: int = SINKHORN_ITERATIONS) -> torch.Tensor:
+    """Teacher targets [M, K] from logits [M, K] by Sinkhorn-Knopp: rows are distributions, and every
+    prototype receives about the same share of the batch, so the targets cannot collapse onto a few
+    prototypes nor drift to uniform (DINOv2's alternative to a running centre). Alternately normalises
+    the prototypes' totals to M / K and each row's total to 1."""
+    q = torch.exp(logits.double() - logits.max())
+    m, k = q.shape
+    for _ in range(iterations):
+        q = q / q.sum(0, keepdim=True) * (m / k)
+        q = q / q.sum(1, keepdim=True)
+    return q.float()
 
 
 def lr_at(cfg: RecipeConfig, step: int) -> float:
