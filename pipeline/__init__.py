@@ -2,6 +2,7 @@
 
 The modules, in the order of the data path:
     frames.py      the frame index from the nuScenes tables; reading LiDAR files and camera images
+    boxes.py       each sweep's annotated 3D boxes in its LiDAR frame, from the tables (the devkit's classes)
     teacher.py     the frozen 2D teacher: images -> patch maps
     projection.py  points -> pixels -> each point's feature from its camera's patch map
     occupancy.py   self-supervised occupancy targets from the LiDAR alone

@@ -1,5 +1,5 @@
-"""nuScenes-lidarseg class taxonomy: the 32 fine classes and the 16 evaluation classes, and the colour
-every picture paints each in.
+"""nuScenes class taxonomy: the 32 lidarseg fine classes, the 16 evaluation classes and the 10 detection
+classes, and the colour every picture paints each in.
 
 The fine indices are the ones nuScenes-lidarseg stores, one uint8 per point, in ``category.json``
 (``index`` field). The mapping to the 16 evaluation classes (0 = ignore) is the devkit's
@@ -161,3 +161,16 @@ _EVAL_COLOUR_OF: dict[str, str] = {
 #: RGB (0-255) of each evaluation class, in ``EVAL_CLASSES`` order: the colour of its main fine class.
 EVAL_COLOURS: tuple[tuple[int, int, int], ...] = tuple(FINE_COLOURS[FINE_INDEX[_EVAL_COLOUR_OF[name]]]
                                                        for name in EVAL_CLASSES)
+
+#: The nuScenes detection benchmark's 10 classes, in the devkit's order (``DETECTION_NAMES`` of
+#: ``nuscenes.eval.detection.constants``). A store's ``box_class`` indexes them (its attribute
+#: ``detection_classes`` holds the same list); the devkit's ``category_to_detection_name`` maps the general
+#: categories onto them, and boxes of a category it maps to none are not stored. ``tests/test_classes.py``
+#: checks both against the installed devkit.
+DETECTION_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian",
+                                      "motorcycle", "bicycle", "traffic_cone", "barrier")
+
+#: RGB (0-255) of each detection class, in ``DETECTION_CLASSES`` order: its evaluation class's colour, so
+#: that a box is drawn in the colour of the points labelled with its class.
+DETECTION_COLOURS: tuple[tuple[int, int, int], ...] = tuple(EVAL_COLOURS[EVAL_CLASSES.index(name)]
+                                                            for name in DETECTION_CLASSES)

@@ -239,6 +239,11 @@ def print_store_summary(s: dict) -> None:
     lo, hi = s["occupancy_queries_min_max"]
     typer.echo(f"  occupancy  {s['occupancy_queries_per_sweep']:.0f} query voxels per sweep ({lo}-{hi}), "
                f"{100.0 * s['occupancy_occupied_fraction']:.1f}% occupied")
+    if s["has_boxes"]:
+        per = ", ".join(f"{name} {n}" for name, n in s["boxes_per_class"].items() if n) or "none annotated"
+        typer.echo(f"  boxes      {s['boxes']} in {s['sweeps']} sweeps: {per}")
+    else:
+        typer.echo("  boxes      none (has_boxes false: migrated without the dataset's tables)")
     h, w = s["patch_grid"]
     grid = f" ({h}x{w} patch map per camera)" if s["layout"] == "patches" else " (one vector per point)"
     typer.echo(f"  features   layout {s['layout']}{grid}, {s['feature_encoding']}")
@@ -294,17 +299,21 @@ def info(store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_
 
 
 @app.command()
-def migrate(store: str = typer.Option(None, "--store", metavar="STORE", help="Store of schema version 1, 2 or 3 "
-                                     "(left as it is)."),
+def migrate(store: str = typer.Option(None, "--store", metavar="STORE", help="Store of schema version 1 to 4 (left "
+                                     "as it is)."),
             old: str = _store_argument("OLD"),
             out: str = typer.Option(..., "--out", metavar="STORE", help="New store to write (a local path)."),
             dataroot: Path = typer.Option(None, metavar="DIR", help="Dataset the store was extracted from (default: "
-                                          "the dataroot it records), for the camera image sizes."),
+                                          "the dataroot it records), for the annotated boxes, LiDAR poses and "
+                                          "(schema 1 and 2) camera image sizes."),
+            no_boxes: bool = typer.Option(False, "--no-boxes", help="Write the store without boxes (has_boxes "
+                                          "false) when the dataset's tables are not at hand."),
             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """Rewrite an older store in the current schema without the teacher, in the points layout (older
-    stores hold a feature per point; re-extract for the ~10x smaller patches layout). Schema 1 and 2 also
-    gain checksums on every chunk, camera image sizes from the tables and the teacher's construction
-    record, and schema 1 today's occupancy targets from the stored points."""
+    """Rewrite an older store in the current schema without the teacher. Every older store gains each
+    sweep's annotated boxes and LiDAR-to-global transform from the dataset's tables. Schema 1 to 3 are
+    written in the points layout (they hold a feature per point; re-extract for the ~10x smaller patches
+    layout); schema 1 and 2 also gain checksums on every chunk, camera image sizes from the tables and the
+    teacher's construction record, and schema 1 today's occupancy targets from the stored points."""
     import sys
 
     from pipeline.migrate import migrate as run
@@ -312,14 +321,16 @@ def migrate(store: str = typer.Option(None, "--store", metavar="STORE", help="St
 
     old = store_from(store, old, "cdpipe migrate")
     try:
-        result = run(old, out, str(dataroot) if dataroot else None, command=" ".join(["cdpipe", *sys.argv[1:]]))
+        result = run(old, out, str(dataroot) if dataroot else None, command=" ".join(["cdpipe", *sys.argv[1:]]),
+                     boxes=not no_boxes)
     except StoreError as e:
         fail(str(e))
     if as_json:
         typer.echo(json.dumps(result, indent=1, default=str))
         return
-    typer.echo(f"migrated {result['sweeps']} sweeps from schema {result['from_schema']} to {result['out']}; "
-               f"check it with `cdpipe verify --store {result['out']}`")
+    typer.echo(f"migrated {result['sweeps']} sweeps from schema {result['from_schema']} to {result['out']}"
+               + ("" if result["has_boxes"] else " without boxes (has_boxes false)")
+               + f"; check it with `cdpipe verify --store {result['out']}`")
 
 
 @app.command("store", hidden=True)

@@ -6,7 +6,8 @@ frame index from the tables, create the store (or reopen it to resume) through `
 hand groups of ``sweeps_per_shard`` consecutive sweeps to the workers. Worker task (``extract_group``):
 read the LiDAR sweeps and all their camera images, run the teacher on the whole batch of images,
 project every point into every camera, keep the patch maps (the patches layout) or sample each point's
-feature (the points layout), build occupancy targets, and write the group through ``StoreWriter``:
+feature (the points layout), build occupancy targets, add the annotated boxes the index holds, and write
+the group through ``StoreWriter``:
 whole shards (whole chunks where an array has no shards) of every array, ``done`` last. A rerun skips
 groups whose ``done`` flags are all set, so a killed job loses at most the groups in flight.
 """
@@ -26,6 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline import __version__
+from pipeline.classes import DETECTION_CLASSES
 from pipeline.errors import ExtractError
 from pipeline.frames import LIDAR, FrameIndex, coverage_problem, read_image, read_lidar
 from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
@@ -135,6 +137,7 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
         "num_sweeps": len(index),
         "max_points": max_points,
         "max_queries": max_queries,
+        "max_boxes": max_boxes_for(index),
         "feature_dim": feature_dim,
         "layout": cfg.layout,
         "feature_encoding": cfg.feature_encoding,
@@ -143,6 +146,8 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
         "cameras": list(index.cameras),
         "scenes": [dict(s) for s in index.scenes],
         "has_labels": index.label_path is not None,
+        "has_boxes": True,
+        "detection_classes": list(DETECTION_CLASSES),
         "dataset": {"name": cfg.dataset, "version": cfg.version, "split": cfg.split,
                     "dataroot": os.path.abspath(cfg.dataroot)},
         "teacher": teacher,
@@ -206,7 +211,7 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, job: 
     teacher = _teacher(cfg.teacher, cfg.device)
     writer = StoreWriter.open(cfg.out, job)
     dims = writer.dims
-    n, p, q = len(index), dims["P"], dims["Q"]
+    n, p, q, b = len(index), dims["P"], dims["Q"], dims["B"]
     # every array of the group as its fill (dtypes and fills from the schema), then what the index knows
     out = writer.blank(n)
     for name, value in (("scene_index", index.scene_index), ("timestamp", index.timestamp),
@@ -257,6 +262,10 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, job: 
             if len(occ) > q:
                 raise ExtractError(f"{index.lidar_path[i]}: {len(occ)} occupancy queries exceed the store's {q}; rerun "
                                    f"with --overwrite to rebuild the store with room for them")
+            if len(index.boxes[i]) > b:
+                raise ExtractError(f"sample {index.sample_token[i]} has {len(index.boxes[i])} annotated boxes, more "
+                                   f"than the store's {b} (max_boxes); rerun with --overwrite to rebuild the store "
+                                   f"with room for them")
         except ExtractError as e:
             failure[i] = f"{e} (sample {index.sample_token[i]})" if index.sample_token[i] not in str(e) else str(e)
             for name in FEATURE_ARRAYS:  # the features written before the failure
@@ -272,6 +281,7 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, job: 
         out["occ_voxels"][i, :len(occ)] = voxels
         out["occ_labels"][i, :len(occ)] = occ
         out["num_points"][i], out["num_queries"][i] = m, len(occ)
+        _write_boxes(out, i, index.boxes[i], index.global_from_lidar[i])
     out["failure"] = np.array(failure, dtype=object)
     out["warnings"] = np.array(["" if failure[i] else "\n".join(warnings[i]) for i in range(n)], dtype=object)
 
@@ -281,6 +291,14 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, job: 
     return {"sweeps": n, "done": int(out["done"].sum()), **clock.seconds,
             "failures": {first_sweep + i: f for i, f in enumerate(failure) if f},
             "warnings": {first_sweep + i: w for i, w in enumerate(warnings) if w and not failure[i]}}
+
+
+def _write_boxes(out: dict, i: int, boxes, global_from_lidar: np.ndarray) -> None:
+    """Sweep ``i``'s annotated boxes (``boxes.SweepBoxes``) and LiDAR-to-global transform into ``out``."""
+    for name, rows in boxes.arrays().items():
+        out[name][i, :len(boxes)] = rows
+    out["num_boxes"][i] = len(boxes)
+    out["global_from_lidar"][i] = global_from_lidar
 
 
 def _write_features(cfg: ExtractConfig, out: dict, i: int, maps, cams: np.ndarray, camera: np.ndarray,
@@ -315,6 +333,11 @@ class _StageClock:
 
 # ---------------------------------------------------------------------------------------------------
 # the client
+
+
+def max_boxes_for(index: FrameIndex) -> int:
+    """B, the rows of the box arrays: the most boxes of any sweep, at least 1 (a chunk cannot be empty)."""
+    return max(1, int(index.num_boxes.max(initial=0)))
 
 
 def max_queries_for(max_points: int, grid: OccupancyGrid) -> int:

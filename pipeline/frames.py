@@ -2,7 +2,7 @@
 
 The client builds it with the nuScenes devkit (``load_nuscenes``, through which ``dataroot.py`` and
 ``migrate.py`` open the tables too); workers get slices of it (file paths, 4x4 transforms, intrinsics,
-timestamps, tokens) and never load the tables themselves.
+timestamps, tokens, the annotated boxes) and never load the tables themselves.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.boxes import SweepBoxes, sweep_boxes
 from pipeline.classes import NUM_FINE_CLASSES
 from pipeline.errors import ExtractError
 from pipeline.geometry import invert_transform, make_transform
@@ -51,6 +52,13 @@ class FrameIndex:
     camera_ok: np.ndarray | None = None  # [S,C] bool
     warnings: tuple[tuple[str, ...], ...] = ()  # [S] what was left out of the sweep, and why
     cameras: tuple[str, ...] = CAMERAS
+    global_from_lidar: np.ndarray | None = None  # [S,4,4] float64 (NaN for a failed sweep)
+    boxes: tuple[SweepBoxes, ...] = ()  # [S] the sample's annotated boxes, LiDAR frame (none for a failed sweep)
+
+    @property
+    def num_boxes(self) -> np.ndarray:
+        """[S] int64, boxes per sweep."""
+        return np.array([len(b) for b in self.boxes], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.lidar_path)
@@ -71,7 +79,7 @@ class FrameIndex:
             camera_timestamp=self.camera_timestamp[rows], sample_token=pick(self.sample_token),
             lidar_token=pick(self.lidar_token), scene_index=self.scene_index[rows], scenes=self.scenes,
             failure=pick(self.failure), camera_ok=self.camera_ok[rows], warnings=pick(self.warnings),
-            cameras=self.cameras)
+            cameras=self.cameras, global_from_lidar=self.global_from_lidar[rows], boxes=pick(self.boxes))
 
 
 def _scene_splits(version: str) -> dict[str, str]:
@@ -136,7 +144,7 @@ def _transform(record) -> np.ndarray:
 
 #: The tables a sweep's records come from; a token that appears twice in one of them is ambiguous
 #: (the devkit silently keeps the last record), so a sweep that needs it fails.
-TOKEN_TABLES = ("sample", "sample_data", "ego_pose", "calibrated_sensor", "lidarseg")
+TOKEN_TABLES = ("sample", "sample_data", "ego_pose", "calibrated_sensor", "lidarseg", "sample_annotation")
 
 
 def duplicated_tokens(nusc) -> dict[str, dict[str, int]]:
@@ -162,6 +170,10 @@ class _Tables:
             raise ExtractError(f"{table} token {token} appears {n} times in {table}.json: the tables are ambiguous "
                                f"(the devkit would silently use the last record); give each record its own token")
         return self.nusc.get(table, token)
+
+    def box_velocity(self, token: str) -> np.ndarray:
+        """The devkit's velocity of annotation ``token`` (global frame, m/s; NaN where it has none)."""
+        return self.nusc.box_velocity(token)
 
 
 def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict:
@@ -193,7 +205,8 @@ def _sweep(nusc, root: str, sample: dict, lidar: dict, has_labels: bool) -> dict
                                      f"{where}, lidarseg of {lidar['token']}")
     global_from_lidar = _transform(lidar_pose) @ _transform(lidar_cs)
     row = {"lidar": lidar_path, "label": label_path, "n": size // LIDAR_RECORD_BYTES, "img": [], "cfl": [], "k": [],
-           "hw": [], "cts": [], "ok": [], "warn": []}
+           "hw": [], "cts": [], "ok": [], "warn": [], "gfl": global_from_lidar,
+           "boxes": sweep_boxes(nusc, sample, global_from_lidar)}
     for ch in CAMERAS:
         cfl, k, hw, ts, path, problem = np.full((4, 4), np.nan), np.full((3, 3), np.nan), (0, 0), 0, "", None
         if ch not in sample["data"]:
@@ -274,7 +287,8 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
                 c = len(CAMERAS)
                 row = {"lidar": "", "label": "" if has_labels else None, "n": 0, "img": [""] * c,
                        "cfl": np.full((c, 4, 4), np.nan), "k": np.full((c, 3, 3), np.nan), "hw": [(0, 0)] * c,
-                       "cts": [0] * c, "ok": [False] * c, "warn": [], "failure": str(e)}
+                       "cts": [0] * c, "ok": [False] * c, "warn": [], "gfl": np.full((4, 4), np.nan),
+                       "boxes": SweepBoxes.empty(), "failure": str(e)}
             row.update(ts=lidar["timestamp"], sample=sample["token"], lidar_tok=lidar["token"], scene=len(scenes))
             rows.append(row)
             tok = sample["next"]
@@ -295,7 +309,8 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
         camera_timestamp=col("cts", np.int64), sample_token=tuple(r["sample"] for r in rows),
         lidar_token=tuple(r["lidar_tok"] for r in rows), scene_index=col("scene", np.int32), scenes=tuple(scenes),
         failure=tuple(r["failure"] for r in rows), camera_ok=col("ok", bool),
-        warnings=tuple(tuple(r["warn"]) for r in rows))
+        warnings=tuple(tuple(r["warn"]) for r in rows), global_from_lidar=col("gfl", np.float64),
+        boxes=tuple(r["boxes"] if not r["failure"] else SweepBoxes.empty() for r in rows))
 
 
 def _fail_shared_files(rows: list[dict]) -> None:

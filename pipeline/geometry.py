@@ -75,3 +75,46 @@ def intrinsic_matrix(width: int, height: int, hfov_deg: float) -> np.ndarray:
     """
     f = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def yaw_of(rotation: np.ndarray) -> float:
+    """Heading of a rotation [3,3]: the angle of its x axis, projected on the x-y plane, from x towards y
+    (radians in (-pi, pi]; the devkit's ``quaternion_yaw``)."""
+    return float(np.arctan2(rotation[1, 0], rotation[0, 0]))
+
+
+def boxes_to_frame(a_from_b: np.ndarray, centre: np.ndarray, yaw: np.ndarray,
+                   velocity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes given in frame b (``centre`` [n,3], ``yaw`` [n], ``velocity`` [n,2]) in frame a, by the transform
+    ``a_from_b`` [4,4]: centres transformed, each heading (a unit vector in b's x-y plane) rotated and taken
+    as the yaw of its projection on a's x-y plane, velocities (vx, vy, 0) rotated and projected likewise.
+    Returns (centre [n,3], yaw [n], velocity [n,2]) in float64. Between a LiDAR frame and the global frame
+    (``global_from_lidar`` of a store) the headings stay exact to the square of the sensor's tilt."""
+    t = np.asarray(a_from_b, np.float64)
+    centre = np.asarray(centre, np.float64).reshape(-1, 3)
+    yaw = np.asarray(yaw, np.float64).reshape(-1)
+    heading = np.stack([np.cos(yaw), np.sin(yaw), np.zeros_like(yaw)], axis=1) @ t[:3, :3].T
+    v = np.asarray(velocity, np.float64).reshape(-1, 2)
+    v = np.column_stack([v, np.zeros(len(v))]) @ t[:3, :3].T
+    return centre @ t[:3, :3].T + t[:3, 3], np.arctan2(heading[:, 1], heading[:, 0]), v[:, :2]
+
+
+def yaw_quaternion(yaw: np.ndarray) -> np.ndarray:
+    """Rotations by ``yaw`` [n] radians about +z as unit quaternions (w, x, y, z) [n,4]."""
+    yaw = np.asarray(yaw, np.float64).reshape(-1)
+    zeros = np.zeros_like(yaw)
+    return np.stack([np.cos(yaw / 2), zeros, zeros, np.sin(yaw / 2)], axis=1)
+
+
+def box_corners_xy(centre: np.ndarray, size: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """The four corners [n,4,2] of boxes seen from above: ``centre`` [n,>=2], ``size`` [n,>=2] as nuScenes'
+    (width, length, ...), the length along the heading ``yaw`` [n]; front-left, front-right, back-right,
+    back-left."""
+    centre, size = np.asarray(centre, np.float64), np.asarray(size, np.float64)
+    yaw = np.asarray(yaw, np.float64).reshape(-1)
+    half_l, half_w = size[:, 1:2] / 2, size[:, 0:1] / 2
+    along = np.stack([np.cos(yaw), np.sin(yaw)], axis=1)
+    across = np.stack([-np.sin(yaw), np.cos(yaw)], axis=1)
+    signs = np.array([(1, 1), (1, -1), (-1, -1), (-1, 1)], np.float64)  # (along, across) per corner
+    return (centre[:, None, :2] + signs[None, :, :1] * (half_l * along)[:, None]
+            + signs[None, :, 1:] * (half_w * across)[:, None])

@@ -1,8 +1,16 @@
-"""``cdpipe migrate OLD --out NEW``: rewrite a store of an older schema (1, 2 or 3) as the current one,
+"""``cdpipe migrate OLD --out NEW``: rewrite a store of an older schema (1 to 4) as the current one,
 without running the teacher again.
 
-Every older store has one feature per point: the new store has the ``points`` layout in ``float16``
-(attributes ``layout``, ``feature_encoding`` and ``patch_grid``, version 4). A patch-layout store cannot
+What every older store lacks is each sweep's annotated 3D boxes and LiDAR-to-global transform (version
+5): both are read from the dataset's tables (the dataroot the store records, or ``--dataroot``) by each
+sweep's sample token, with the rule of ``cdpipe extract`` (``pipeline/boxes.py``); the box arrays are
+padded to the most boxes of any sweep the store names. Without the tables, ``--no-boxes`` writes the
+store without them (attribute ``has_boxes`` false, no box arrays, no ``global_from_lidar``); otherwise
+migrate refuses, asking for ``--dataroot``. A schema 4 store keeps its layout and encoding, and every
+array is copied unchanged.
+
+Every store before schema 4 has one feature per point: the new store has the ``points`` layout in
+``float16`` (attributes ``layout``, ``feature_encoding`` and ``patch_grid``). A patch-layout store cannot
 be made from it without the teacher (the per-point features do not give back the maps): re-extract for
 that. What a schema 1 or 2 store also lacks, and how the new one gets it:
 
@@ -18,8 +26,8 @@ that. What a schema 1 or 2 store also lacks, and how the new one gets it:
   targets are computed again from the stored points, with the recorded grid and seed, as ``extract``
   does today.
 
-Points, labels, features, valid, camera, pixel, tokens and timestamps (a schema 3 store: every array) are
-copied unchanged.
+Points, labels, features, valid, camera, pixel, tokens and timestamps (a schema 3 or 4 store: every array)
+are copied unchanged.
 """
 
 from __future__ import annotations
@@ -29,12 +37,16 @@ import os
 
 import numpy as np
 
+from pipeline.classes import DETECTION_CLASSES
+from pipeline.errors import ExtractError
 from pipeline.store import ARRAY_SPECS, SCHEMA_VERSION, StoreError, check_out, expected_arrays, local_path, patch_grid
 from pipeline.store_writer import StoreWriter
 
 
-def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", progress: bool = True) -> dict:
-    """Write ``out``, the current-schema copy of the store at ``old``; returns {sweeps, from_schema, out}."""
+def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", progress: bool = True,
+            boxes: bool = True) -> dict:
+    """Write ``out``, the current-schema copy of the store at ``old``; returns {sweeps, from_schema, out,
+    has_boxes}. ``boxes`` False writes it without boxes (``has_boxes`` false) instead of reading the tables."""
     import zarr
     from tqdm import tqdm
 
@@ -48,8 +60,8 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     version = attrs.get("schema_version")
     if version == SCHEMA_VERSION:
         raise StoreError(f"{old} already has schema_version {SCHEMA_VERSION}: nothing to migrate")
-    if version not in (1, 2, 3):
-        raise StoreError(f"{old} has schema_version {version!r}; cdpipe migrate upgrades versions 1, 2 and 3")
+    if version not in (1, 2, 3, 4):
+        raise StoreError(f"{old} has schema_version {version!r}; cdpipe migrate upgrades versions 1 to 4")
     out = local_path(out)
     partial = out.rstrip("/") + ".migrating"  # renamed to ``out`` once complete: no half-migrated store at --out
     for path in (out, partial):
@@ -63,7 +75,12 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
         raise StoreError(f"{old}: its attributes lack what schema {version} requires "
                          f"({type(e).__name__}: {e})") from None
     done_all = src["done"][:]
-    camera_hw = src["camera_hw"][:] if version >= 3 else _camera_sizes(src, attrs, new["dataset"]["dataroot"], done_all)
+    tables = _Tables(attrs, new["dataset"]["dataroot"])
+    camera_hw = src["camera_hw"][:] if version >= 3 else _camera_sizes(src, attrs, tables, done_all)
+    if boxes:
+        sweep_boxes, global_from_lidar = _boxes(src, tables, done_all)
+        new["max_boxes"] = max(1, max(map(len, sweep_boxes), default=0))
+    new["has_boxes"] = boxes
     occ = new["occupancy"]
     writer = StoreWriter(partial, new)
     grid = OccupancyGrid(voxel_size=occ["voxel_size_m"], lower=tuple(occ["lower"]), shape=tuple(occ["shape"]),
@@ -72,12 +89,18 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     copied = [spec.name for spec in expected_arrays(new) if spec.name in src and spec.name != "done"]
     for s0 in tqdm(range(0, n, k), desc="migrate sweeps", unit="task", disable=not progress):
         rows = slice(s0, min(s0 + k, n))
-        block = {name: src[name][rows] for name in copied}
+        # the arrays the old store lacks (failure and warnings before schema 3) are written as their fill, so
+        # that every chunk exists
+        block = writer.blank(rows.stop - rows.start)
+        block.update({name: src[name][rows] for name in copied})
         block["camera_hw"] = camera_hw[rows]
-        for name in ("failure", "warnings"):  # not recorded before schema 3; written, so every chunk exists
-            if name not in block:
-                block[name] = np.full(rows.stop - rows.start, "", dtype=object)
         block["done"] = done = src["done"][rows]
+        if boxes:
+            for i in np.nonzero(done == 1)[0]:
+                for name, values in sweep_boxes[s0 + i].arrays().items():
+                    block[name][i, :len(values)] = values
+                block["num_boxes"][i] = len(sweep_boxes[s0 + i])
+                block["global_from_lidar"][i] = global_from_lidar[s0 + i]
         if version == 1:  # the occupancy targets of today's rule, from the stored points
             for name in ("occ_voxels", "occ_labels", "num_queries"):
                 block[name] = np.full(block[name].shape, ARRAY_SPECS[name].fill, block[name].dtype)
@@ -92,7 +115,7 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
                 block["num_queries"][i] = len(labels)
         writer.write_sweeps(s0, block)  # done last, as extract writes
     os.rename(partial, out)
-    return {"out": out, "sweeps": int(n), "from_schema": version}
+    return {"out": out, "sweeps": int(n), "from_schema": version, "has_boxes": boxes}
 
 
 def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str) -> dict:
@@ -103,7 +126,9 @@ def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str
     new = dict(attrs)
     new["schema_version"] = SCHEMA_VERSION
     t = dict(attrs["teacher"])
-    new.update(layout="points", feature_encoding="float16", patch_grid=patch_grid(t))
+    if version < 4:  # every earlier store holds a float16 feature per point
+        new.update(layout="points", feature_encoding="float16", patch_grid=patch_grid(t))
+    new.update(max_boxes=0, has_boxes=False, detection_classes=list(DETECTION_CLASSES))  # boxes: set by migrate
     new["provenance"] = {**attrs["provenance"], "migrated": _migrated(version, command, attrs["provenance"])}
     complete = "device" in t and "pretrained_cfg_overlay" in (t.get("create_model") or {})
     if version >= 3 and complete:  # the teacher and occupancy records are as today's
@@ -151,28 +176,91 @@ def _weights_path(attrs: dict) -> str | None:
     return None
 
 
-def _camera_sizes(src, attrs: dict, dataroot: str, done: np.ndarray) -> np.ndarray:
+class _Tables:
+    """The dataset's tables (the devkit's), loaded on first use from ``dataroot``: a store before schema 3
+    needs them for its camera image sizes, any older store for its boxes."""
+
+    def __init__(self, attrs: dict, dataroot: str):
+        self.attrs, self.dataroot, self._nusc = attrs, dataroot, None
+
+    def nusc(self, what: str):
+        """The tables, or a ``StoreError`` saying that ``what`` comes from them and how to point at them."""
+        from pipeline.frames import load_nuscenes
+
+        if self._nusc is None:
+            try:
+                self._nusc = load_nuscenes(self.dataroot, self.attrs["dataset"]["version"])
+            except (FileNotFoundError, OSError) as e:
+                raise StoreError(f"{what} come from the dataset's tables, which are not at {self.dataroot} ({e}); "
+                                 f"pass --dataroot" + (", or --no-boxes to migrate without boxes"
+                                                       if what.startswith("the boxes") else "")) from None
+        return self._nusc
+
+    def sample(self, token: str, s: int) -> dict:
+        """The sample record of sweep ``s``, or a ``StoreError`` when the tables lack it."""
+        try:
+            return self._nusc.get("sample", str(token))
+        except KeyError:
+            raise StoreError(f"sample {token} (sweep {s}) is not in the tables at {self.dataroot}; pass the "
+                             f"--dataroot the store was extracted from") from None
+
+
+def _boxes(src, tables: _Tables, done: np.ndarray) -> tuple[list, np.ndarray]:
+    """Each sweep's annotated boxes (``boxes.SweepBoxes``; none for a sweep without a sample token) and
+    LiDAR-to-global transform [S, 4, 4] (NaN without a token), from the tables by the sweep's sample token,
+    as extract computes them. A complete sweep whose tables cannot give them (a bad annotation, a LiDAR
+    record that is not the one the store names) is a ``StoreError``; an incomplete one is left without
+    boxes (its rerun extract reads them)."""
+    from pipeline.boxes import SweepBoxes, sweep_boxes
+    from pipeline.frames import LIDAR, duplicated_tokens, pose_problem
+    from pipeline.geometry import make_transform
+
+    nusc = tables.nusc("the boxes and LiDAR poses of schema 5")
+    duplicates = duplicated_tokens(nusc)
+    tokens, lidar_tokens = src["sample_token"][:], src["lidar_token"][:]
+    out, transforms = [], np.full((len(tokens), 4, 4), np.nan)
+    for s, token in enumerate(tokens):
+        out.append(SweepBoxes.empty())
+        if not token:
+            continue  # a sweep the old job never reached
+        try:
+            sample = tables.sample(token, s)
+            lidar = nusc.get("sample_data", sample["data"][LIDAR])
+            if lidar["token"] != lidar_tokens[s]:
+                raise ExtractError(f"its {LIDAR} sample_data is {lidar['token']} in the tables at {tables.dataroot}, "
+                                   f"{lidar_tokens[s]} in the store: pass the --dataroot it was extracted from")
+            pose, cs = nusc.get("ego_pose", lidar["ego_pose_token"]), nusc.get("calibrated_sensor",
+                                                                               lidar["calibrated_sensor_token"])
+            problem = pose_problem(pose) or pose_problem(cs)
+            if problem:
+                raise ExtractError(f"the pose of its {LIDAR}: {problem}")
+            twice = [a for a in sample["anns"] if a in duplicates["sample_annotation"]]
+            if twice:
+                raise ExtractError(f"sample_annotation token {twice[0]} appears more than once in "
+                                   f"sample_annotation.json")
+            transforms[s] = (make_transform(np.asarray(pose["rotation"]), np.asarray(pose["translation"]))
+                             @ make_transform(np.asarray(cs["rotation"]), np.asarray(cs["translation"])))
+            out[s] = sweep_boxes(nusc, sample, transforms[s])
+        except (ExtractError, KeyError, TypeError, ValueError) as e:  # a record missing or malformed
+            if done[s] == 1:
+                raise StoreError(f"sweep {s} (sample {token}): {e}; fix the tables, or pass --no-boxes to "
+                                 f"migrate without boxes") from None
+            out[s] = SweepBoxes.empty()
+    return out, transforms
+
+
+def _camera_sizes(src, attrs: dict, tables: _Tables, done: np.ndarray) -> np.ndarray:
     """[S, C, 2] (height, width) of each complete sweep's camera images, from the dataset's sample_data
     records (0 for a sweep that is not complete, as its other arrays are fill)."""
-    from pipeline.frames import load_nuscenes
-
-    try:
-        nusc = load_nuscenes(dataroot, attrs["dataset"]["version"])
-    except (FileNotFoundError, OSError) as e:
-        raise StoreError(f"the camera image sizes come from the dataset's tables, which are not at {dataroot} "
-                         f"({e}); pass --dataroot") from None
+    nusc = tables.nusc("the camera image sizes")
     tokens = src["sample_token"][:]
     out = np.zeros((len(tokens), len(attrs["cameras"]), 2), np.int32)
     for s, token in enumerate(tokens):
         if not token or done[s] != 1:
             continue  # a sweep the old job never completed
-        try:
-            data = nusc.get("sample", str(token))["data"]
-            for c, channel in enumerate(attrs["cameras"]):
-                if channel in data:
-                    record = nusc.get("sample_data", data[channel])
-                    out[s, c] = record["height"], record["width"]
-        except KeyError:
-            raise StoreError(f"sample {token} (sweep {s}) is not in the tables at {dataroot}; pass the --dataroot "
-                             f"the store was extracted from") from None
+        data = tables.sample(token, s)["data"]
+        for c, channel in enumerate(attrs["cameras"]):
+            if channel in data:
+                record = nusc.get("sample_data", data[channel])
+                out[s, c] = record["height"], record["width"]
     return out

@@ -1,5 +1,5 @@
 """A picture of one sweep of a store: what the teacher's features look like on the cameras and from above,
-the lidarseg labels, and the occupancy targets. ``cdpipe preview`` writes it.
+the lidarseg labels, the annotated boxes, and the occupancy targets. ``cdpipe preview`` writes it.
 
 The features are read through ``pipeline.store.read_sweep`` (any layout, any encoding, path or URL) and
 shown as colours: the projection of each point's feature on the first three principal components of the
@@ -8,8 +8,11 @@ means the same in every camera and in the bird's-eye view). The camera images co
 store records (``dataset.dataroot``), or another one given; without it the camera panels show the
 projected points alone.
 
-Every panel of labels or targets carries a legend of the colours it uses, naming only what it shows. The
-class colours are ``pipeline.classes``' (the devkit's); ``legend_strip`` draws the same kind of legend
+The sweep's annotated boxes (``pipeline.store.read_boxes``) are drawn from above on both bird's-eye panels,
+as rotated rectangles in their detection class's colour with a tick from the centre to the front.
+
+Every panel of labels, boxes or targets carries a legend of the colours it uses, naming only what it shows.
+The class colours are ``pipeline.classes``' (the devkit's); ``legend_strip`` draws the same kind of legend
 for the dataroot's preview (``pipeline.dataroot.write_preview``), which is a Pillow picture.
 
 Light module (numpy, zarr through ``pipeline.store``, Pillow, matplotlib; no devkit, Dask or timm).
@@ -24,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.classes import EVAL_CLASSES, EVAL_COLOURS, FINE_TO_EVAL
+from pipeline.classes import DETECTION_COLOURS, EVAL_CLASSES, EVAL_COLOURS, FINE_TO_EVAL
 from pipeline.frames import CAMERA_GRID
+from pipeline.geometry import box_corners_xy
 
 # the panel grid of the cameras, as they sit on the car (front row, then back row seen from behind)
 NO_FEATURE = (0.55, 0.55, 0.55)  # grey: a point no camera sees
@@ -90,12 +94,14 @@ class SweepPreview:
     occupancy: dict  # the store's occupancy attribute (lower, voxel_size_m, shape)
     images: tuple  # [C] each camera's image as uint8 [H', W', 3], or None
     image_note: str  # why the images are not shown, "" when they are
+    boxes: dict | None = None  # the sweep's annotated boxes (``store.read_boxes``), None in a store without boxes
+    detection_classes: tuple[str, ...] = ()  # the names ``boxes["box_class"]`` indexes
 
 
 def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPreview:
     """Read sweep ``s`` of ``store`` (a path or URL) and compute what ``draw_preview`` shows. The images
     come from ``dataroot`` (default: the one the store records) when it holds the sweep's camera frames."""
-    from pipeline.store import StoreError, open_store, read_rows, read_sweep
+    from pipeline.store import StoreError, open_store, read_boxes, read_rows, read_sweep
 
     group = open_store(os.fspath(store))
     attrs = dict(group.attrs)
@@ -111,6 +117,7 @@ def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPrevi
     colours = np.tile(np.asarray(NO_FEATURE), (len(valid), 1))
     colours[valid] = pca.colour(features[valid])
     labels = FINE_TO_EVAL[sweep["labels"]] if "labels" in sweep else None
+    boxes = read_boxes(group, s) if attrs.get("has_boxes") else None
     cameras = tuple(attrs["cameras"])
     camera_hw = np.asarray(read_rows(group, "camera_hw", s))
     sample_token = str(read_rows(group, "sample_token", s))
@@ -131,7 +138,8 @@ def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPrevi
         sweep=s, caption=caption, cameras=cameras, camera_hw=camera_hw, xyz=sweep["points"][:, :3],
         valid=valid, camera=sweep["camera"].astype(np.int64), pixel=sweep["pixel"], colours=colours, pca=pca,
         eval_labels=labels, occ_voxels=sweep["occ_voxels"].astype(np.int64),
-        occ_labels=sweep["occ_labels"], occupancy=attrs["occupancy"], images=tuple(images), image_note=note)
+        occ_labels=sweep["occ_labels"], occupancy=attrs["occupancy"], images=tuple(images), image_note=note,
+        boxes=boxes, detection_classes=tuple(attrs.get("detection_classes", ())))
 
 
 def teacher_words(teacher: dict) -> str:
@@ -241,11 +249,13 @@ def preview_figure(p: SweepPreview, dpi: int = 100):
     below = outer[1].subgridspec(2, 4, width_ratios=[2, 2, 1, 1], wspace=0.12, hspace=0.22)
     ax = fig.add_subplot(below[:, 0])
     _bev_points(ax, p.xyz, p.colours, order=p.valid, ylabel=True)
+    _bev_boxes(ax, p, legend=True)
     ax.set_title("teacher features from above (grey: no camera sees the point)", fontsize=8, pad=3)
     ax = fig.add_subplot(below[:, 1])
     if p.eval_labels is not None:
         lut = np.asarray(EVAL_COLOURS, np.float64) / 255
         _bev_points(ax, p.xyz, lut[p.eval_labels])
+        _bev_boxes(ax, p)
         in_view = (np.abs(p.xyz[:, :2]) <= BEV_HALF_M).all(1)
         present = np.unique(p.eval_labels[in_view])
         present = [*present[present != 0], *present[present == 0]]  # ignore (black) last
@@ -353,6 +363,31 @@ def _bev_axes(ax, xlabel: bool = False, ylabel: bool = False) -> None:
     if ylabel:
         ax.set_ylabel("LiDAR y (m; nuScenes: forward)", fontsize=7, labelpad=1)
     ax.plot([0], [0], marker="o", color="white", markersize=3)  # the sensor
+
+
+def _bev_boxes(ax, p: SweepPreview, legend: bool = False) -> None:
+    """The sweep's annotated boxes from above on a bird's-eye panel: each a rotated rectangle in its class's
+    colour, with a tick from its centre to its front; with ``legend``, a legend of the classes of the boxes
+    in view (none without boxes)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Polygon
+
+    if not p.boxes or not len(p.boxes["box_class"]):
+        return
+    lut = np.asarray(DETECTION_COLOURS, np.float64) / 255
+    corners = box_corners_xy(p.boxes["box_centre"], p.boxes["box_size"], p.boxes["box_yaw"])
+    cls = p.boxes["box_class"].astype(np.int64)
+    for quad, c in zip(corners, cls):
+        ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor=lut[c], linewidth=0.7))
+        centre, front = quad.mean(0), quad[:2].mean(0)
+        ax.plot([centre[0], front[0]], [centre[1], front[1]], color=lut[c], linewidth=0.7)
+    in_view = (np.abs(corners) <= BEV_HALF_M).all(-1).any(-1)
+    if legend and in_view.any():
+        names = p.detection_classes
+        ax.legend(handles=[Line2D([], [], color=lut[c], linewidth=1.5, label=names[c] if c < len(names) else str(c))
+                           for c in np.unique(cls[in_view])],
+                  title="annotated boxes", title_fontsize=6, loc="lower left", fontsize=5.5, ncol=2, framealpha=0.85,
+                  handlelength=1.0, columnspacing=0.6, borderaxespad=0.2, labelspacing=0.25)
 
 
 def _bev_points(ax, xyz: np.ndarray, colours: np.ndarray, order: np.ndarray | None = None,

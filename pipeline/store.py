@@ -25,6 +25,10 @@ Two layouts carry the teacher features (attribute ``layout``), each in one of tw
 ``read_sweep`` returns the same per-point features for every layout and encoding (to float16 rounding;
 int8 to cosine >= 0.9999).
 
+Each sweep also holds the annotated 3D boxes of its sample in its LiDAR frame, padded to ``B`` rows
+(``num_boxes`` real), and its LiDAR-to-global transform (``global_from_lidar``), so that a reader turns
+boxes into the global frame of a detection submission without the devkit; ``read_boxes`` reads them.
+
 Light module (zarr and numpy; torch only to sample patch maps faster where it is installed; no devkit,
 Dask or timm): the trainer imports it.
 """
@@ -39,11 +43,12 @@ import numpy as np
 
 from pipeline.projection import bilinear_cells, sample_cells
 
-# 4: the patch layout and the int8 encoding (attributes layout, feature_encoding, patch_grid); 3: a crc32c
-# checksum on every chunk, failure and warnings per sweep, camera image sizes, the teacher's construction,
-# resize and forward recorded; 2: free occupancy voxels near the surface; 1: free voxels anywhere along
-# the rays
-SCHEMA_VERSION = 4
+# 5: each sweep's annotated 3D boxes and LiDAR-to-global transform (attributes max_boxes, has_boxes,
+# detection_classes); 4: the patch layout and the int8 encoding (attributes layout, feature_encoding,
+# patch_grid); 3: a crc32c checksum on every chunk, failure and warnings per sweep, camera image sizes,
+# the teacher's construction, resize and forward recorded; 2: free occupancy voxels near the surface;
+# 1: free voxels anywhere along the rays
+SCHEMA_VERSION = 5
 LAYOUTS = ("patches", "points")
 ENCODINGS = ("float16", "int8")
 
@@ -52,13 +57,13 @@ ENCODINGS = ("float16", "int8")
 class ArraySpec:
     name: str
     dtype: str
-    # symbolic trailing dims after the sweep axis: "P", "Q", "D", "C", "h", "w" or a number
+    # symbolic trailing dims after the sweep axis: "P", "Q", "B", "D", "C", "h", "w" or a number
     trailing: tuple[str, ...]
     fill: float | int | str
     description: str
-    sweep_chunks: bool = False  # one chunk per sweep (per-point, per-query and patch arrays)
+    sweep_chunks: bool = False  # one chunk per sweep (per-point, per-query, per-box and patch arrays)
     sharded: bool = True  # one-sweep chunks: in shards of sweeps_per_shard sweeps; False: no shards
-    when: tuple[str, ...] = ()  # present only in stores with this layout, encoding, or "labels"
+    when: tuple[str, ...] = ()  # present only in stores with this layout, encoding, "labels" or "boxes"
 
     def shape(self, n_sweeps: int, dims: dict[str, int]) -> tuple[int, ...]:
         return (n_sweeps, *(dims[d] if isinstance(d, str) else d for d in self.trailing))
@@ -91,12 +96,25 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "(u, v) in that camera's original image, continuous: pixel (i, j) spans [i, i+1) x [j, j+1)", True),
     ArraySpec("occ_voxels", "int16", ("Q", 3), -1, "occupancy query voxel (i, j, k) on attrs occupancy grid", True),
     ArraySpec("occ_labels", "uint8", ("Q",), 0, "1 occupied, 0 free", True),
+    ArraySpec("box_centre", "float32", ("B", 3), 0.0, "centre x, y, z of each annotated box (m, LiDAR frame of the "
+              "sweep)", True, when=("boxes",)),
+    ArraySpec("box_size", "float32", ("B", 3), 0.0, "width, length, height (m), nuScenes' wlh", True, when=("boxes",)),
+    ArraySpec("box_yaw", "float32", ("B",), 0.0, "heading (rad) of the box's length axis in the LiDAR's x-y plane, "
+              "from x towards y", True, when=("boxes",)),
+    ArraySpec("box_velocity", "float32", ("B", 2), 0.0, "vx, vy (m/s, LiDAR frame) from the neighbouring annotations "
+              "(the devkit's box_velocity); NaN where it cannot be computed", True, when=("boxes",)),
+    ArraySpec("box_class", "int8", ("B",), -1, "index into attrs detection_classes", True, when=("boxes",)),
+    ArraySpec("box_num_lidar_pts", "int32", ("B",), 0, "the annotation's num_lidar_pts", True, when=("boxes",)),
+    ArraySpec("box_token", "str", ("B",), "", "the annotation's sample_annotation token", True, when=("boxes",)),
     ArraySpec("num_points", "int32", (), 0, "real rows of the per-point arrays"),
     ArraySpec("num_queries", "int32", (), 0, "real rows of occ_voxels/occ_labels"),
+    ArraySpec("num_boxes", "int32", (), 0, "real rows of the box arrays", when=("boxes",)),
     ArraySpec("scene_index", "int32", (), -1, "index into attrs scenes"),
     ArraySpec("timestamp", "int64", (), 0, "LiDAR timestamp (microseconds)"),
     ArraySpec("camera_timestamp", "int64", ("C",), 0, "timestamp of each camera image (microseconds)"),
     ArraySpec("camera_hw", "int32", ("C", 2), 0, "original (height, width) of each camera's image, pixels"),
+    ArraySpec("global_from_lidar", "float64", (4, 4), 0.0, "LiDAR frame -> global frame: the ego pose at the LiDAR "
+              "timestamp times the LiDAR's calibrated sensor", when=("boxes",)),
     ArraySpec("sample_token", "str", (), "", "dataset sample token"),
     ArraySpec("lidar_token", "str", (), "", "dataset LiDAR sample_data token"),
     ArraySpec("failure", "str", (), "", "why the sweep could not be extracted (its last attempt); empty if it was not"),
@@ -108,6 +126,9 @@ ARRAY_SPECS: dict[str, ArraySpec] = {a.name: a for a in ARRAYS}
 FEATURE_ARRAYS = ("features", "features_int8", "features_scale", "patches", "patches_int8", "patches_scale")
 #: What ``read_sweep`` returns: the per-point and per-query arrays and the query voxels' centres
 FIELDS = ("points", "labels", "features", "valid", "camera", "pixel", "occ_voxels", "occ_labels", "occ_centres")
+#: What ``read_boxes`` returns: the real rows of the per-box arrays and the sweep's transform
+BOX_FIELDS = ("box_centre", "box_size", "box_yaw", "box_velocity", "box_class", "box_num_lidar_pts", "box_token",
+              "global_from_lidar")
 
 #: Group attributes and what each holds.
 ATTRIBUTES: dict[str, str] = {
@@ -115,6 +136,7 @@ ATTRIBUTES: dict[str, str] = {
     "num_sweeps": "int, S",
     "max_points": "int, P",
     "max_queries": "int, Q",
+    "max_boxes": "int, B: the most boxes of any sweep (at least 1; 0 when has_boxes is false)",
     "feature_dim": "int, D",
     "layout": "str, patches or points: the arrays that carry the teacher features",
     "feature_encoding": "str, float16 or int8: how those arrays hold them",
@@ -123,6 +145,8 @@ ATTRIBUTES: dict[str, str] = {
     "cameras": "list of camera channel names; the camera array indexes it",
     "scenes": "list of {name, token, split, first_sweep, num_sweeps}",
     "has_labels": "bool, whether labels holds dataset labels",
+    "has_boxes": "bool, whether the box arrays and global_from_lidar exist",
+    "detection_classes": "list of the detection class names; box_class indexes it",
     "dataset": "{name, version, split, dataroot}",
     "teacher": "{name, weights (sha256 of the file, or 'random'), architecture, stand_in, random_init_seed, layer, "
                "image_size [H, W], patch_size, mean, std, timm_version, create_model, resize, normalise, forward, "
@@ -215,14 +239,15 @@ def codecs(spec: ArraySpec) -> dict:
 def store_dims(attrs: dict) -> dict[str, int]:
     """The symbolic sizes of the arrays' trailing dimensions, from the store's attributes."""
     h, w = attrs["patch_grid"]
-    return {"P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"], "C": len(attrs["cameras"]),
-            "h": h, "w": w}
+    return {"P": attrs["max_points"], "Q": attrs["max_queries"], "B": attrs["max_boxes"], "D": attrs["feature_dim"],
+            "C": len(attrs["cameras"]), "h": h, "w": w}
 
 
 def expected_arrays(attrs: dict) -> list[ArraySpec]:
-    """The arrays a store with these attributes holds: those of its layout and encoding, and ``labels``
-    only when it has labels."""
-    have = {attrs["layout"], attrs["feature_encoding"], *(("labels",) if attrs.get("has_labels") else ())}
+    """The arrays a store with these attributes holds: those of its layout and encoding, ``labels`` only
+    when it has labels, and the box arrays and ``global_from_lidar`` only when it has boxes."""
+    have = {attrs["layout"], attrs["feature_encoding"], *(("labels",) if attrs.get("has_labels") else ()),
+            *(("boxes",) if attrs.get("has_boxes") else ())}
     return [spec for spec in ARRAYS if set(spec.when) <= have]
 
 
@@ -238,8 +263,8 @@ def feature_arrays(attrs: dict) -> list[str]:
 
 
 def grid(spec: ArraySpec, attrs: dict) -> tuple[tuple, tuple, tuple | None]:
-    """(shape, chunks, shards) of array ``spec`` in a store with these attributes: per-point, per-query and
-    patch arrays have one sweep per chunk and ``sweeps_per_shard`` per shard (the feature arrays: no
+    """(shape, chunks, shards) of array ``spec`` in a store with these attributes: per-point, per-query,
+    per-box and patch arrays have one sweep per chunk and ``sweeps_per_shard`` per shard (the feature arrays: no
     shards); per-sweep arrays have ``sweeps_per_shard`` sweeps per chunk and no shards."""
     shape = spec.shape(attrs["num_sweeps"], store_dims(attrs))
     k = attrs["sweeps_per_shard"]
@@ -281,6 +306,10 @@ def check_compatible(attrs: dict, where: str) -> None:
     version = attrs.get("schema_version")
     if version is None:
         raise StoreError(f"{where} is not a teacher-feature store (no schema_version attribute)")
+    if version == 4:
+        raise StoreError(f"{where} has schema_version 4; this code reads version {SCHEMA_VERSION}. Upgrade a copy with "
+                         f"`cdpipe migrate {where} --out NEW_STORE` (no teacher needed; it reads the annotated boxes "
+                         f"from the dataset's tables).")
     if version in (1, 2, 3):
         raise StoreError(f"{where} has schema_version {version}; this code reads version {SCHEMA_VERSION}. Upgrade a "
                          f"copy with `cdpipe migrate {where} --out NEW_STORE` (no teacher needed; it keeps a feature "
@@ -433,6 +462,12 @@ def read_sweep(store, s: int, fields: tuple[str, ...] | None = None) -> dict[str
     them, whatever the store's layout and encoding (``features`` is 0 where ``valid`` is false).
     ``store``: a path, a URL or an opened store. A sweep that is not complete raises a StoreError; a
     chunk that does not decode, a ``DamagedChunk``."""
+    return sweep_rows(_complete_sweep(store, s), s, fields)
+
+
+def _complete_sweep(store, s: int):
+    """The opened store (``store``: a path, a URL or an opened store) once sweep ``s`` is known to exist and
+    be complete; a ``StoreError`` saying why not otherwise."""
     if isinstance(store, (str, os.PathLike)):
         group = open_store(os.fspath(store))
     else:
@@ -443,7 +478,7 @@ def read_sweep(store, s: int, fields: tuple[str, ...] | None = None) -> dict[str
     if int(read_rows(group, "done", s)) != 1:
         why = str(read_rows(group, "failure", s))
         raise StoreError(f"{store_url(group)}: sweep {s} is not complete" + (f" (it failed: {why})" if why else ""))
-    return sweep_rows(group, s, fields)
+    return group
 
 
 def sweep_rows(group, s: int, fields: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
@@ -491,6 +526,85 @@ def _features(group, s: int, n: int, rows) -> np.ndarray:
     c, h, w, d = maps.shape
     idx, wts = bilinear_cells(rows("camera"), rows("pixel"), read_rows(group, "camera_hw", s), h, w)
     return sample_cells(maps.reshape(c * h * w, d), idx, wts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the annotated boxes
+
+
+def read_boxes(store, s: int) -> dict[str, np.ndarray]:
+    """The annotated boxes of sweep ``s``, its real rows (b = ``num_boxes[s]``) of every per-box array
+    (``box_centre`` [b,3], ``box_size`` [b,3], ``box_yaw`` [b], ``box_velocity`` [b,2], ``box_class`` [b],
+    ``box_num_lidar_pts`` [b], ``box_token`` [b]; LiDAR frame) and its ``global_from_lidar`` [4,4] float64.
+    ``store``: a path, a URL or an opened store. A store without boxes or a sweep that is not complete
+    raises a ``StoreError``; values that no extract writes, ``BadValues`` naming the array and sweep."""
+    group = _complete_sweep(store, s)
+    attrs = group.attrs
+    if not attrs.get("has_boxes"):
+        raise StoreError(f"{store_url(group)} holds no boxes (has_boxes is false: it was migrated without its "
+                         f"dataset's tables); migrate its original again with --dataroot, or re-extract it")
+    b = int(read_rows(group, "num_boxes", s))
+    if not 0 <= b <= attrs["max_boxes"]:
+        raise BadValues(f"{store_url(group)}: array num_boxes, sweep {s} (sample {_sample_token(group, s)}): "
+                        f"{b} boxes, outside 0-{attrs['max_boxes']} (max_boxes)")
+    out = {name: read_rows(group, name, s, b) for name in BOX_FIELDS if name != "global_from_lidar"}
+    out["global_from_lidar"] = read_rows(group, "global_from_lidar", s)
+    problems = boxes_problems(out, len(attrs["detection_classes"]))
+    if problems:
+        name, what = problems[0]
+        raise BadValues(f"{store_url(group)}: array {name}, sweep {s} (sample {_sample_token(group, s)}), chunk "
+                        f"{chunk_key(group[name], s)}: {what} (`cdpipe verify` lists every problem)")
+    return out
+
+
+def boxes_problems(rows: dict[str, np.ndarray], num_classes: int) -> list[tuple[str, str]]:
+    """(array, message) for each rule that one sweep's boxes break (``rows``: the real rows of the per-box
+    arrays, and ``global_from_lidar`` when given): centres, sizes and yaws finite, sizes positive,
+    velocities finite or NaN (not computable), classes within the ``num_classes`` detection classes,
+    point counts not negative, every box with its annotation token, and a rigid transform. The one rule
+    of ``cdpipe verify`` and ``read_boxes``."""
+    out = []
+    for name in ("box_centre", "box_size", "box_yaw"):
+        finite = np.isfinite(rows[name])
+        bad = int((~(finite.all(axis=1) if finite.ndim > 1 else finite)).sum())
+        if bad:
+            out.append((name, f"{bad} boxes hold NaN or inf"))
+    size = rows["box_size"]
+    small = int((np.isfinite(size) & (size <= 0)).any(axis=1).sum())
+    if small:
+        out.append(("box_size", f"{small} boxes have a size that is not positive"))
+    infinite = int(np.isinf(rows["box_velocity"]).any(axis=1).sum())
+    if infinite:
+        out.append(("box_velocity", f"{infinite} boxes have an infinite velocity (NaN: not computable; inf: never)"))
+    cls = rows["box_class"]
+    outside = (cls < 0) | (cls >= num_classes)
+    if outside.any():
+        out.append(("box_class", f"{int(outside.sum())} classes outside 0-{num_classes - 1} (the detection classes; "
+                                 f"first: {int(cls[outside][0])})"))
+    if (rows["box_num_lidar_pts"] < 0).any():
+        out.append(("box_num_lidar_pts", f"{int((rows['box_num_lidar_pts'] < 0).sum())} negative point counts"))
+    if any(not str(t) for t in rows["box_token"]):
+        out.append(("box_token", f"{sum(1 for t in rows['box_token'] if not str(t))} boxes without an annotation "
+                                 f"token"))
+    if "global_from_lidar" in rows:
+        problem = transform_problem(rows["global_from_lidar"])
+        if problem:
+            out.append(("global_from_lidar", problem))
+    return out
+
+
+def transform_problem(t: np.ndarray) -> str | None:
+    """Why ``t`` [4,4] is not a rigid transform (non-finite, a last row other than 0 0 0 1, a rotation
+    that is not orthonormal with determinant 1, to 1e-6), or None."""
+    t = np.asarray(t, np.float64)
+    if not np.isfinite(t).all():
+        return "the transform holds NaN or inf"
+    if not np.allclose(t[3], (0, 0, 0, 1), atol=1e-6):
+        return f"the transform's last row is {t[3].tolist()}, not [0, 0, 0, 1]"
+    r = t[:3, :3]
+    if not np.allclose(r.T @ r, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0:
+        return f"the transform's rotation {r.round(6).tolist()} is not a rotation (orthonormal, determinant 1)"
+    return None
 
 
 

@@ -45,9 +45,10 @@ from pipeline.store import (
 )
 
 #: Attributes that must agree for a rerun to resume into an existing store. The padded sizes P and Q are
-#: the store's: a rerun keeps them (a sweep fixed since, and now larger than P, fails on its own).
+#: the store's, and so is B: a rerun keeps them (a sweep fixed since, and now larger than P, fails on its own).
 RESUME_KEYS = ("schema_version", "num_sweeps", "feature_dim", "layout", "feature_encoding", "patch_grid",
-               "sweeps_per_shard", "cameras", "has_labels", "dataset", "teacher", "projection", "occupancy")
+               "sweeps_per_shard", "cameras", "has_labels", "has_boxes", "detection_classes", "dataset", "teacher",
+               "projection", "occupancy")
 
 #: Parts of the teacher attribute that may differ between two runs writing one store: where the weights
 #: file lies, the Pillow version and the device. A rerun that differs only in these resumes the store.
@@ -57,7 +58,10 @@ RUN_SPECIFIC = (("create_model", "pretrained_cfg_overlay"), ("resize", "version"
 _FEATURE_OPTIONS = {"layout": "--layout", "feature_encoding": "--feature-encoding"}
 
 #: Arrays whose values the writer sets itself in ``write_sweep``.
-_WRITERS_OWN = ("num_points", "num_queries", "failure", "done")
+_WRITERS_OWN = ("num_points", "num_queries", "num_boxes", "failure", "done")
+
+#: The array whose rows count each padded dimension's real rows in ``write_sweep``.
+_COUNTED_BY = {"P": "points", "Q": "occ_labels", "B": "box_class"}
 
 
 class StoreWriter:
@@ -156,9 +160,10 @@ class StoreWriter:
     def write_sweep(self, s: int, rows: dict[str, np.ndarray]) -> None:
         """Write sweep ``s`` whole and mark it complete. ``rows`` holds its real rows of the per-point arrays
         ([n, ...], n = len(points) <= P: ``points`` is required), of the per-query arrays ([q, ...], q =
-        len(occ_labels) <= Q) and its value of any other array (``patches`` [C, h, w, D], ``camera_hw``
-        [C, 2], ``timestamp``, ``sample_token``...); an array it leaves out is written as its fill.
-        ``num_points``, ``num_queries``, ``failure`` and ``done`` are the writer's to set. One sweep of a
+        len(occ_labels) <= Q), of the per-box arrays ([b, ...], b = len(box_class) <= B) and its value of any
+        other array (``patches`` [C, h, w, D], ``camera_hw`` [C, 2], ``timestamp``, ``sample_token``,
+        ``global_from_lidar``...); an array it leaves out is written as its fill. ``num_points``,
+        ``num_queries``, ``num_boxes``, ``failure`` and ``done`` are the writer's to set. One sweep of a
         sharded array is merged into its shard (read, then written back): ``write_sweeps`` writes whole
         groups."""
         block = self.blank(1)
@@ -167,17 +172,17 @@ class StoreWriter:
             raise ValueError(f"write_sweep: {', '.join(unknown)} cannot be given (the store has no such "
                              f"array, or the writer sets it)" if unknown else "write_sweep needs the sweep's points")
         dims = self.dims
-        count = {"P": len(rows["points"]), "Q": len(rows.get("occ_labels", ()))}
+        count = {dim: len(rows.get(name, ())) for dim, name in _COUNTED_BY.items()}
         for name, value in rows.items():
             spec = ARRAY_SPECS[name]
-            if spec.dtype == "str":  # one string per sweep
+            if spec.dtype == "str" and not spec.trailing:  # one string per sweep
                 block[name][0] = str(value)
                 continue
-            padded = spec.trailing[:1] in (("P",), ("Q",))
-            value = np.asarray(value)
+            padded = spec.trailing[:1] in (("P",), ("Q",), ("B",))
+            value = np.asarray(value, dtype=object if spec.dtype == "str" else None)
             if padded and len(value) != count[spec.trailing[0]]:
                 raise ValueError(f"write_sweep: {name} has {len(value)} rows, the sweep "
-                                 f"{'points' if spec.trailing[0] == 'P' else 'occ_labels'} {count[spec.trailing[0]]}")
+                                 f"{_COUNTED_BY[spec.trailing[0]]} {count[spec.trailing[0]]}")
             if padded and len(value) > dims[spec.trailing[0]]:
                 raise ValueError(f"sweep {s}: {len(value)} rows of {name}, more than the {dims[spec.trailing[0]]} "
                                  f"({spec.trailing[0]}) the store was made with")
@@ -186,6 +191,8 @@ class StoreWriter:
             else:
                 block[name][0] = value
         block["num_points"][0], block["num_queries"][0] = count["P"], count["Q"]
+        if "num_boxes" in block:
+            block["num_boxes"][0] = count["B"]
         block["done"][0] = 1
         self.write_sweeps(s, block)
 

@@ -3,10 +3,10 @@
 ``verify`` decodes every chunk (each carries a crc32c checksum, so a flipped byte fails to decode) and
 checks, for every sweep: ``done`` and the failure records; that a complete sweep's chunks all exist (a
 missing chunk reads back as fill, which only ``done`` tells apart from data); that its counts fit the
-padded sizes; that its features, points, pixels and occupancy hold finite, in-range values; and, for the
-whole store, the schema version and every array's shape and dtype against the attributes. Each problem
-is one line naming the array, sweep, sample token and chunk key. Light module (zarr and numpy): it
-reads stores by URL like the trainer.
+padded sizes; that its features, points, pixels, occupancy and boxes hold finite, in-range values and its
+LiDAR-to-global transform is rigid; and, for the whole store, the schema version and every array's shape
+and dtype against the attributes. Each problem is one line naming the array, sweep, sample token and
+chunk key. Light module (zarr and numpy): it reads stores by URL like the trainer.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pipeline.store import (
     ENCODINGS,
     LAYOUTS,
     StoreError,
+    boxes_problems,
     chunk_key,
     decode_reason,
     expected_arrays,
@@ -131,10 +132,17 @@ def check_layout(group) -> list[Problem]:
     return problems
 
 
-def _value_problems(rows: dict, attrs: dict, camera_hw: np.ndarray) -> list[tuple[str, str]]:
-    """(array, message) for out-of-range values in one complete sweep's rows."""
+def _value_problems(rows: dict, attrs: dict, camera_hw: np.ndarray,
+                    global_from_lidar: np.ndarray | None = None) -> list[tuple[str, str]]:
+    """(array, message) for out-of-range values in one complete sweep's rows (and its transform, in a store
+    with boxes)."""
     out = []
+    if global_from_lidar is not None:  # the boxes' own rules: a velocity may be NaN
+        boxes = {name: row for name, row in rows.items() if name.startswith("box_")}
+        out += boxes_problems({**boxes, "global_from_lidar": global_from_lidar}, len(attrs["detection_classes"]))
     for name, row in rows.items():
+        if name.startswith("box_"):
+            continue  # checked above
         if row.dtype.kind == "f":  # a vector: a point's row of points or pixel, a feature, a patch cell
             last = ARRAY_SPECS[name].trailing[-1]
             is_vector = last == "D" or isinstance(last, int)  # a row of D, 2 or 5 values, not a grid of rows
@@ -248,11 +256,17 @@ def verify_store(url: str, progress: bool = True) -> dict:
             warnings += [{"sweep": s, "sample_token": tok, "warning": w}
                          for w in str(columns["warnings"][s]).splitlines()]
         npts, nq = int(columns["num_points"][s]), int(columns["num_queries"][s])
+        nb = int(columns["num_boxes"][s]) if "num_boxes" in columns else 0
         counts_ok = 0 < npts <= attrs["max_points"] and 0 <= nq <= attrs["max_queries"]
         if complete and not counts_ok:
             problems.append(Problem("values", f"num_points {npts} / num_queries {nq} outside (0, "
                                               f"{attrs['max_points']}] "
                                               f"/ [0, {attrs['max_queries']}]", sweep=s, sample_token=tok))
+        if complete and not 0 <= nb <= attrs["max_boxes"]:
+            problems.append(Problem("values", f"num_boxes {nb} outside [0, {attrs['max_boxes']}] (max_boxes)",
+                                    array="num_boxes", sweep=s, sample_token=tok,
+                                    chunk=chunk_key(group["num_boxes"], s)))
+            counts_ok = False
         rows = {}
         for spec in per_point:  # every chunk that exists is decoded, whatever the sweep's state
             arr = group[spec.name]
@@ -268,10 +282,11 @@ def verify_store(url: str, progress: bool = True) -> dict:
                 problems.append(Problem("damaged", f"does not decode: {decode_reason(e)}", array=spec.name, sweep=s,
                                         sample_token=tok, chunk=key))
                 continue
-            rows[spec.name] = {"Q": row[:nq], "P": row[:npts]}.get(spec.trailing[0], row)
+            rows[spec.name] = {"Q": row[:nq], "P": row[:npts], "B": row[:nb]}.get(spec.trailing[0], row)
         if complete and counts_ok and len(rows) == len(per_point):
+            transform = columns["global_from_lidar"][s] if "global_from_lidar" in columns else None
             problems += [Problem("values", msg, array=name, sweep=s, sample_token=tok, chunk=chunk_key(group[name], s))
-                         for name, msg in _value_problems(rows, attrs, columns["camera_hw"][s])]
+                         for name, msg in _value_problems(rows, attrs, columns["camera_hw"][s], transform)]
     return {"store": url, "sweeps": n, "sweeps_done": int((done == 1).sum()), "chunks_read": chunks_read,
             "problems": [asdict(p) for p in problems], "warnings": warnings}
 
@@ -298,8 +313,8 @@ def array_bytes(group, name: str) -> int | None:
 
 
 def store_info(url: str) -> dict:
-    """What is in a store, for people: provenance, counts, coverage, occupancy, bytes per array and per
-    point, failures and warnings."""
+    """What is in a store, for people: provenance, counts, coverage, occupancy, boxes per class, bytes per
+    array and per point, failures and warnings."""
     group = open_store(url)
     a = dict(group.attrs)
     done = read_column(group, "done").astype(bool)
@@ -308,6 +323,7 @@ def store_info(url: str) -> dict:
     sweeps = np.nonzero(done)[0]
     n_valid = sum(int(read_rows(group, "valid", s, n).sum()) for s, n in zip(sweeps, n_points))
     occupied = sum(int(read_rows(group, "occ_labels", s, q).sum()) for s, q in zip(sweeps, n_q))
+    boxes = _boxes_per_class(group, a, sweeps) if a.get("has_boxes") else None
     tokens = read_column(group, "sample_token")
     failure, warn = read_column(group, "failure"), read_column(group, "warnings")
     t = a["teacher"]
@@ -327,6 +343,8 @@ def store_info(url: str) -> dict:
         "occupancy_queries_per_sweep": float(n_q.mean()) if len(n_q) else 0.0,
         "occupancy_queries_min_max": [int(n_q.min()), int(n_q.max())] if len(n_q) else [0, 0],
         "occupancy_occupied_fraction": occupied / int(n_q.sum()) if n_q.sum() else 0.0,
+        "has_boxes": bool(a.get("has_boxes")), "boxes": sum(boxes.values()) if boxes else 0,
+        "boxes_per_class": boxes,
         "bytes": size, "bytes_per_point": size / total_points if size and total_points else None,
         "bytes_per_array": per_array,
         "bytes_per_point_per_array": {k: (v / total_points if v is not None and total_points else None)
@@ -347,6 +365,18 @@ def store_info(url: str) -> dict:
         "warnings": [{"sweep": int(s), "sample_token": str(tokens[s]), "warning": w}
                      for s in range(len(warn)) if warn[s] for w in str(warn[s]).splitlines()],
     }
+
+
+def _boxes_per_class(group, attrs: dict, sweeps: np.ndarray) -> dict[str, int]:
+    """{detection class: boxes of that class in the complete ``sweeps``}, every class named (0 for one the
+    store does not hold); a class index outside the list is left out (``verify`` names it)."""
+    names = attrs["detection_classes"]
+    n_boxes = read_column(group, "num_boxes")
+    counts = np.zeros(len(names), np.int64)
+    for s in sweeps:
+        cls = read_rows(group, "box_class", s, max(0, int(n_boxes[s]))).astype(np.int64)
+        counts += np.bincount(cls[(cls >= 0) & (cls < len(names))], minlength=len(names))
+    return {name: int(c) for name, c in zip(names, counts)}
 
 
 def teacher_label(summary: dict) -> str:

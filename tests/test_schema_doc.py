@@ -12,7 +12,8 @@ import pytest
 import zarr
 
 from pipeline.frames import LIDAR_FIELDS
-from pipeline.store import ARRAYS, ATTRIBUTES, SCHEMA_VERSION, read_sweep
+from pipeline.geometry import boxes_to_frame, yaw_quaternion
+from pipeline.store import ARRAYS, ATTRIBUTES, BOX_FIELDS, SCHEMA_VERSION, read_boxes, read_sweep
 from tests.conftest import built_once
 
 DOC = Path(__file__).resolve().parents[1] / "storage_schema.md"
@@ -27,9 +28,10 @@ def _table(section: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
 
 
-def _recipes() -> list[str]:
-    """The python blocks of "Layouts and encodings": the common part, the points layout, the patches layout."""
-    return re.findall(r"```python\n(.*?)```", _section("Layouts and encodings"), re.S)
+def _recipes(section: str = "Layouts and encodings") -> list[str]:
+    """The python blocks of a section: of "Layouts and encodings", the common part, the points layout and the
+    patches layout; of "Boxes", the boxes of a sweep in the global frame."""
+    return re.findall(r"```python\n(.*?)```", _section(section), re.S)
 
 
 def _dims(text: str, d: dict) -> tuple:
@@ -40,7 +42,8 @@ def _dims(text: str, d: dict) -> tuple:
 
 def _held_by(row_in: str, attrs: dict) -> bool:
     """Whether a store with these attributes holds an array whose "in" column says ``row_in``."""
-    have = {attrs["layout"], attrs["feature_encoding"], *(("labels",) if attrs["has_labels"] else ())}
+    have = {attrs["layout"], attrs["feature_encoding"], *(("labels",) if attrs["has_labels"] else ()),
+            *(("boxes",) if attrs["has_boxes"] else ())}
     return row_in == "all" or {w.strip() for w in row_in.split(",")} <= have
 
 
@@ -53,7 +56,7 @@ def test_doc_tables_match_schema_module():
         assert arrays[spec.name][6] == (", ".join(spec.when) or "all"), spec.name
     assert {row[0] for row in _table("Attributes")} == set(ATTRIBUTES)
     assert f"schema version {SCHEMA_VERSION}" in DOC.read_text().splitlines()[0]
-    assert len(_recipes()) == 3
+    assert len(_recipes()) == 3 and len(_recipes("Boxes")) == 1
     assert not re.search(r"TODO|TBD|XXX|\b[A-Z]{4,}_[A-Z]{4,}\b", DOC.read_text())  # no placeholder left
     # a stored point is the dataset file's record (store.py cannot import frames.py: it stays light)
     assert next(a for a in ARRAYS if a.name == "points").trailing == ("P", LIDAR_FIELDS)
@@ -89,6 +92,8 @@ def test_store_read_with_the_document_alone(stores, layout, encoding):
     for s in (0, 3):
         scope = assert_read_sweep_reads_as_the_document(store, s)
         assert scope["valid"].mean() > 0.5
+        scope = assert_read_boxes_reads_as_the_document(store, s)
+        assert scope["b"] > 10 and len(set(scope["names"])) >= 3
 
 
 def assert_arrays_as_the_tables_say(store: str) -> None:
@@ -98,9 +103,9 @@ def assert_arrays_as_the_tables_say(store: str) -> None:
     g = zarr.open_group(store, mode="r")
     attrs = dict(g.attrs)
     assert set(attrs) == {row[0] for row in _table("Attributes")}
-    d = {"S": attrs["num_sweeps"], "P": attrs["max_points"], "Q": attrs["max_queries"], "D": attrs["feature_dim"],
-         "C": len(attrs["cameras"]), "k": attrs["sweeps_per_shard"], "h": attrs["patch_grid"][0],
-         "w": attrs["patch_grid"][1]}
+    d = {"S": attrs["num_sweeps"], "P": attrs["max_points"], "Q": attrs["max_queries"], "B": attrs["max_boxes"],
+         "D": attrs["feature_dim"], "C": len(attrs["cameras"]), "k": attrs["sweeps_per_shard"],
+         "h": attrs["patch_grid"][0], "w": attrs["patch_grid"][1]}
     rows = [r for r in _table("Arrays") if _held_by(r[6], attrs)]
     assert set(g.array_keys()) == {r[0] for r in rows}
     for name, dtype, shape, chunk, shard, fill, _, _ in rows:
@@ -145,6 +150,29 @@ def assert_read_sweep_reads_as_the_document(store: str, s: int) -> dict:
     labels = {"labels"} if zarr.open_group(store, mode="r").attrs["has_labels"] else set()
     assert set(sweep) == {"points", *labels, "features", "valid", "camera", "pixel", "occ_voxels", "occ_labels",
                           "occ_centres"}
+    return scope
+
+
+def assert_read_boxes_reads_as_the_document(store: str, s: int) -> dict:
+    """``read_boxes`` gives sweep ``s``'s boxes as the document's "Boxes" recipe reads them, and
+    ``geometry.boxes_to_frame`` takes them to the global frame as the recipe does (the recipe's quaternion
+    being ``yaw_quaternion`` of its yaw). Returns the recipe's variables."""
+    scope = {"STORE": store, "s": s}
+    exec(_recipes("Boxes")[0], scope)
+    boxes = read_boxes(store, s)
+    b = scope["b"]
+    assert set(boxes) == set(BOX_FIELDS) and all(len(boxes[name]) == b for name in BOX_FIELDS[:-1])
+    np.testing.assert_array_equal(boxes["box_centre"].astype(np.float64), scope["centre"])
+    np.testing.assert_array_equal(boxes["box_size"], scope["size"])
+    np.testing.assert_array_equal(boxes["global_from_lidar"], scope["T"])
+    names = zarr.open_group(store, mode="r").attrs["detection_classes"]
+    assert [names[c] for c in boxes["box_class"]] == scope["names"]
+    translation, yaw, velocity = boxes_to_frame(boxes["global_from_lidar"], boxes["box_centre"], boxes["box_yaw"],
+                                                boxes["box_velocity"])
+    np.testing.assert_allclose(translation, scope["translation"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(yaw, scope["yaw_global"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(yaw_quaternion(yaw), scope["rotation"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(velocity, scope["velocity_global"], rtol=0, atol=1e-12)  # NaN where NaN
     return scope
 
 

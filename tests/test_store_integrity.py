@@ -21,7 +21,7 @@ from pipeline.cli import app as cdpipe
 from pipeline.extract import run_extract
 from pipeline.frames import build_nuscenes_index
 from pipeline.lock import LockError, StoreLock, check_holder, lock_path, read_lock
-from pipeline.store import DamagedChunk, StoreError, chunk_key, open_store, read_rows
+from pipeline.store import ARRAYS, BadValues, DamagedChunk, StoreError, chunk_key, open_store, read_boxes, read_rows
 from pipeline.verify import store_info, verify_store
 from tests.conftest import edit_table, store_config
 from tests.http_store import serve
@@ -117,6 +117,45 @@ def test_verify_reports_non_finite_features_and_schema_problems(store_copy):
     g.attrs["schema_version"] = 2
     (problem,) = verify_store(store_copy, progress=False)["problems"]
     assert "schema_version 2" in problem["message"]
+
+
+def test_verify_and_read_boxes_report_bad_boxes_naming_the_sweep(store_copy):
+    """Boxes written wrong but with valid checksums (a size of 0, a class outside the 10, a NaN centre, more
+    boxes than max_boxes, a transform that is not rigid): verify names each with its array, sweep, sample
+    token and chunk, and read_boxes refuses the sweep in one line naming them; a velocity that cannot be
+    computed (NaN) is no problem."""
+    g = zarr.open_group(store_copy, mode="r+")
+    tokens = g["sample_token"][:]
+
+    def edit(name: str, s: int, where, value) -> None:
+        row = g[name][s]
+        row[where] = value
+        g[name][s] = row
+
+    edit("box_size", 1, (0, 1), 0.0)
+    edit("box_class", 2, 3, 12)
+    edit("box_centre", 3, (1, 0), np.nan)
+    edit("box_velocity", 0, 0, np.nan)
+    for name, where, value in (("num_boxes", 4, g.attrs["max_boxes"] + 1), ("global_from_lidar", (5, 0, 0), 2.0)):
+        column = g[name][:]
+        column[where] = value
+        g[name][:] = column
+    report = verify_store(store_copy, progress=False)
+    found = {(p["kind"], p["array"], p["sweep"]): p for p in report["problems"]}
+    assert set(found) == {("values", "box_size", 1), ("values", "box_class", 2), ("values", "box_centre", 3),
+                          ("values", "num_boxes", 4), ("values", "global_from_lidar", 5)}
+    assert found["values", "box_class", 2]["sample_token"] == tokens[2]
+    assert "12" in found["values", "box_class", 2]["message"]
+    assert found["values", "box_size", 1]["chunk"] == chunk_key(g["box_size"], 1)
+    res = runner.invoke(cdpipe, ["verify", "--store", store_copy, "--no-progress"])
+    assert res.exit_code == 1
+    assert (f"values: array box_size, sweep 1, sample {tokens[1]}, chunk {chunk_key(g['box_size'], 1)}: 1 boxes have "
+            f"a size that is not positive") in res.output
+    for s, name in ((1, "box_size"), (2, "box_class"), (3, "box_centre"), (4, "num_boxes"), (5, "global_from_lidar")):
+        with pytest.raises(BadValues, match=f"array {name}, sweep {s} \\(sample {tokens[s]}"):
+            read_boxes(store_copy, s)
+    assert np.isnan(read_boxes(store_copy, 0)["box_velocity"][0]).all()
+    assert store_info(store_copy)["boxes_per_class"]["car"] > 0  # info still counts the classes it can name
 
 
 @pytest.mark.slow
@@ -543,18 +582,26 @@ def test_resume_from_a_pickled_checkpoint_is_refused_in_one_line(small_store, tm
     assert res.exit_code == 2 and "checkpoint.pt cannot be read" in res.output and "Traceback" not in res.output
 
 
+BOX_ARRAYS = tuple(spec.name for spec in ARRAYS if "boxes" in spec.when)
+
+
 def _downgrade(src: str, dst: str, version: int) -> None:
-    """Write ``src`` (current schema, points layout in float16) as the schema ``version`` store it stands
-    for: without the layout attributes; before 3, no checksums, no failure/warnings/camera_hw arrays,
-    none of the attributes added in 3; schema 1 also shards features and loses its occupancy targets
-    (replaced by junk, as its rule differed)."""
+    """Write ``src`` (current schema; before 4, the points layout in float16) as the schema ``version``
+    store it stands for: without the boxes, their arrays and attributes; before 4, also without the layout
+    attributes; before 3, no checksums, no failure/warnings/camera_hw arrays, none of the attributes added
+    in 3; schema 1 also shards features and loses its occupancy targets (replaced by junk, as its rule
+    differed)."""
     from zarr.codecs import BloscCodec
 
     g = zarr.open_group(src, mode="r")
-    attrs = {k: v for k, v in g.attrs.items() if k not in ("layout", "feature_encoding", "patch_grid")}
+    dropped = ("max_boxes", "has_boxes", "detection_classes")
+    dropped += ("layout", "feature_encoding", "patch_grid") if version < 4 else ()
+    attrs = {k: v for k, v in g.attrs.items() if k not in dropped}
     attrs["schema_version"] = version
-    if version == 3:  # the arrays as they are
+    if version >= 3:  # the arrays as they are, but for the boxes
         shutil.copytree(src, dst)
+        for name in BOX_ARRAYS:
+            shutil.rmtree(os.path.join(dst, name))
         out = zarr.open_group(dst, mode="r+")
         out.attrs.clear()
         out.attrs.update(attrs)
@@ -567,7 +614,7 @@ def _downgrade(src: str, dst: str, version: int) -> None:
     out = zarr.open_group(dst, mode="w")
     out.attrs.update(attrs)
     for name in g.array_keys():
-        if name in ("failure", "warnings", "camera_hw"):
+        if name in ("failure", "warnings", "camera_hw", *BOX_ARRAYS):
             continue
         a = g[name]
         shards = (attrs["sweeps_per_shard"], *a.shape[1:]) if version == 1 and name == "features" else a.shards
@@ -583,12 +630,13 @@ def _downgrade(src: str, dst: str, version: int) -> None:
     zarr.consolidate_metadata(dst)
 
 
-@pytest.mark.parametrize("version", [3, 2, 1])
+@pytest.mark.parametrize("version", [4, 3, 2, 1])
 def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_points_store, tmp_path, version):
-    """A schema-1, -2 or -3 store is refused in one line that names `cdpipe migrate`; migrate writes a
-    store that verifies clean and equals the one extract writes today in the points layout, array by
-    array (schema 1: occupancy targets recomputed from the points), and attribute by attribute (but for
-    the PIL version and device, which the jobs before schema 3 did not record, and the provenance)."""
+    """A schema-1 to -4 store is refused in one line that names `cdpipe migrate`; migrate writes a store that
+    verifies clean and equals the one extract writes today in the points layout, array by array (the boxes
+    and transforms read from the dataset's tables; schema 1: occupancy targets recomputed from the points),
+    and attribute by attribute (but for the PIL version and device, which the jobs before schema 3 did not
+    record, and the provenance)."""
     cfg, _ = small_points_store
     old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
     _downgrade(cfg.out, old, version)
@@ -613,6 +661,49 @@ def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_point
     res = runner.invoke(cdpipe, ["migrate", new, "--out", str(tmp_path / "again.zarr")])
     assert res.exit_code == 2 and "nothing to migrate" in res.output
     assert not os.path.exists(tmp_path / "again.zarr")
+
+
+def test_a_schema_4_store_keeps_its_layout_and_gains_its_boxes_from_the_tables(small_store, tmp_path):
+    """A schema-4 store (patch maps) whose dataset is not where it says: migrate refuses in one line asking
+    for --dataroot (or --no-boxes) and writes nothing; with --no-boxes it writes a store without boxes that
+    verifies clean and whose readers say so; with --dataroot it writes the store extract writes today,
+    array by array and attribute by attribute (but for the provenance, which records the move)."""
+    cfg, _ = small_store
+    old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
+    _downgrade(cfg.out, old, 4)
+    g = zarr.open_group(old, mode="r+")
+    g.attrs.update(dataset={**g.attrs["dataset"], "dataroot": "/nonexistent/nuscenes"})
+    zarr.consolidate_metadata(old)
+    with pytest.raises(StoreError, match="schema_version 4.*cdpipe migrate"):
+        open_store(old)
+    res = runner.invoke(cdpipe, ["migrate", "--store", old, "--out", new])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "not at /nonexistent/nuscenes" in res.output and "pass --dataroot, or --no-boxes" in res.output
+    assert not os.path.exists(new) and not os.path.exists(new + ".migrating")
+
+    bare = str(tmp_path / "bare.zarr")
+    res = runner.invoke(cdpipe, ["migrate", "--store", old, "--out", bare, "--no-boxes"])
+    assert res.exit_code == 0 and "without boxes (has_boxes false)" in res.output, res.output
+    assert verify_store(bare, progress=False)["problems"] == []
+    got = zarr.open_group(bare, mode="r")
+    assert (got.attrs["has_boxes"], got.attrs["max_boxes"], got.attrs["layout"]) == (False, 0, "patches")
+    assert not set(got.array_keys()) & set(BOX_ARRAYS)
+    with pytest.raises(StoreError, match="holds no boxes"):
+        read_boxes(bare, 0)
+    res = runner.invoke(cdpipe, ["info", "--store", bare])
+    assert res.exit_code == 0 and "boxes      none (has_boxes false" in res.output
+
+    res = runner.invoke(cdpipe, ["migrate", "--store", old, "--out", new, "--dataroot", cfg.dataroot])
+    assert res.exit_code == 0, res.output
+    assert verify_store(new, progress=False)["problems"] == []
+    ref, got = zarr.open_group(cfg.out, mode="r"), zarr.open_group(new, mode="r")
+    assert sorted(ref.array_keys()) == sorted(got.array_keys())
+    for name in ref.array_keys():
+        np.testing.assert_array_equal(ref[name][:], got[name][:], err_msg=name)
+    a, b = dict(ref.attrs), dict(got.attrs)
+    assert {k: v for k, v in a.items() if k != "provenance"} == {k: v for k, v in b.items() if k != "provenance"}
+    assert b["provenance"]["migrated"]["from_schema_version"] == 4
+    assert b["provenance"]["migrated"]["old_dataroot"] == "/nonexistent/nuscenes"
 
 
 def test_an_early_schema_3_store_migrated_twice_keeps_its_history(small_points_store, tmp_path):

@@ -11,13 +11,29 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.store import ARRAY_SPECS, FEATURE_ARRAYS, SCHEMA_VERSION, StoreError, decode_int8, encode_int8, read_sweep
+from pipeline.classes import DETECTION_CLASSES
+from pipeline.geometry import make_transform, yaw_matrix
+from pipeline.store import (
+    ARRAY_SPECS,
+    BOX_FIELDS,
+    FEATURE_ARRAYS,
+    SCHEMA_VERSION,
+    StoreError,
+    decode_int8,
+    encode_int8,
+    read_boxes,
+    read_sweep,
+)
 from pipeline.store_writer import StoreWriter
 from pipeline.verify import store_info, verify_store
 from tests.test_packaging import heavy_imports
-from tests.test_schema_doc import assert_arrays_as_the_tables_say, assert_read_sweep_reads_as_the_document
+from tests.test_schema_doc import (
+    assert_arrays_as_the_tables_say,
+    assert_read_boxes_reads_as_the_document,
+    assert_read_sweep_reads_as_the_document,
+)
 
-S, P, Q, D = 4, 200, 64, 8  # sweeps, padded points and queries, feature size
+S, P, Q, B, D = 4, 200, 64, 6, 8  # sweeps, padded points, queries and boxes, feature size
 CAMERAS = ("CAM_FRONT", "CAM_BACK")
 PATCH, GRID = 14, (2, 4)  # the teacher's patch size and its map per camera, (h, w)
 IMAGE_HW = np.array([[64, 128], [64, 128]])  # each camera's (H, W): a map cell spans 32 x 32 pixels
@@ -25,11 +41,13 @@ OCC_SHAPE = (32, 32, 8)
 LAYOUTS = [("patches", "float16"), ("patches", "int8"), ("points", "float16"), ("points", "int8")]
 
 
-def attrs_for(layout: str, encoding: str, has_labels: bool = True) -> dict:
+def attrs_for(layout: str, encoding: str, has_labels: bool = True, has_boxes: bool = True) -> dict:
     """Attributes of a small store, every one storage_schema.md lists."""
     h, w = GRID
     return {
-        "schema_version": SCHEMA_VERSION, "num_sweeps": S, "max_points": P, "max_queries": Q, "feature_dim": D,
+        "schema_version": SCHEMA_VERSION, "num_sweeps": S, "max_points": P, "max_queries": Q,
+        "max_boxes": B if has_boxes else 0, "has_boxes": has_boxes, "detection_classes": list(DETECTION_CLASSES),
+        "feature_dim": D,
         "layout": layout, "feature_encoding": encoding, "patch_grid": [h, w], "sweeps_per_shard": 2,
         "cameras": list(CAMERAS),
         "scenes": [{"name": "scene-0001", "token": "scene-token", "split": "train", "first_sweep": 0, "num_sweeps": S}],
@@ -47,9 +65,10 @@ def attrs_for(layout: str, encoding: str, has_labels: bool = True) -> dict:
     }
 
 
-def make_sweep(s: int, layout: str, encoding: str, has_labels: bool = True) -> dict:
+def make_sweep(s: int, layout: str, encoding: str, has_labels: bool = True, has_boxes: bool = True) -> dict:
     """Sweep ``s``'s rows as ``StoreWriter.write_sweep`` takes them, random but valid; its first point lies
-    at the centre of patch cell (1, 2) of camera 0, so that its feature is that cell's vector."""
+    at the centre of patch cell (1, 2) of camera 0, so that its feature is that cell's vector. With boxes:
+    B of them in sweep 0 (one with a velocity that cannot be computed), none in sweep 2."""
     rng = np.random.default_rng(s)
     n, q = int(rng.integers(50, P)), int(rng.integers(10, Q))
     xyz = rng.uniform(-7.5, 7.5, (n, 3))
@@ -68,6 +87,17 @@ def make_sweep(s: int, layout: str, encoding: str, has_labels: bool = True) -> d
             "warnings": "CAM_BACK left out: made up by the test" if s == 1 else ""}
     if has_labels:
         rows["labels"] = rng.integers(0, 32, n).astype(np.uint8)
+    if has_boxes:
+        b = {0: B, 2: 0}.get(s, int(rng.integers(1, B)))
+        velocity = rng.normal(0, 3, (b, 2)).astype(np.float32)
+        velocity[:1] = np.nan
+        rows.update(box_centre=rng.uniform(-7, 7, (b, 3)).astype(np.float32),
+                    box_size=rng.uniform(0.3, 5, (b, 3)).astype(np.float32),
+                    box_yaw=rng.uniform(-np.pi, np.pi, b).astype(np.float32), box_velocity=velocity,
+                    box_class=rng.integers(0, len(DETECTION_CLASSES), b).astype(np.int8),
+                    box_num_lidar_pts=rng.integers(0, 500, b).astype(np.int32),
+                    box_token=np.array([f"ann-{s}-{i}" for i in range(b)], dtype=object),
+                    global_from_lidar=make_transform(yaw_matrix(rng.uniform(-np.pi, np.pi)), rng.uniform(-500, 500, 3)))
     if layout == "points":
         feats = np.where(valid[:, None], rng.standard_normal((n, D)), 0).astype(np.float32)
         if encoding == "float16":
@@ -93,9 +123,9 @@ def stored_features(rows: dict) -> np.ndarray:
     raise KeyError("no feature arrays")
 
 
-def write_store(out: str, layout: str, encoding: str, has_labels: bool = True) -> list[dict]:
-    writer = StoreWriter(out, attrs_for(layout, encoding, has_labels))
-    sweeps = [make_sweep(s, layout, encoding, has_labels) for s in range(S)]
+def write_store(out: str, layout: str, encoding: str, has_labels: bool = True, has_boxes: bool = True) -> list[dict]:
+    writer = StoreWriter(out, attrs_for(layout, encoding, has_labels, has_boxes))
+    sweeps = [make_sweep(s, layout, encoding, has_labels, has_boxes) for s in range(S)]
     for s, rows in enumerate(sweeps):
         writer.write_sweep(s, rows)
     return sweeps
@@ -104,10 +134,12 @@ def write_store(out: str, layout: str, encoding: str, has_labels: bool = True) -
 @pytest.mark.parametrize("layout, encoding", LAYOUTS)
 def test_store_written_from_arrays_reads_back_equal(tmp_path, layout, encoding):
     """Every array reads back as written, through read_sweep and through the document's tables and recipes;
-    a point at a patch cell's centre reads that cell's vector; verify finds nothing wrong."""
+    a point at a patch cell's centre reads that cell's vector; the boxes read back through read_boxes and the
+    document's recipe; verify finds nothing wrong."""
     out = str(tmp_path / "store.zarr")
     has_labels = layout == "patches"  # a store without labels too
-    sweeps = write_store(out, layout, encoding, has_labels)
+    has_boxes = encoding == "float16"  # and without boxes
+    sweeps = write_store(out, layout, encoding, has_labels, has_boxes)
     assert_arrays_as_the_tables_say(out)
     g = zarr.open_group(out, mode="r")
     np.testing.assert_array_equal(g["done"][:], 1)
@@ -137,6 +169,15 @@ def test_store_written_from_arrays_reads_back_equal(tmp_path, layout, encoding):
         else:  # the point at the centre of cell (1, 2) of camera 0 reads that cell, to float16 rounding
             np.testing.assert_array_equal(got["features"][0], features[0, 1, 2].astype(np.float16))
         assert_read_sweep_reads_as_the_document(out, s)
+        if not has_boxes:
+            with pytest.raises(StoreError, match="holds no boxes"):
+                read_boxes(out, s)
+            continue
+        boxes = read_boxes(out, s)
+        assert g["num_boxes"][s] == len(rows["box_class"]) == len(boxes["box_class"])
+        for name in BOX_FIELDS:
+            np.testing.assert_array_equal(boxes[name], rows[name], err_msg=name)
+        assert_read_boxes_reads_as_the_document(out, s)
     report = verify_store(out, progress=False)
     assert report["problems"] == [] and report["sweeps_done"] == S
     assert [(w["sweep"], w["sample_token"]) for w in report["warnings"]] == [(1, "sample-1")]
@@ -154,11 +195,12 @@ def test_a_whole_group_written_at_once_equals_one_sweep_at_a_time(tmp_path, layo
         block = writer.blank(2)
         for i, rows in enumerate(sweeps[first:first + 2]):
             for name, value in rows.items():
-                if ARRAY_SPECS[name].trailing[:1] in (("P",), ("Q",)):
+                if ARRAY_SPECS[name].trailing[:1] in (("P",), ("Q",), ("B",)):
                     block[name][i, :len(value)] = value
                 else:
                     block[name][i] = value
             block["num_points"][i], block["num_queries"][i] = len(rows["points"]), len(rows["occ_labels"])
+            block["num_boxes"][i] = len(rows["box_class"])
             block["done"][i] = 1
         writer.write_sweeps(first, block)
     a, b = zarr.open_group(one, mode="r"), zarr.open_group(group, mode="r")
