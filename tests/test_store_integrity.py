@@ -585,6 +585,15 @@ def test_resume_from_a_pickled_checkpoint_is_refused_in_one_line(small_store, tm
 BOX_ARRAYS = tuple(spec.name for spec in ARRAYS if "boxes" in spec.when)
 
 
+def same_arrays(ref_path: str, path: str) -> tuple[dict, dict]:
+    """Assert two stores hold the same arrays with equal values; return their attributes."""
+    ref, got = zarr.open_group(ref_path, mode="r"), zarr.open_group(path, mode="r")
+    assert sorted(ref.array_keys()) == sorted(got.array_keys())
+    for name in ref.array_keys():
+        np.testing.assert_array_equal(ref[name][:], got[name][:], err_msg=name)
+    return dict(ref.attrs), dict(got.attrs)
+
+
 def _downgrade(src: str, dst: str, version: int) -> None:
     """Write ``src`` (current schema; before 4, the points layout in float16) as the schema ``version``
     store it stands for: without the boxes, their arrays and attributes; before 4, also without the layout
@@ -647,11 +656,7 @@ def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_point
     res = runner.invoke(cdpipe, ["migrate", old, "--out", new])
     assert res.exit_code == 0, res.output
     assert verify_store(new, progress=False)["problems"] == []
-    ref, got = zarr.open_group(cfg.out, mode="r"), zarr.open_group(new, mode="r")
-    assert sorted(ref.array_keys()) == sorted(got.array_keys())
-    for name in ref.array_keys():
-        np.testing.assert_array_equal(ref[name][:], got[name][:], err_msg=name)
-    a, b = dict(ref.attrs), dict(got.attrs)
+    a, b = same_arrays(cfg.out, new)
     if version < 3:
         assert b["teacher"]["resize"]["version"] is None and b["teacher"]["device"] is None  # not recorded then
         b["teacher"]["resize"]["version"] = a["teacher"]["resize"]["version"]
@@ -696,11 +701,7 @@ def test_a_schema_4_store_keeps_its_layout_and_gains_its_boxes_from_the_tables(s
     res = runner.invoke(cdpipe, ["migrate", "--store", old, "--out", new, "--dataroot", cfg.dataroot])
     assert res.exit_code == 0, res.output
     assert verify_store(new, progress=False)["problems"] == []
-    ref, got = zarr.open_group(cfg.out, mode="r"), zarr.open_group(new, mode="r")
-    assert sorted(ref.array_keys()) == sorted(got.array_keys())
-    for name in ref.array_keys():
-        np.testing.assert_array_equal(ref[name][:], got[name][:], err_msg=name)
-    a, b = dict(ref.attrs), dict(got.attrs)
+    a, b = same_arrays(cfg.out, new)
     assert {k: v for k, v in a.items() if k != "provenance"} == {k: v for k, v in b.items() if k != "provenance"}
     assert b["provenance"]["migrated"]["from_schema_version"] == 4
     assert b["provenance"]["migrated"]["old_dataroot"] == "/nonexistent/nuscenes"

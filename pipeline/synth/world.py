@@ -209,6 +209,17 @@ class StreetPath:
             yaw, self.terrain.normal(np.array([xy[0]]), np.array([xy[1]]))[0])
 
 
+def object_colour(rng: np.random.Generator, category: str) -> np.ndarray:
+    """One object's RGB in [0, 1]: its class colour jittered by the class's ``COLOUR_JITTER`` (a jitter
+    above 0.3 means free colour: a random hue mixed with the class colour). Both world versions draw it
+    the same way, so version-1 worlds stay byte for byte as they were."""
+    base = np.array(BASE_COLOUR[category])
+    jitter = COLOUR_JITTER.get(category, 0.08)
+    if jitter > 0.3:
+        return np.clip(0.35 * base + 0.65 * rng.uniform(0.05, 0.95, 3), 0, 1)
+    return np.clip(base * rng.uniform(1 - jitter, 1 + jitter) + rng.normal(0, jitter / 3, 3), 0, 1)
+
+
 def tilted_frame(yaw: float, normal: np.ndarray) -> np.ndarray:
     """Rotation [3,3] whose z axis is ``normal`` and whose x axis points along ``yaw`` (seen from above)."""
     forward = np.array([np.cos(yaw), np.sin(yaw), 0.0])
@@ -261,11 +272,7 @@ class _Builder:
         self.footprints: list[tuple[float, float, float, float]] = []  # (x0, x1, s0, s1) taken
 
     def colour(self, category: str) -> np.ndarray:
-        base = np.array(BASE_COLOUR[category])
-        jitter = COLOUR_JITTER.get(category, 0.08)
-        if jitter > 0.3:  # free colour: a random hue mixed with the class colour
-            return np.clip(0.35 * base + 0.65 * self.rng.uniform(0.05, 0.95, 3), 0, 1)
-        return np.clip(base * self.rng.uniform(1 - jitter, 1 + jitter) + self.rng.normal(0, jitter / 3, 3), 0, 1)
+        return object_colour(self.rng, category)
 
     def free(self, x0: float, x1: float, s0: float, s1: float) -> bool:
         for a0, a1, b0, b1 in self.footprints:
@@ -584,11 +591,7 @@ class _StreetBuilder:
         return float(self.ground.height(xy[0], xy[1]))
 
     def colour(self, category: str) -> np.ndarray:
-        base = np.array(BASE_COLOUR[category])
-        jitter = COLOUR_JITTER.get(category, 0.08)
-        if jitter > 0.3:  # free colour: a random hue mixed with the class colour
-            return np.clip(0.35 * base + 0.65 * self.rng.uniform(0.05, 0.95, 3), 0, 1)
-        return np.clip(base * self.rng.uniform(1 - jitter, 1 + jitter) + self.rng.normal(0, jitter / 3, 3), 0, 1)
+        return object_colour(self.rng, category)
 
     def reflect(self, kind: str) -> float:
         return float(self.rng.uniform(*REFLECTIVITY_RANGE[kind]))
