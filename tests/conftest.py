@@ -33,7 +33,7 @@ def built_once(tmp_path_factory, name: str, build):
     value = root / f"{name}.pickle"
     with FileLock(str(root / f"{name}.lock")):
         if not value.exists():
-            (root / name).mkdir()
+            (root / name).mkdir(exist_ok=True)  # a worker whose build failed may have left it
             value.write_bytes(pickle.dumps(build(root / name)))
     return pickle.loads(value.read_bytes())
 
