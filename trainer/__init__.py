@@ -10,6 +10,7 @@ The modules, in the order of the data path:
     train.py       the pretraining loop (run.py: the run folder and its files)
     checkpoint.py  what is saved, read back and checked on resume
     finetune.py, probe.py, splits.py   segmentation on labels: fine-tuning, the linear probe, label subsets
+    detection.py   3D boxes: the BEV detection head on the backbone, box targets, loss and decoding
     evaluate.py, metrics.py, corruptions.py, plots.py   scores, corrupted inputs, pictures
 Never imports the heavy half of ``pipeline`` (dask, timm, the nuScenes devkit).
 """

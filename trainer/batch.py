@@ -59,6 +59,7 @@ class Sample:
     occ: np.ndarray | None = None  # [Q] float32, 1 occupied, 0 free
     nearest: np.ndarray | None = None  # [Q] int64, the point (row of xyz) nearest each query
     hidden: np.ndarray | None = None  # [N before masking] bool, the points the occupancy task hid
+    boxes: dict[str, np.ndarray] | None = None  # the sweep's boxes (``read_boxes``), augmented with the points
 
 
 @dataclass

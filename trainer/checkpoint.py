@@ -152,9 +152,10 @@ def _pretraining(checkpoint: str) -> dict:
 # segmenters
 
 
-def load_backbone(model: Segmenter, checkpoint: str, arch: str) -> dict:
-    """Copy the backbone of a pretraining checkpoint (``cdtrain pretrain``) into ``model``, built for
-    ``arch``; returns the checkpoint's model config."""
+def load_backbone(model: torch.nn.Module, checkpoint: str, arch: str) -> dict:
+    """Copy the backbone of a pretraining checkpoint (``cdtrain pretrain``) into ``model`` (a Segmenter or a
+    ``trainer.detection.Detector``: any model whose MinkUNet is ``model.backbone``), built for ``arch``;
+    returns the checkpoint's model config."""
     ck = _pretraining(checkpoint)
     if ck["model_config"]["arch"] != arch:
         raise ValueError(f"checkpoint {checkpoint} holds a {ck['model_config']['arch']} backbone, not {arch}: "

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass
 
+from pipeline.classes import DETECTION_CLASSES
+
 ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     # name: (blocks per stage, planes per stage), encoder x4 then decoder x4
     "minkunet34": ((2, 3, 4, 6, 2, 2, 2, 2), (32, 64, 128, 256, 256, 128, 96, 96)),
@@ -193,3 +195,69 @@ class ProbeConfig:
         check_fields(self, positive=("labels_percent", "max_iter"), not_negative=("points_per_sweep", "l2"))
         if self.labels_percent > 100:
             raise ValueError(f"--labels-percent {self.labels_percent}: must be at most 100")
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """The CenterPoint-style detection head (``trainer/detection.py``): its bird's-eye-view grid, the
+    classes it detects, how box centres become heatmap peaks, how peaks become boxes, and the loss weights.
+
+    The grid covers ``x_range`` x ``y_range`` (LiDAR frame, metres) in square cells of ``cell_m``; each
+    range must span a whole number of cells. A box's peak is a Gaussian of radius
+    ``max(min_radius, gaussian_radius(length / cell, width / cell, min_overlap))`` cells (the CenterNet rule).
+    """
+
+    x_range: tuple[float, float] = (-51.2, 51.2)  # metres
+    y_range: tuple[float, float] = (-51.2, 51.2)  # metres
+    cell_m: float = 0.8  # BEV cell edge (m): 128 x 128 cells over the default ranges
+    classes: tuple[str, ...] = DETECTION_CLASSES  # one heatmap channel each, in the store's detection_classes order
+    min_overlap: float = 0.1  # Gaussian radius rule: IoU a box shifted within the radius still has with the truth
+    min_radius: int = 2  # Gaussian radius floor (cells)
+    pool: str = "max"  # voxels -> BEV cells over z: "max" or "mean"
+    trunk_channels: int = 64  # width of the 2D conv trunk
+    trunk_layers: int = 3  # 3x3 conv + BN + ReLU layers of the trunk
+    score_threshold: float = 0.1  # decoding: peaks below this score are dropped
+    max_detections: int = 500  # decoding: at most this many boxes per sweep (highest scores)
+    peak_window: int = 3  # decoding: a peak is the maximum of its peak_window x peak_window neighbourhood
+    focal_alpha: float = 2.0  # Gaussian focal loss: power of (1 - p) at peaks, of p elsewhere
+    focal_beta: float = 4.0  # Gaussian focal loss: power of (1 - heatmap) that spares cells near a peak
+    heatmap_weight: float = 1.0
+    regression_weight: float = 0.25  # L1 on offset, z, log size, sin/cos yaw and velocity at the box cells
+    velocity_weight: float = 0.2  # extra factor on the velocity channels' L1 (within regression_weight)
+
+    def __post_init__(self):
+        for name in ("x_range", "y_range"):
+            lo, hi = getattr(self, name)
+            if not lo < hi:
+                raise ValueError(f"--{name.replace('_', '-')} {lo} {hi}: need low < high")
+        check_fields(self, positive=("cell_m", "trunk_channels", "trunk_layers", "max_detections", "focal_alpha"),
+                     not_negative=("min_radius", "score_threshold", "focal_beta", "heatmap_weight",
+                                   "regression_weight", "velocity_weight"))
+        for name in ("x_range", "y_range"):
+            lo, hi = getattr(self, name)
+            cells = (hi - lo) / self.cell_m
+            if abs(cells - round(cells)) > 1e-6:
+                raise ValueError(f"--{name.replace('_', '-')} {lo} {hi}: must span a whole number of "
+                                 f"--cell-m {self.cell_m} cells (it spans {cells:g})")
+        if not 0 < self.min_overlap < 1:
+            raise ValueError(f"--min-overlap {self.min_overlap}: must lie in (0, 1)")
+        if not self.score_threshold < 1:
+            raise ValueError(f"--score-threshold {self.score_threshold}: must be below 1 (scores are probabilities)")
+        if self.peak_window < 1 or self.peak_window % 2 == 0:
+            raise ValueError(f"--peak-window {self.peak_window}: must be an odd number of cells, 1 or more")
+        check_choice("--pool", self.pool, ("max", "mean"))
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"--classes {list(self.classes)}: need at least one class, each once")
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(H, W) of the BEV grid: rows along y, columns along x."""
+        return (round((self.y_range[1] - self.y_range[0]) / self.cell_m),
+                round((self.x_range[1] - self.x_range[0]) / self.cell_m))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -3,9 +3,10 @@ batch it feeds is ``trainer/batch.py``).
 
 Per sweep the dataset returns a ``Sample``: its points (and labels, when the store has them) and the
 targets it was asked for: ``teacher`` (each point's teacher feature and valid flag) and ``occupancy``
-(the occupancy queries, voxel centres, with labels and the index of each query's nearest point).
-Fine-tuning and evaluation ask for neither (``SEGMENTATION``), which skips reading the features and the
-nearest-point search.
+(the occupancy queries, voxel centres, with labels and the index of each query's nearest point) and
+``boxes`` (the sweep's annotated 3D boxes, ``pipeline.store.read_boxes``, augmented with the points).
+Fine-tuning and evaluation ask for none of them (``SEGMENTATION``), which skips reading the features and
+the nearest-point search; the detection head asks for ``boxes`` only (``DETECTION``).
 With ``max_points`` set, a random subset of that many points is kept first (drawn from
 ``stream_rng(CAP_STREAM, seed, epoch, sweep)``; evaluation keeps every point). With masking on
 (``mask_ratio``, pretraining), the points of randomly hidden cubes are dropped before
@@ -33,6 +34,7 @@ from pipeline.store import (
     feature_arrays,
     open_store,
     points_problem,
+    read_boxes,
     read_column,
     store_url,
     sweep_rows,
@@ -63,8 +65,9 @@ def stream_rng(stream: int, seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([stream, seed, *key])
 
 
-TARGETS = ("teacher", "occupancy")  # what a dataset can add to points and labels
-PRETRAINING = TARGETS
+TARGETS = ("teacher", "occupancy", "boxes")  # what a dataset can add to points and labels
+PRETRAINING = ("teacher", "occupancy")
+DETECTION = ("boxes",)  # the detection head: points and the sweep's annotated boxes
 SEGMENTATION: tuple[str, ...] = ()  # fine-tuning and scoring: points and labels only
 
 
@@ -240,14 +243,17 @@ class StoreDataset(torch.utils.data.Dataset):
             queries, occ = queries[pick].astype(np.float32), occ[pick].astype(np.float32)
         else:
             queries = occ = None
+        boxes = read_boxes(self.group, s) if "boxes" in self.targets else None
         if cfg.augment:  # nearest points were found before: a similarity keeps them
             m = augmentation_matrix(stream_rng(AUGMENT_STREAM, cfg.seed, self.epoch, s), cfg.scale)
             xyz = xyz @ m.T
             if queries is not None:
                 queries = queries @ m.T
+            if boxes is not None:
+                boxes = transform_boxes(boxes, m)
         return Sample(sweep=s, xyz=xyz, intensity=points[:, 3].astype(np.float32), labels=per_point["labels"],
                       teacher=per_point["teacher"], valid=per_point["valid"], queries=queries, occ=occ,
-                      nearest=nearest, hidden=hidden)
+                      nearest=nearest, hidden=hidden, boxes=boxes)
 
 
 def check_values(group, s: int, sweep: dict[str, np.ndarray]) -> None:
@@ -294,3 +300,20 @@ def augmentation_matrix(rng: np.random.Generator, scale: float) -> np.ndarray:
     c, s = np.cos(theta), np.sin(theta)
     rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     return (rng.uniform(1 - scale, 1 + scale) * rot @ flip).astype(np.float32)
+
+
+def transform_boxes(boxes: dict[str, np.ndarray], m: np.ndarray) -> dict[str, np.ndarray]:
+    """Boxes moved by the similarity ``m`` [3, 3] that augmented their sweep's points (``x <- m x``:
+    a scale s, a rotation about z and flips of x or y; ``augmentation_matrix``): centres and velocities
+    transformed, sizes scaled by s, the yaw that of the transformed heading. ``global_from_lidar`` is left
+    as it is: it maps the sweep's frame before augmentation."""
+    m = np.asarray(m, np.float64)
+    s = abs(np.linalg.det(m)) ** (1 / 3)
+    yaw = np.asarray(boxes["box_yaw"], np.float64)
+    heading = np.stack([np.cos(yaw), np.sin(yaw)], axis=1) @ m[:2, :2].T
+    out = dict(boxes)
+    out["box_centre"] = (np.asarray(boxes["box_centre"], np.float64) @ m.T).astype(np.float32)
+    out["box_size"] = (np.asarray(boxes["box_size"], np.float64) * s).astype(np.float32)
+    out["box_yaw"] = np.arctan2(heading[:, 1], heading[:, 0]).astype(np.float32)
+    out["box_velocity"] = (np.asarray(boxes["box_velocity"], np.float64) @ m[:2, :2].T).astype(np.float32)
+    return out
