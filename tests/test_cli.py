@@ -191,7 +191,15 @@ def test_cli_defaults_are_the_configs_defaults():
     from pipeline.occupancy import OccupancyGrid
     from pipeline.store import as_attribute
     from pipeline.teacher import TeacherConfig
-    from trainer.config import DataConfig, FinetuneConfig, ModelConfig, ProbeConfig, TrainConfig, field_defaults
+    from trainer.config import (
+        DataConfig,
+        DetectionConfig,
+        FinetuneConfig,
+        ModelConfig,
+        ProbeConfig,
+        TrainConfig,
+        field_defaults,
+    )
 
     def defaults(*classes):
         out = {}
@@ -202,7 +210,7 @@ def test_cli_defaults_are_the_configs_defaults():
     grid, teacher = field_defaults(OccupancyGrid), field_defaults(TeacherConfig)
     expected = {
         (cdtrain, "pretrain"): defaults(DataConfig, ModelConfig, TrainConfig) | {"model": ModelConfig.arch},
-        (cdtrain, "finetune"): defaults(DataConfig, ProbeConfig, FinetuneConfig)
+        (cdtrain, "finetune"): defaults(DataConfig, ProbeConfig, FinetuneConfig, DetectionConfig)
         | {"probe_points": ProbeConfig.points_per_sweep},
         (cdpipe, "extract"): defaults(ExtractConfig) | {
             "teacher": teacher["name"], "teacher_seed": teacher["seed"], "random_teacher": teacher["random"],

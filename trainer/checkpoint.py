@@ -8,7 +8,10 @@ atomically (a crash mid-save never leaves a half-written file), both carrying th
   the RNG state;
 - a segmenter file (``cdtrain finetune``: OUT/segmenter.pt, ``kind`` = SEGMENTER_KIND): the segmenter's
   weights, architecture, voxel size, the class of each output, how it was made and, while fine-tuning,
-  the state to resume.
+  the state to resume;
+- a detector file (``cdtrain finetune --task detection``: OUT/detector.pt, ``kind`` = DETECTOR_KIND): the
+  detector's weights, architecture, voxel size, detection config (grid, classes, decoding), how it was made
+  and, while fine-tuning, the state to resume.
 Resuming compares the configurations saved in the file with the new run's (``check_resume``) and refuses
 in one line that names every field that differs, unless forced.
 """
@@ -28,6 +31,8 @@ from trainer.model import Segmenter, Student
 
 SEGMENTER_KIND = "cleverdistiller-segmenter"
 SEGMENTER_FORMAT = 1
+DETECTOR_KIND = "cleverdistiller-detector"
+DETECTOR_FORMAT = 1
 
 
 def write_atomic(state: dict, path: str) -> None:
@@ -140,8 +145,9 @@ def pretraining_arch(checkpoint: str) -> str:
 
 def _pretraining(checkpoint: str) -> dict:
     ck = read_checkpoint(checkpoint)
-    if ck.get("kind") == SEGMENTER_KIND:
-        raise ValueError(f"{checkpoint} is a segmenter (cdtrain finetune), not a pretraining checkpoint; "
+    if ck.get("kind") in (SEGMENTER_KIND, DETECTOR_KIND):
+        what = "segmenter" if ck["kind"] == SEGMENTER_KIND else "detector"
+        raise ValueError(f"{checkpoint} is a {what} (cdtrain finetune), not a pretraining checkpoint; "
                          f"give the pretraining run's checkpoint.pt")
     if "model_config" not in ck or "model" not in ck:
         raise ValueError(f"{checkpoint} is not a pretraining checkpoint written by cdtrain pretrain")
@@ -193,6 +199,9 @@ def load_segmenter(path: str) -> tuple[Segmenter, dict]:
     """A segmenter file (``cdtrain finetune``) -> (model in eval mode, its record without the weights).
     A pretraining checkpoint or an unknown file is refused in one line that says what to do."""
     ck = read_checkpoint(path)
+    if ck.get("kind") == DETECTOR_KIND:
+        raise ValueError(f"{path} is a detector (cdtrain finetune --task detection), not a segmenter: it has no "
+                         f"segmentation head")
     if ck.get("kind") != SEGMENTER_KIND:
         if is_pretraining_checkpoint(ck):
             raise ValueError(f"{path} is a pretraining checkpoint (cdtrain pretrain): it has no segmentation head; "
@@ -202,6 +211,44 @@ def load_segmenter(path: str) -> tuple[Segmenter, dict]:
     if ck.get("format") != SEGMENTER_FORMAT:
         raise ValueError(f"{path} is segmenter format {ck.get('format')}; this version reads format {SEGMENTER_FORMAT}")
     model = Segmenter(ck["arch"], len(ck["classes"]))
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model, {k: v for k, v in ck.items() if k not in ("model", "optimizer")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# detectors
+
+
+def detector_record(model, arch: str, voxel_size: float, **about) -> dict:
+    """What a detector file holds: weights plus everything needed to use them without the run's command
+    line (architecture, voxel size, input scale, the detection config: grid, classes, decoding), plus
+    ``about`` (how it was made, training state for resuming)."""
+    return {"kind": DETECTOR_KIND, "format": DETECTOR_FORMAT, "model": model.state_dict(), "arch": arch,
+            "voxel_size": voxel_size, "input_scale": list(INPUT_SCALE), "detection_config": model.cfg.to_dict(),
+            **about}
+
+
+def load_detector(path: str):
+    """A detector file (``cdtrain finetune --task detection``) -> (``trainer.detection.Detector`` in eval
+    mode, its record without the weights). A segmenter, a pretraining checkpoint or an unknown file is
+    refused in one line."""
+    from trainer.config import DetectionConfig
+    from trainer.detection import Detector
+
+    ck = read_checkpoint(path)
+    if ck.get("kind") == SEGMENTER_KIND:
+        raise ValueError(f"{path} is a segmenter (cdtrain finetune --task segmentation), not a detector: it has "
+                         f"no detection head")
+    if ck.get("kind") != DETECTOR_KIND:
+        if is_pretraining_checkpoint(ck):
+            raise ValueError(f"{path} is a pretraining checkpoint (cdtrain pretrain): it has no detection head; "
+                             f"train one first with cdtrain finetune --task detection --pretrained {path}")
+        raise ValueError(f"{path} is not a detector file written by cdtrain finetune --task detection")
+    if ck.get("format") != DETECTOR_FORMAT:
+        raise ValueError(f"{path} is detector format {ck.get('format')}; this version reads format {DETECTOR_FORMAT}")
+    cfg = DetectionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ck["detection_config"].items()})
+    model = Detector(ck["arch"], cfg, ck["voxel_size"])
     model.load_state_dict(ck["model"])
     model.eval()
     return model, {k: v for k, v in ck.items() if k not in ("model", "optimizer")}

@@ -20,6 +20,7 @@ from trainer.config import (
     DISTILLATION_LOSSES,
     STORE_SPLITS,
     DataConfig,
+    DetectionConfig,
     FinetuneConfig,
     ModelConfig,
     ProbeConfig,
@@ -29,6 +30,8 @@ from trainer.config import (
 Arch = Literal[tuple(ARCHS)]
 Loss = Literal[DISTILLATION_LOSSES]
 Split = Literal[STORE_SPLITS]
+FINETUNE_TASKS = ("segmentation", "detection")
+Task = Literal[FINETUNE_TASKS]
 
 app = new_app("cdtrain: Zarr store -> batches -> sparse student + heads -> checkpoints, metrics.")
 
@@ -269,10 +272,13 @@ def _pretrained(new: str | None, old: str | None) -> str | None:
 @app.command()
 def finetune(
     ctx: typer.Context,
-    store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_HELP + " It must hold lidarseg labels; "
-                              "needed unless --resume (then the file's)."),
-    out: str = typer.Option(None, "--out", metavar="DIR", help="Run folder to write: segmenter.pt, result.json, "
-                            "curve.jsonl (needed unless --resume)."),
+    store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_HELP + " It must hold lidarseg labels "
+                              "(segmentation) or boxes (detection); needed unless --resume (then the file's)."),
+    out: str = typer.Option(None, "--out", metavar="DIR", help="Run folder to write: segmenter.pt (detection: "
+                            "detector.pt), result.json, curve.jsonl (needed unless --resume)."),
+    task: Task = typer.Option("segmentation", help="What to fine-tune: a segmenter on the lidarseg labels, or a "
+                              "CenterPoint-style detector on the annotated boxes (default: the --resume file's, "
+                              "else segmentation)."),
     pretrained: str = typer.Option(None, "--pretrained", metavar="CHECKPOINT", help="Backbone from this pretraining "
                                    "checkpoint (cdtrain pretrain's checkpoint.pt); omit for random initialisation, "
                                    "the baseline."),
@@ -293,16 +299,21 @@ def finetune(
     warmup: int = typer.Option(FinetuneConfig.warmup, help="Warm-up steps (0: none)."),
     max_points: int = typer.Option(FinetuneConfig.max_points, help="Keep a random subset of this many points of each "
                                    "training sweep (0: all); evaluation sees every point."),
-    eval_every: int = typer.Option(FinetuneConfig.eval_every, help="Also measure val mIoU every this many steps into "
-                                   "OUT/curve.jsonl (0: at the end only)."),
+    eval_every: int = typer.Option(FinetuneConfig.eval_every, help="Also measure val mIoU (detection: val loss and "
+                                   "centre-distance AP at 2 m) every this many steps into OUT/curve.jsonl (0: at the "
+                                   "end only)."),
     checkpoint_every: int = typer.Option(FinetuneConfig.checkpoint_every, help="Steps between rewrites of "
-                                         "OUT/segmenter.pt."),
+                                         "OUT/segmenter.pt (or detector.pt)."),
     voxel_size: float = typer.Option(DataConfig.voxel_size, help="Voxel size (m)."),
+    cell_m: float = typer.Option(DetectionConfig.cell_m, help="Detection: edge of the bird's-eye-view grid cells "
+                                 "(m); the grid's ranges must span a whole number of them."),
+    score_threshold: float = typer.Option(DetectionConfig.score_threshold, help="Detection: decoded boxes scoring "
+                                          "below this are dropped."),
     device: str = typer.Option(None, metavar="DEVICE", help=DEVICE_HELP),
     resume: str = typer.Option(None, "--resume", metavar="SEGMENTER", help="Continue the fine-tuning of this "
-                               "segmenter.pt with its settings; a flag given that differs from them is refused, "
-                               "naming it, unless it may change (--out, --checkpoint-every, --eval-every) or "
-                               "--force-config is given."),
+                               "segmenter.pt (or detector.pt) with its settings; a flag given that differs from them "
+                               "is refused, naming it, unless it may change (--out, --checkpoint-every, "
+                               "--eval-every) or --force-config is given."),
     force_config: bool = typer.Option(False, "--force-config", help="With --resume: continue even though the "
                                       "fine-tuning settings (or the store) differ from the file's."),
     seed: int = typer.Option(FinetuneConfig.seed, help="Seed of the label subset, initialisation and data order."),
@@ -311,7 +322,8 @@ def finetune(
                                          "the first)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
-    """Semantic segmentation on the store's labels (fine-tuning or linear probe), evaluated on val."""
+    """Semantic segmentation on the store's labels (fine-tuning or linear probe), or 3D detection on its boxes
+    (--task detection), evaluated on val."""
     from pipeline.dialect import check_device
 
     pretrained = absolute(_pretrained(pretrained, checkpoint))
@@ -322,15 +334,26 @@ def finetune(
         fail("--force-config goes with --resume")
     if linear_probe and skip_bad_sweeps:
         fail("--skip-bad-sweeps is for training; a probe fits and scores a fixed set of sweeps")
-    values = dict(locals())
     from pipeline.store import StoreError
-    from trainer.checkpoint import pretraining_arch, read_checkpoint
+    from trainer.checkpoint import DETECTOR_KIND, pretraining_arch, read_checkpoint
 
     try:
         record: dict = {}
         if resume:
-            out = _run_folder(resume, out, "segmenter.pt", "cdtrain finetune")
             record = read_checkpoint(resume)
+            resumed = "detection" if record.get("kind") == DETECTOR_KIND else "segmentation"
+            if given(ctx, "task") and task != resumed:
+                fail(f"--resume {resume} is a {resumed} run; drop --task {task}")
+            task = resumed
+        detection = task == "detection"
+        if detection and (linear_probe or lovasz):
+            fail(f"--task detection trains a detector; {'--linear-probe' if linear_probe else '--lovasz'} is for "
+                 f"segmentation")
+        if detection and (given(ctx, "probe_points")):
+            fail("--probe-points is for the linear probe of segmentation")
+        values = dict(locals())
+        if resume:
+            out = _run_folder(resume, out, "detector.pt" if detection else "segmenter.pt", "cdtrain finetune")
             if "finetune_config" not in record:
                 raise ValueError(f"--resume {resume} is not a fine-tuning segmenter.pt (a linear probe's file cannot "
                                  f"be resumed)")
@@ -349,7 +372,18 @@ def finetune(
         values.update(out=out)
         arch = model or (pretraining_arch(pretrained) if pretrained else ModelConfig.arch)
         dev = check_device(device)
-        if linear_probe:
+        if detection:
+            from trainer.finetune_detection import finetune_detection
+
+            _cpu_hint(arch, max_points, dev)
+            cfg = _config(FinetuneConfig, record.get("finetune_config", {}), values, ctx)
+            if resume:
+                cfg = dataclasses.replace(cfg, out=out)
+            dcfg = _config(DetectionConfig, record.get("detection_config", {}), values, ctx)
+            result = finetune_detection(store, pretrained, arch, cfg, dcfg, voxel_size=voxel_size, device=dev,
+                                        resume=bool(resume), skip_bad_sweeps=skip_bad_sweeps,
+                                        force_config=force_config, progress=not as_json)
+        elif linear_probe:
             from trainer.probe import linear_probe as fit
 
             cfg = _config(ProbeConfig, {}, values, ctx, {"probe_points": "points_per_sweep"})
@@ -369,14 +403,31 @@ def finetune(
         if linear_probe:
             typer.echo("\ninterrupted: a linear probe keeps no checkpoint; run it again", err=True)
             raise typer.Exit(130) from None
-        _interrupted(os.path.join(out, "segmenter.pt"), "cdtrain finetune --resume")
+        _interrupted(os.path.join(out, "detector.pt" if detection else "segmenter.pt"), "cdtrain finetune --resume")
     skipped = _skipped(out)
     if _emit(result | {"run": out, "skipped_sweeps": skipped}, as_json):
+        return
+    if detection:
+        print_detection_result(result)
+        typer.echo(f"  wrote {os.path.join(out, 'result.json')} and {os.path.join(out, 'detector.pt')}, the curve in "
+                   f"{os.path.join(out, 'curve.jsonl')}")
+        _report_skipped(out, skipped)
         return
     print_result(result)
     typer.echo(f"  wrote {os.path.join(out, 'result.json')} and {os.path.join(out, 'segmenter.pt')}"
                + ("" if linear_probe else f", the curve in {os.path.join(out, 'curve.jsonl')}"))
     _report_skipped(out, skipped)
+
+
+def print_detection_result(result: dict) -> None:
+    ap = result["centre_distance_ap_2m"]
+    typer.echo(f"\ndetection fine-tuning from {result.get('init', '?')}, {result.get('labels_percent', '?')}% labels "
+               f"({len(result.get('label_scenes', []))} scenes); {result['split']}: {result['sweeps']} sweeps")
+    for name, value in result["ap_per_class"].items():
+        typer.echo(f"  {name:<20} {100 * value:5.1f}")
+    typer.echo(f"  {result['ap_name']}: {'-' if ap is None else f'{100 * ap:.1f}'} (over the "
+               f"{len(result['ap_per_class'])} classes present in {result['split']}; not the devkit's mAP)")
+    typer.echo(f"  {result['split']} detection loss {result['val_loss']:.4f}")
 
 
 def print_result(result: dict) -> None:

@@ -14,6 +14,8 @@ loss of the steps since the last entry), so a reader can see whether training ha
 (``cdtrain plot`` draws it); with tensorboard installed, each step's loss and rate and every val mIoU
 also go to TensorBoard scalars in OUT/tb.
 The linear probe is ``trainer/probe.py`` (a convex fit, not SGD); scoring is ``trainer/evaluate.py``.
+Detection fine-tuning (``trainer/finetune_detection.py``) shares the labelled train set, the optimiser, the
+batches of each step and the resume check with this loop (the helpers at the end of this module).
 """
 
 from __future__ import annotations
@@ -66,15 +68,10 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
         raise ValueError(f"store {store} has no lidarseg labels to fine-tune on")
     fingerprint = store_fingerprint(dict(group.attrs))
     model, init = new_segmenter(arch, checkpoint or None, cfg.seed)
-    scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
-    ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
-                                 max_points=cfg.max_points),
-                      skip_log=run.skipped_sweeps if skip_bad_sweeps else None,
-                      targets=SEGMENTATION)
+    scenes, ds = labelled_train_set(store, dict(group.attrs), cfg, voxel_size, run, skip_bad_sweeps, SEGMENTATION)
     dev = torch.device(device)
     model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
+    opt, scaler = optimiser(model, cfg, dev)
     path = run.file(SEGMENTER)
     about = {"linear_probe": False, "init": init, "pretrained": checkpoint or None, "store": store,
              "labels_percent": cfg.labels_percent, "label_scenes": list(scenes), "finetune_config": asdict(cfg),
@@ -82,16 +79,9 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     start, losses = 0, []  # losses: training losses since the last curve row
     changes: list[str] = []  # settings that --force-config let differ from the checkpoint's
     if resume:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--resume: no segmenter.pt in {cfg.out}")
-        ck = read_checkpoint(path)
         now = {"init": init, "arch": arch, "voxel_size": voxel_size, "finetune_config": asdict(cfg),
                "store_fingerprint": fingerprint}
-        changes = check_resume(path, ck, now, force=force_config, forceable=("finetune_config", "store_fingerprint"),
-                               ignore=RESUME_IGNORES, defaults={"finetune_config": field_defaults(FinetuneConfig)})
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
+        ck, changes = resume_from(path, now, force_config, model, opt, scaler)
         start, losses = int(ck["step"]), list(ck["pending_losses"])
 
     def save(step: int) -> None:
@@ -105,10 +95,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             model.train()
-            ds.epoch = step
-            rng = stream_rng(FINETUNE_BATCH_STREAM, cfg.seed, step)
-            picks = rng.choice(len(ds), min(cfg.batch_size, len(ds)), replace=False)
-            batch = collate([ds[int(i)] for i in picks], voxel_size).to(dev)
+            batch = collate(step_samples(ds, cfg, step), voxel_size).to(dev)
             with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
                 loss = seg_loss(model(batch), batch.labels, cfg.lovasz)
             opt.zero_grad(set_to_none=True)
@@ -146,3 +133,52 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     with open(run.file(RESULT), "w") as f:
         json.dump(result, f, indent=1)
     return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared with detection fine-tuning (trainer/finetune_detection.py)
+
+
+def labelled_train_set(store: str, attrs: dict, cfg: FinetuneConfig, voxel_size: float, run: RunFolder,
+                       skip_bad_sweeps: bool, targets: tuple[str, ...]) -> tuple[tuple[str, ...], StoreDataset]:
+    """The labelled train scenes (``label_subset`` of ``cfg.labels_percent``, by seed) and the augmented
+    dataset over their sweeps with ``targets``; damaged sweeps are skipped into the run folder's log when
+    ``skip_bad_sweeps``."""
+    scenes = tuple(label_subset(attrs["scenes"], cfg.labels_percent, cfg.seed))
+    ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
+                                 max_points=cfg.max_points),
+                      skip_log=run.skipped_sweeps if skip_bad_sweeps else None, targets=targets)
+    return scenes, ds
+
+
+def optimiser(model: torch.nn.Module, cfg: FinetuneConfig, dev: torch.device):
+    """AdamW over every weight of ``model`` and the gradient scaler (active on a GPU only)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
+
+
+def step_samples(ds: StoreDataset, cfg: FinetuneConfig, step: int) -> list:
+    """The samples of step ``step``: ``batch_size`` sweeps drawn from ``stream_rng(FINETUNE_BATCH_STREAM,
+    seed, step)``, augmented as epoch ``step``, so that a resumed run sees what a straight one would."""
+    ds.epoch = step
+    rng = stream_rng(FINETUNE_BATCH_STREAM, cfg.seed, step)
+    picks = rng.choice(len(ds), min(cfg.batch_size, len(ds)), replace=False)
+    return [ds[int(i)] for i in picks]
+
+
+def resume_from(path: str, now: dict, force_config: bool, model: torch.nn.Module, opt, scaler,
+                forceable: tuple[str, ...] = ("finetune_config", "store_fingerprint"),
+                defaults: dict | None = None) -> tuple[dict, list[str]]:
+    """Load the run's own file ``path`` into ``model``, ``opt`` and ``scaler`` after ``check_resume``
+    compared its settings with ``now``; returns the file's record and the settings ``--force-config`` let
+    change."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--resume: no {os.path.basename(path)} in {os.path.dirname(path)}")
+    ck = read_checkpoint(path)
+    defaults = {"finetune_config": field_defaults(FinetuneConfig), **(defaults or {})}
+    changes = check_resume(path, ck, now, force=force_config, forceable=forceable, ignore=RESUME_IGNORES,
+                           defaults=defaults)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    scaler.load_state_dict(ck["scaler"])
+    return ck, changes
