@@ -195,21 +195,38 @@ def segmenter_record(model: Segmenter, arch: str, voxel_size: float, **about) ->
             **about}
 
 
+#: each fine-tuned file: its kind, its format, the task that writes it and the command that makes it
+HEAD_FILES = {
+    "segmenter": (SEGMENTER_KIND, SEGMENTER_FORMAT, "segmentation",
+                  "cdtrain finetune --pretrained {path} (add --linear-probe to keep the backbone frozen)"),
+    "detector": (DETECTOR_KIND, DETECTOR_FORMAT, "detection", "cdtrain finetune --task detection --pretrained {path}"),
+}
+
+
+def _read_head_file(path: str, name: str) -> dict:
+    """The record of a ``name`` file ("segmenter" or "detector"); the other kind, a pretraining checkpoint,
+    an unknown file or another format is refused in one line that says what it is and what to do."""
+    kind, fmt, task, make = HEAD_FILES[name]
+    ck = read_checkpoint(path)
+    for other, (other_kind, _, other_task, _) in HEAD_FILES.items():
+        if other != name and ck.get("kind") == other_kind:
+            raise ValueError(f"{path} is a {other} (cdtrain finetune --task {other_task}), not a {name}: it has no "
+                             f"{task} head")
+    if ck.get("kind") != kind:
+        if is_pretraining_checkpoint(ck):
+            raise ValueError(f"{path} is a pretraining checkpoint (cdtrain pretrain): it has no {task} head; train "
+                             f"one first with {make.format(path=path)}")
+        raise ValueError(f"{path} is not a {name} file written by cdtrain finetune"
+                         + (" --task detection" if name == "detector" else ""))
+    if ck.get("format") != fmt:
+        raise ValueError(f"{path} is {name} format {ck.get('format')}; this version reads format {fmt}")
+    return ck
+
+
 def load_segmenter(path: str) -> tuple[Segmenter, dict]:
     """A segmenter file (``cdtrain finetune``) -> (model in eval mode, its record without the weights).
     A pretraining checkpoint or an unknown file is refused in one line that says what to do."""
-    ck = read_checkpoint(path)
-    if ck.get("kind") == DETECTOR_KIND:
-        raise ValueError(f"{path} is a detector (cdtrain finetune --task detection), not a segmenter: it has no "
-                         f"segmentation head")
-    if ck.get("kind") != SEGMENTER_KIND:
-        if is_pretraining_checkpoint(ck):
-            raise ValueError(f"{path} is a pretraining checkpoint (cdtrain pretrain): it has no segmentation head; "
-                             f"train one first with cdtrain finetune --pretrained {path} (add --linear-probe to "
-                             f"keep the backbone frozen)")
-        raise ValueError(f"{path} is not a segmenter file written by cdtrain finetune")
-    if ck.get("format") != SEGMENTER_FORMAT:
-        raise ValueError(f"{path} is segmenter format {ck.get('format')}; this version reads format {SEGMENTER_FORMAT}")
+    ck = _read_head_file(path, "segmenter")
     model = Segmenter(ck["arch"], len(ck["classes"]))
     model.load_state_dict(ck["model"])
     model.eval()
@@ -236,17 +253,7 @@ def load_detector(path: str):
     from trainer.config import DetectionConfig
     from trainer.detection import Detector
 
-    ck = read_checkpoint(path)
-    if ck.get("kind") == SEGMENTER_KIND:
-        raise ValueError(f"{path} is a segmenter (cdtrain finetune --task segmentation), not a detector: it has "
-                         f"no detection head")
-    if ck.get("kind") != DETECTOR_KIND:
-        if is_pretraining_checkpoint(ck):
-            raise ValueError(f"{path} is a pretraining checkpoint (cdtrain pretrain): it has no detection head; "
-                             f"train one first with cdtrain finetune --task detection --pretrained {path}")
-        raise ValueError(f"{path} is not a detector file written by cdtrain finetune --task detection")
-    if ck.get("format") != DETECTOR_FORMAT:
-        raise ValueError(f"{path} is detector format {ck.get('format')}; this version reads format {DETECTOR_FORMAT}")
+    ck = _read_head_file(path, "detector")
     cfg = DetectionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ck["detection_config"].items()})
     model = Detector(ck["arch"], cfg, ck["voxel_size"])
     model.load_state_dict(ck["model"])
