@@ -33,10 +33,18 @@ def run_cli(app) -> None:
     try:
         app()
     except ModuleNotFoundError as e:
-        extra = EXTRA_OF_MODULE.get((e.name or "").partition(".")[0])
-        if extra is None:
+        message = missing_extra(e)
+        if message is None:
             raise
-        print(f"error: {e.name} is not installed; this command needs the {extra!r} extra: "
-              f"pip install \"cleverdistiller-pipe[{extra}]\" (from a checkout: pip install -e \".[{extra}]\")",
-              file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The one line that names the extra installing the module ``error`` misses (None: a module of no
+    extra)."""
+    extra = EXTRA_OF_MODULE.get((error.name or "").partition(".")[0])
+    if extra is None:
+        return None
+    return (f"{error.name} is not installed; this command needs the {extra!r} extra: "
+            f"pip install \"cleverdistiller-pipe[{extra}]\" (from a checkout: pip install -e \".[{extra}]\")")

@@ -11,78 +11,47 @@ import numpy as np
 import pytest
 
 from pipeline.classes import DETECTION_CLASSES
+from pipeline.detection_eval import META, detection_submission, devkit_scores, split_samples
 from pipeline.extract import max_boxes_for
 from pipeline.frames import build_nuscenes_index, load_nuscenes
-from pipeline.geometry import box_corners_xy, boxes_to_frame, invert_transform, yaw_quaternion
+from pipeline.geometry import box_corners_xy, boxes_to_frame, invert_transform
 from pipeline.store import open_store, read_boxes, read_sweep
 from tests.conftest import edit_table
 
-META = {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False, "use_external": False}
 
-
-def submission(store: str, split: str = "val", shift_m: float = 0.0) -> dict:
-    """The stored boxes of the store's ``split`` sweeps as a nuScenes detection submission, each taken to the
-    global frame by the store's own ``global_from_lidar`` (``geometry.boxes_to_frame``), every sample of the
-    split listed. Boxes without LiDAR points are left out (the devkit leaves them out of its truth); each
-    box's attribute is its annotation's, joined by the stored token (the store keeps no attributes);
-    ``shift_m`` moves every box along global x."""
+def predictions(store: str, split: str = "val") -> list[dict]:
+    """The stored boxes of the store's ``split`` sweeps as predictions in each sweep's LiDAR frame, score 1.
+    Boxes without LiDAR points are left out (the devkit leaves them out of its truth); each box's attribute
+    is its annotation's, joined by the stored token (the store keeps no attributes)."""
     group = open_store(store)
     attrs = dict(group.attrs)
     nusc = load_nuscenes(attrs["dataset"]["dataroot"], attrs["dataset"]["version"])
-    results = {}
-    for scene in attrs["scenes"]:
-        if scene["split"] != split:
-            continue
-        for s in range(scene["first_sweep"], scene["first_sweep"] + scene["num_sweeps"]):
-            boxes = read_boxes(group, s)
-            keep = boxes["box_num_lidar_pts"] > 0
-            centre, yaw, velocity = boxes_to_frame(boxes["global_from_lidar"], boxes["box_centre"][keep],
-                                                   boxes["box_yaw"][keep], boxes["box_velocity"][keep])
-            centre[:, 0] += shift_m
-            sample = str(group["sample_token"][s])
-            results[sample] = [
-                {"sample_token": sample, "translation": c.tolist(), "size": size.astype(float).tolist(),
-                 "rotation": q.tolist(), "velocity": v.tolist(), "detection_name": attrs["detection_classes"][k],
-                 "detection_score": 1.0, "attribute_name": _attribute(nusc, str(token))}
-                for c, size, q, v, k, token in zip(centre, boxes["box_size"][keep], yaw_quaternion(yaw), velocity,
-                                                   boxes["box_class"][keep], boxes["box_token"][keep])]
-    return {"meta": META, "results": results}
+    found = []
+    for s, sample in split_samples(group, split):
+        boxes = read_boxes(group, s)
+        keep = boxes["box_num_lidar_pts"] > 0
+        found.append({"sample_token": sample, "centre": boxes["box_centre"][keep], "size": boxes["box_size"][keep],
+                      "yaw": boxes["box_yaw"][keep], "velocity": boxes["box_velocity"][keep],
+                      "name": [attrs["detection_classes"][k] for k in boxes["box_class"][keep]],
+                      "score": np.ones(int(keep.sum())),
+                      "attribute": [_attribute(nusc, str(t)) for t in boxes["box_token"][keep]]})
+    return found
+
+
+def submission(store: str, shift_m: float = 0.0) -> dict:
+    """The stored boxes of the store's val sweeps as a nuScenes detection submission
+    (``detection_submission``: each taken to the global frame by the store's own ``global_from_lidar``,
+    every sample of the split listed); ``shift_m`` moves every box along global x."""
+    result = detection_submission(store, predictions(store))
+    for boxes in result["results"].values():
+        for box in boxes:
+            box["translation"][0] += shift_m
+    return result
 
 
 def _attribute(nusc, annotation: str) -> str:
     tokens = nusc.get("sample_annotation", annotation)["attribute_tokens"]
     return nusc.get("attribute", tokens[0])["name"] if tokens else ""
-
-
-def devkit_scores(store: str, result: dict, out) -> dict:
-    """``result`` scored by the devkit's ``DetectionEval`` with the standard ``detection_cvpr_2019`` config on
-    the store's val split: the devkit's mAP, NDS and per-class AP (over all 10 classes: a class absent from
-    the val truth scores AP 0 and TP errors 1), and mAP and NDS by the devkit's formulas over the classes
-    present in the truth it evaluates (after its own filters); with the TP errors of those classes."""
-    from nuscenes.eval.common.config import config_factory
-    from nuscenes.eval.detection.constants import TP_METRICS
-    from nuscenes.eval.detection.evaluate import DetectionEval
-
-    attrs = open_store(store).attrs
-    version = attrs["dataset"]["version"]
-    nusc = load_nuscenes(attrs["dataset"]["dataroot"], version)
-    path = out / "results.json"
-    path.write_text(json.dumps(result))
-    split = "mini_val" if "mini" in version else "val"
-    evaluation = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(path), split, str(out / "eval"),
-                               verbose=False)
-    metrics = evaluation.evaluate()[0].serialize()
-    present = sorted({box.detection_name for box in evaluation.gt_boxes.all}, key=DETECTION_CLASSES.index)
-    ap = {name: metrics["mean_dist_aps"][name] for name in present}
-    tp = {metric: float(np.nanmean([metrics["label_tp_errors"][name][metric] for name in present]))
-          for metric in TP_METRICS}
-    cfg = config_factory("detection_cvpr_2019")
-    map_present = float(np.mean(list(ap.values())))
-    nds_present = ((cfg.mean_ap_weight * map_present + sum(1 - min(1.0, e) for e in tp.values()))
-                   / (cfg.mean_ap_weight + len(tp)))
-    return {"mAP": metrics["mean_ap"], "NDS": metrics["nd_score"], "ap": metrics["mean_dist_aps"],
-            "present": present, "mAP_present": map_present, "NDS_present": nds_present, "tp_errors_present": tp,
-            "predicted": len(evaluation.pred_boxes.all), "truth": len(evaluation.gt_boxes.all)}
 
 
 def test_stored_boxes_score_perfectly_with_the_devkit_and_fall_when_shifted(small_store, tmp_path):
@@ -91,8 +60,8 @@ def test_stored_boxes_score_perfectly_with_the_devkit_and_fall_when_shifted(smal
     size errors at float32 rounding and orientation errors at the square of the sensor's tilt; the devkit's
     own mAP is theirs over 10 classes. Shifted by 1 m, AP, mAP and NDS fall and the translation error is 1 m."""
     store = small_store[0].out
-    (tmp_path / "exact").mkdir()
-    exact = devkit_scores(store, submission(store), tmp_path / "exact")
+    assert submission(store)["meta"] == META
+    exact = devkit_scores(store, submission(store), str(tmp_path / "exact"))
     present = exact["present"]
     assert len(present) >= 4 and exact["truth"] >= 20  # something to score
     assert exact["predicted"] == exact["truth"]  # after the devkit's filters, one prediction per true box
@@ -104,8 +73,7 @@ def test_stored_boxes_score_perfectly_with_the_devkit_and_fall_when_shifted(smal
     assert exact["mAP"] == pytest.approx(sum(exact["ap"][name] for name in present) / len(DETECTION_CLASSES))
     assert all(exact["ap"][name] == 0 for name in DETECTION_CLASSES if name not in present)
 
-    (tmp_path / "shifted").mkdir()
-    shifted = devkit_scores(store, submission(store, shift_m=1.0), tmp_path / "shifted")
+    shifted = devkit_scores(store, submission(store, shift_m=1.0), str(tmp_path / "shifted"))
     assert shifted["present"] == present
     assert all(shifted["ap"][name] < exact["ap"][name] - 0.2 for name in present), shifted["ap"]
     assert shifted["mAP_present"] < exact["mAP_present"] - 0.3 and shifted["NDS_present"] < exact["NDS_present"] - 0.2

@@ -446,13 +446,19 @@ def print_result(result: dict) -> None:
 
 @app.command()
 def evaluate(
-    store: str = typer.Option(..., "--store", metavar="STORE", help=STORE_HELP + " It must hold lidarseg labels."),
+    store: str = typer.Option(..., "--store", metavar="STORE", help=STORE_HELP + " It must hold lidarseg labels "
+                              "(--task detection: boxes, and its dataset's dataroot must be readable)."),
+    task: Task = typer.Option("segmentation", help="What to evaluate: a segmenter (--segmenter) or a detector "
+                              "(--detector, scored by the nuScenes devkit on val; needs the pipeline extra)."),
     segmenter: str = typer.Option(None, "--segmenter", metavar="SEGMENTER", help="segmenter.pt written by cdtrain "
-                                  "finetune (needed)."),
+                                  "finetune (needed for segmentation)."),
+    detector: str = typer.Option(None, "--detector", metavar="DETECTOR", help="detector.pt written by cdtrain "
+                                 "finetune --task detection (needed for detection)."),
     checkpoint: str = typer.Option(None, "--checkpoint", hidden=True, help="Old name of --segmenter."),
-    split: Split = typer.Option("val", help="Scenes to evaluate."),
+    split: Split = typer.Option("val", help="Scenes to evaluate (detection: val only)."),
     out: str = typer.Option(None, metavar="FILE.json", help="Write the result (IoUs, mIoU, confusion matrix) as "
-                            "JSON here, and its charts beside it."),
+                            "JSON here, and its charts beside it; --task detection: a folder (needed) for "
+                            "result.json, the submission and the devkit's metrics."),
     corruption: list[str] = typer.Option(None, metavar="KIND:SEVERITY", help="Also evaluate under this corruption "
                                          "(repeatable): beams_missing:0.25, sparser_sensor:2, jitter:0.05, "
                                          "fog:0.02."),
@@ -461,9 +467,18 @@ def evaluate(
 ):
     """Per-class IoU, mIoU and confusion matrix of a fine-tuned segmenter (its voxel size and classes come
     from the file); with --corruption, the mIoU under each corruption and its resilience (mIoU corrupted /
-    mIoU clean)."""
+    mIoU clean). With --task detection, a detector's boxes on every val sweep scored by the nuScenes devkit
+    (mAP, NDS, TP errors, per-class AP; needs the pipeline extra)."""
     from pipeline.dialect import check_device
 
+    if task == "detection":
+        if segmenter or checkpoint or corruption:
+            fail(f"--task detection scores a detector; {'--corruption' if corruption else '--segmenter'} is for "
+                 f"segmentation")
+        _evaluate_detection(store, detector, out, split, device, as_json)
+        return
+    if detector:
+        fail("--detector goes with --task detection")
     if segmenter and checkpoint and segmenter != checkpoint:
         fail(f"--segmenter {segmenter} and --checkpoint {checkpoint}: give one (--checkpoint is its old name)")
     segmenter = segmenter or checkpoint
@@ -513,6 +528,71 @@ def evaluate(
         return
     if out:
         typer.echo(f"  wrote {out}, " + " and ".join(charts))
+
+
+def _evaluate_detection(store: str, detector: str | None, out: str | None, split: str, device: str | None,
+                        as_json: bool) -> None:
+    """`cdtrain evaluate --task detection`: the detector's boxes on every val sweep (no augmentation),
+    scored by the nuScenes devkit; OUT/result.json holds the scores."""
+    from pipeline.dialect import check_device
+    from pipeline.errors import missing_extra
+
+    if detector is None:
+        fail("cdtrain evaluate --task detection needs --detector DETECTOR (a detector.pt written by cdtrain finetune "
+             "--task detection)")
+    if out is None:
+        fail("cdtrain evaluate --task detection needs --out DIR (the devkit writes its metrics there)")
+    if split != "val":
+        fail(f"--split {split}: the devkit scores detection on the val scenes only")
+    if os.path.isfile(out):
+        fail(f"--out {out} is a file; --task detection writes a folder")
+    try:
+        import pipeline.detection_eval as scoring  # needs the pipeline extra (the devkit), unlike trainer/
+    except ModuleNotFoundError as e:
+        message = missing_extra(e)
+        if message is None:
+            raise
+        fail(message)
+    from pipeline.store import StoreError
+    from trainer.checkpoint import load_detector
+    from trainer.finetune_detection import detector_predictions
+
+    dev = check_device(device)
+    try:
+        model, record = load_detector(detector)
+        model.to(dev)
+        predictions = detector_predictions(model, store, model.cfg, record["voxel_size"], device=dev)
+        scores = scoring.score_predictions(store, predictions, out)
+    except (StoreError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    result = {"task": "detection", "detector": detector, "store": store, "arch": record["arch"],
+              "voxel_size": record["voxel_size"], "init": record.get("init"), "sweeps": len(predictions),
+              "boxes": sum(len(p["score"]) for p in predictions), **scores}
+    path = os.path.join(out, "result.json")
+    from trainer.run import finite
+
+    with open(path, "w") as f:
+        json.dump(finite(result), f, indent=1, default=str)
+    if _emit(result | {"result": path}, as_json):
+        return
+    print_devkit_detection_result(result)
+    typer.echo(f"  wrote {path} and the devkit's {result['metrics']}")
+
+
+def print_devkit_detection_result(result: dict) -> None:
+    """The devkit's scores of ``_evaluate_detection``: per-class AP, mAP and NDS (over all 10 classes and
+    over those present in the val truth), the mean TP errors."""
+    def pct(value) -> str:
+        return "    -" if value is None else f"{100 * value:5.1f}"
+
+    typer.echo(f"\ndetector {result['detector']} on {result['sweeps']} val sweeps ({result['boxes']} boxes), "
+               f"nuScenes devkit {result['eval_config']} on {result['eval_split']}")
+    for name, value in result["ap"].items():
+        typer.echo(f"  {name:<20} {pct(value)}" + ("" if name in result["present"] else "  (not in the val truth)"))
+    typer.echo(f"  {'mAP':<20} {pct(result['mAP'])}  NDS {pct(result['NDS'])}  (the devkit's, over its 10 classes)")
+    typer.echo(f"  {'mAP present':<20} {pct(result['mAP_present'])}  NDS {pct(result['NDS_present'])}  (over the "
+               f"{len(result['present'])} classes in the val truth)")
+    typer.echo("  TP errors: " + ", ".join(f"{k} {v:.3f}" for k, v in result["tp_errors"].items()))
 
 
 @app.command()

@@ -148,6 +148,29 @@ def evaluate_detector(model, store: str, dcfg: DetectionConfig, voxel_size: floa
             "centre_distance_ap_2m": ap["ap"], "ap_per_class": ap["per_class"], "ap_name": AP_NAME}
 
 
+@torch.no_grad()
+def detector_predictions(model, store: str, dcfg: DetectionConfig, voxel_size: float, split: str = "val",
+                         device: str = "cpu") -> list[dict]:
+    """The decoded boxes of every sweep of ``split`` (every point, no augmentation), one dict per sweep in
+    its LiDAR frame: ``sample_token``, ``sweep``, ``centre`` [n,3], ``size`` [n,3] (w, l, h), ``yaw`` [n],
+    ``velocity`` [n,2], ``name`` [n] (class names of ``dcfg.classes``) and ``score`` [n]."""
+    ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False), targets=DETECTION)
+    check_store_classes(dcfg, dict(ds.group.attrs))
+    collate = DetectionCollate(dcfg, voxel_size)
+    model.eval()
+    found = []
+    for i in range(len(ds)):
+        sample = ds[i]
+        batch, _ = collate([sample])
+        out = {k: v.float() for k, v in model(batch.to(device)).items()}
+        boxes = {k: v.cpu().numpy() for k, v in decode_batch(out, dcfg)[0].items()}
+        found.append({"sample_token": str(ds.group["sample_token"][sample.sweep]), "sweep": sample.sweep,
+                      "centre": boxes["centre"], "size": boxes["size"], "yaw": boxes["yaw"],
+                      "velocity": boxes["velocity"], "name": [dcfg.classes[k] for k in boxes["label"]],
+                      "score": boxes["score"]})
+    return found
+
+
 def grid_truth(boxes: dict[str, np.ndarray], dcfg: DetectionConfig) -> dict[str, np.ndarray]:
     """A sweep's truth boxes for the built-in AP: ``centre`` and ``label`` of those whose centre lies in the
     BEV grid (the only ones the head can find)."""
