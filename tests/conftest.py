@@ -75,6 +75,18 @@ def small_points_store(small_dataroot, tmp_path_factory):
     return built_once(tmp_path_factory, "points_store", build)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The test on one torch thread, restored after: with two on a busy 2-core machine a small forward
+    pass took anywhere from 0.1 s to 50 s (the detection tests use it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def store_config(synth_cfg, out, **overrides):
     from pipeline.extract import ExtractConfig
     from pipeline.teacher import TeacherConfig

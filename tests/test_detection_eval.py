@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from pipeline.detection_eval import META, default_attribute, detection_submission, split_samples
@@ -78,13 +77,7 @@ def test_default_attributes_follow_class_and_speed():
         default_attribute("animal", [0.0, 0.0])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Each test on one torch thread (see tests/test_detection_head.py); restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

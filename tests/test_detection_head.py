@@ -25,14 +25,7 @@ from trainer.detection import (
 CFG = DetectionConfig()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Each test on one torch thread: on a busy machine, more threads mostly wait for each other (a
-    forward pass measured 0.1 s on one thread and up to tens of seconds on two); restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_boxes(rng: np.random.Generator, n: int, cfg: DetectionConfig = CFG, step: int = 12) -> dict:

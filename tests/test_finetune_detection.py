@@ -22,13 +22,7 @@ SMALL = ["--cell-m", "1.6", "--voxel-size", "0.3", "--batch-size", "1", "--max-p
 SMALL_CFG = DetectionConfig(cell_m=1.6)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Each test on one torch thread (see tests/test_detection_head.py); restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow
