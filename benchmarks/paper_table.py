@@ -4,6 +4,7 @@ over paired seeds, on worlds where a point's position does not give its class aw
 
     .venv/bin/python benchmarks/paper_table.py sweep-occ [--seed 900]   # once: pick the occupancy weight
     .venv/bin/python benchmarks/paper_table.py run --seed K             # one seed (resumable), K = 0, 1, ...
+    .venv/bin/python benchmarks/paper_table.py detect --seed K          # its detection columns (after run)
     .venv/bin/python benchmarks/paper_table.py table                    # paper_table.md from the seed files
 
 A seed K sets everything that varies: the synthetic world (``cdpipe synth --seed K``), every
@@ -30,7 +31,14 @@ continues where it stopped):
 4. the wider student minkunet-small (48 output channels), random init and 3-layer MLP head, pretrained
    for the same number of steps: probe, probe + raw, distillation gain, RankMe;
 5. occupancy floors on the MLP + occupancy row's own queries: the offset alone (logistic regression and a
-   small tree) and gradient-boosted trees on hand-made geometry (``benchmarks/occupancy_shortcut.py``).
+   small tree) and gradient-boosted trees on hand-made geometry (``benchmarks/occupancy_shortcut.py``);
+6. ``detect``, in WORK/seed_K/detection: the seed's store upgraded by ``cdpipe migrate`` (the boxes come
+   from the world's tables), and random init, linear head, 3-layer MLP head and MLP head + occupancy (their
+   checkpoints from step 3) each fine-tuned as a CenterPoint-style detector (``trainer/detection.py``) at
+   1 scene and at 25% (the scenes segmentation labelled), scored by the nuScenes devkit on the val
+   sweeps (mAP, NDS, per-class AP). Its settings and code version are its own (it runs later, from the
+   code that has the detector), recorded beside the segmentation part's code version in
+   ``detection_seed_K.json``.
 
 mIoU is over the classes present in the val truth of that world (listed in the seed file). Every run of
 a table comes from one code version: ``code_version`` (a hash of pipeline/, trainer/, the teacher's
@@ -386,8 +394,7 @@ def run_seed(args) -> None:
         details[name] = r
     for name, (pre, layers, with_occ, wide) in ROWS.items():
         arch = wide or cfg["arch"]
-        tag = name.split()[0].lower() + ("_occ" if with_occ else "") + ("_wide" if wide else "")
-        run = os.path.join(work, tag)
+        run = os.path.join(work, row_tag(name))
         if with_occ:
             occ = occupancy_weight(cfg, args.results)  # read only now: the other rows need not wait for sweep-occ
         checkpoint = (pretrained(store, os.path.join(run, "pretrain"), seed, layers, occ if with_occ else 0.0, cfg,
@@ -440,6 +447,137 @@ def run_seed(args) -> None:
     with open(os.path.join(args.results, f"seed_{seed}.json"), "w") as f:
         json.dump(result, f, indent=1)
     print(f"seed {seed}: " + "; ".join(f"{r}: probe {100 * v['probe']:.1f}" for r, v in rows.items() if "probe" in v))
+
+
+DET_PROTOCOL = "1"  # bump when what a seed's detection part runs changes outside pipeline/ and trainer/
+DET_ROWS = ("random init", "linear head", "3-layer MLP head", "MLP head + occupancy")
+DET_BUDGETS = {"det_1scene": 1.0, "det_25pct": 25.0}  # labelled percent: the segmentation budgets' scenes
+DET_COLUMNS = {  # key -> (title, digits, scale)
+    "det_1scene_map": ("detection 1 scene mAP", 1, 100.0),
+    "det_1scene_nds": ("detection 1 scene NDS", 1, 100.0),
+    "det_25pct_map": ("detection 25% mAP", 1, 100.0),
+    "det_25pct_nds": ("detection 25% NDS", 1, 100.0),
+}
+DET_DIFFS = (("linear head", "random init"), ("3-layer MLP head", "linear head"),
+             ("MLP head + occupancy", "3-layer MLP head"), ("3-layer MLP head", "random init"),
+             ("MLP head + occupancy", "random init"))
+
+
+def row_tag(name: str) -> str:
+    """The folder of a row in a seed's work directory."""
+    with_occ, wide = ROWS[name][2], ROWS[name][3]
+    return name.split()[0].lower() + ("_occ" if with_occ else "") + ("_wide" if wide else "")
+
+
+def det_settings(args, seg: dict) -> dict:
+    """What a seed's detection part runs, beside the segmentation settings it builds on (``seg``)."""
+    from trainer.config import DetectionConfig
+
+    return {"segmentation_code_version": seg["code_version"], "code_version": code_version(),
+            "protocol": DET_PROTOCOL, "arch": seg["arch"], "voxel_size": seg["voxel_size"],
+            "steps": {"det_1scene": args.det_steps_1scene, "det_25pct": args.det_steps_25},
+            "batch": 2, "lr": args.det_lr, "warmup": 10, "max_points": args.det_max_points, "evals": 4,
+            "label_percent": dict(DET_BUDGETS),
+            "detection_config": DetectionConfig(trunk_channels=args.det_trunk_channels).to_dict()}
+
+
+def boxes_store(work: str, out: str) -> str:
+    """The seed's store upgraded by ``cdpipe migrate`` to this code's schema, with the annotated boxes (read
+    from the seed's world); the segmentation part's store is left as it is."""
+    store = os.path.join(out, "store.zarr")
+    if not os.path.exists(store + ".done"):
+        if os.path.exists(store):
+            import shutil
+
+            shutil.rmtree(store)  # a migration that died part-way: start it again
+        _run([_cli("cdpipe"), "migrate", os.path.join(work, "store.zarr"), "--out", store],
+             os.path.join(out, "migrate.log"))
+        open(store + ".done", "w").close()
+    return store
+
+
+def det_finetune_part(store: str, checkpoint: str | None, out: str, seed: int, key: str, cfg: dict) -> dict:
+    """One detector fine-tuned at budget ``key`` (resumed when its file exists), scored on the val sweeps by
+    the nuScenes devkit (mAP, NDS over its 10 classes and over those present) and by the built-in
+    centre-distance AP at 2 m along the curve."""
+    from pipeline.detection_eval import score_predictions
+    from trainer.checkpoint import load_detector
+    from trainer.config import DetectionConfig, FinetuneConfig
+    from trainer.finetune_detection import detector_predictions, finetune_detection
+
+    steps = cfg["steps"][key]
+    dcfg = DetectionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["detection_config"].items()})
+    fc = FinetuneConfig(out=out, labels_percent=cfg["label_percent"][key], steps=steps, batch_size=cfg["batch"],
+                        lr=cfg["lr"], warmup=cfg["warmup"], max_points=cfg["max_points"], checkpoint_every=50,
+                        eval_every=steps // cfg["evals"], seed=seed)
+    resume = os.path.exists(os.path.join(out, "detector.pt"))
+    r = finetune_detection(store, checkpoint, cfg["arch"], fc, dcfg, voxel_size=cfg["voxel_size"], progress=False,
+                           resume=resume)
+    model, _ = load_detector(r["detector"])
+    scores = score_predictions(store, detector_predictions(model, store, dcfg, cfg["voxel_size"]),
+                               os.path.join(out, "devkit"))
+    with open(os.path.join(out, "curve.jsonl")) as f:
+        curve = [json.loads(line) for line in f]
+    scored = [c for c in curve if c.get("val_centre_ap_2m") is not None]
+    return {"map": scores["mAP"], "nds": scores["NDS"], "map_present": scores["mAP_present"],
+            "nds_present": scores["NDS_present"], "ap": scores["ap"], "present": scores["present"],
+            "tp_errors": scores["tp_errors"], "predicted": scores["predicted"], "truth": scores["truth"],
+            "centre_ap_2m": r["centre_distance_ap_2m"], "label_scenes": r["label_scenes"],
+            "curve": [{k: c[k] for k in ("step", "train_loss", "val_loss", "val_centre_ap_2m")} for c in scored],
+            "loss_first_last": [curve[0]["train_loss"], curve[-1]["train_loss"]]}
+
+
+def run_detection_seed(args) -> None:
+    """The detection columns of one seed: the rows' pretraining checkpoints from the seed's segmentation
+    part (same world, same labelled scenes), each fine-tuned as a detector at 1 scene and at 25%."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from trainer.checkpoint import read_checkpoint
+
+    work = os.path.join(args.work, f"seed_{args.seed}")
+    seg_path = os.path.join(work, "settings.json")
+    if not os.path.exists(seg_path):
+        sys.exit(f"{work} has no segmentation part yet: run `{sys.argv[0]} run --seed {args.seed}` first (the "
+                 "detection part fine-tunes its pretraining checkpoints)")
+    with open(seg_path) as f:
+        seg = json.load(f)
+    cfg = det_settings(args, seg)
+    started = time.perf_counter()
+    out = os.path.join(work, "detection")
+    same_settings(out, cfg)
+    store = part(os.path.join(out, "parts", "store.json"), lambda: {"store": boxes_store(work, out)})["store"]
+    rows: dict = {}
+    details: dict = {}
+    for name in DET_ROWS:
+        checkpoint = None
+        if ROWS[name][0]:
+            checkpoint = os.path.join(work, row_tag(name), "pretrain", "checkpoint.pt")
+            if not os.path.exists(checkpoint) or int(read_checkpoint(checkpoint)["step"]) < seg["pretrain_steps"]:
+                sys.exit(f"{checkpoint}: the {name} row's pretraining is not finished: run `{sys.argv[0]} run "
+                         f"--seed {args.seed}` first")
+        runs = {key: part(os.path.join(out, row_tag(name), f"{key}.json"),
+                          lambda key=key: det_finetune_part(store, checkpoint, os.path.join(out, row_tag(name), key),
+                                                            args.seed, key, cfg))
+                for key in DET_BUDGETS}
+        rows[name] = {f"{key}_{m}": r[m] for key, r in runs.items() for m in ("map", "nds")}
+        details[name] = runs
+    labels = {key: runs[key]["label_scenes"] for key in DET_BUDGETS}
+    for key, seg_key in (("det_1scene", "ft_1scene"), ("det_25pct", "ft_25pct")):
+        seg_done = os.path.exists(os.path.join(work, "random", f"{seg_key}.json"))
+        seg_labels = fts_labels(work, seg_key) if seg_done else None
+        if seg_labels is not None and labels[key] != seg_labels:
+            sys.exit(f"seed {args.seed}: detection at {key} labelled {labels[key]}, segmentation {seg_labels}: the "
+                     "two tasks must fine-tune on the same scenes")
+    result = {"seed": args.seed, "rows": rows, "labels": labels, "settings": cfg, "details": details,
+              "seconds_this_sitting": time.perf_counter() - started,
+              "seconds_all_parts": sum(r["seconds"] for d in details.values() for r in d.values()),
+              "threads": args.threads}
+    os.makedirs(args.results, exist_ok=True)
+    with open(os.path.join(args.results, f"detection_seed_{args.seed}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"seed {args.seed} detection: " + "; ".join(
+        f"{r}: mAP {100 * v['det_1scene_map']:.1f} / {100 * v['det_25pct_map']:.1f}" for r, v in rows.items()))
 
 
 def fts_labels(work: str, key: str) -> list[str]:
@@ -536,17 +674,19 @@ def t_ci(d: np.ndarray) -> tuple[float, float]:
     return float(d.mean()) - half, float(d.mean()) + half
 
 
-def load_seeds(results: str = RESULTS) -> list[dict]:
-    """The seed files in ``results``, by seed; refused unless they are one experiment (same settings, code
-    version included)."""
-    files = sorted(f for f in os.listdir(results) if f.startswith("seed_") and f.endswith(".json"))
+def load_seeds(results: str = RESULTS, prefix: str = "seed_") -> list[dict]:
+    """The seed files in ``results`` (``seed_K.json``, or the detection parts' ``detection_seed_K.json``), by
+    seed; refused unless they are one experiment (same settings, code version included)."""
+    files = sorted(f for f in os.listdir(results) if f.startswith(prefix) and f.endswith(".json"))
     seeds = [json.load(open(os.path.join(results, f))) for f in files]
     if not seeds:
+        if prefix != "seed_":
+            return []
         sys.exit(f"no seed files in {results}: run `{sys.argv[0]} run --seed K` first")
     seeds.sort(key=lambda s: s["seed"])
     odd = {s["seed"]: sorted(k for k in set(s["settings"]) | set(seeds[0]["settings"])
                              if s["settings"].get(k) != seeds[0]["settings"].get(k))
-           for s in seeds if (s["settings"], s["occ_weight"]) != (seeds[0]["settings"], seeds[0]["occ_weight"])}
+           for s in seeds if (s["settings"], s.get("occ_weight")) != (seeds[0]["settings"], seeds[0].get("occ_weight"))}
     if odd:
         sys.exit(f"seed files {sorted(odd)} were made with other settings than seed {seeds[0]['seed']} "
                  f"({', '.join(sorted({k for v in odd.values() for k in v}) or ['occupancy weight'])}): one table, "
@@ -566,7 +706,7 @@ def paired_difference(seeds: list[dict], a: str, b: str, col: str, col_b: str | 
     va, vb = row_values(seeds, a, col), row_values(seeds, b, col_b or col)
     if va is None or vb is None:
         return None
-    d = COLUMNS[col][2] * (va - vb)
+    d = (COLUMNS | DET_COLUMNS)[col][2] * (va - vb)
     return (d, *bootstrap_ci(d))
 
 
@@ -576,7 +716,7 @@ def difference_cells(seeds: list[dict], a: str, b: str, col: str, col_b: str | N
         return "-"
     d, lo, hi = diff
     tlo, thi = t_ci(d)
-    k = COLUMNS[col][1]
+    k = (COLUMNS | DET_COLUMNS)[col][1]
     return (f"{d.mean():+.{k}f} | [{lo:+.{k}f}, {hi:+.{k}f}] | [{tlo:+.{k}f}, {thi:+.{k}f}] | "
             f"{(d > 0).sum()}/{len(d)}")
 
@@ -725,9 +865,83 @@ def make_table(args) -> str:
         "by side on 2 cores): " + ", ".join(f"{m:.0f} min" for m in minutes),
         "",
         "Commands: `.venv/bin/python benchmarks/paper_table.py sweep-occ`, then `... run --seed K` per seed, then "
-        "`... table`.",
+        "`... detect --seed K` per seed (after its run), then `... table`.",
+        *detection_section(args.results),
     ])
     return text
+
+
+def detection_section(results: str) -> list[str]:
+    """The detection columns' part of paper_table.md (nothing before a seed's detection part has finished)."""
+    seeds = load_seeds(results, "detection_seed_")
+    if not seeds:
+        return []
+    s0, cfg = seeds[0], seeds[0]["settings"]
+    seg_versions = {s["settings"]["segmentation_code_version"] for s in seeds}
+
+    def cell(v, col):
+        _, digits, scale = DET_COLUMNS[col]
+        if v is None:
+            return "-"
+        return f"{scale * v.mean():.{digits}f}" + (f" ± {scale * v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+
+    lines = ["| row | " + " | ".join(t for t, _, _ in DET_COLUMNS.values()) + " |",
+             "|---" * (len(DET_COLUMNS) + 1) + "|"]
+    for row in DET_ROWS:
+        lines.append(f"| {row} | " + " | ".join(cell(row_values(seeds, row, c), c) for c in DET_COLUMNS) + " |")
+    diffs = ["| difference | column | mean | 95% bootstrap | 95% t | positive |", "|---|---|---|---|---|---|"]
+    for a, b in DET_DIFFS:
+        for col in DET_COLUMNS:
+            cells = difference_cells(seeds, a, b, col)
+            if cells != "-":
+                diffs.append(f"| {a} - {b} | {DET_COLUMNS[col][0]} | {cells} |")
+    present = sorted({c for s in seeds for d in s["details"].values() for r in d.values() for c in r["present"]})
+    per_class = []
+    for row in DET_ROWS:
+        for key, title in (("det_1scene", "1 scene"), ("det_25pct", "25%")):
+            aps = [s["details"][row][key]["ap"] for s in seeds]
+            per_class.append(f"| {row}, {title} | " + " | ".join(
+                f"{100 * np.mean([a[c] for a in aps]):.1f}" for c in present) + " |")
+    minutes = [s["seconds_all_parts"] / 60 for s in seeds]
+    rises = [(s["seed"], row, key, d[key]["curve"]) for s in seeds for row, d in s["details"].items() for key in d]
+    late = []
+    for k, row, key, curve in rises:
+        aps = [(c["step"], c["val_centre_ap_2m"]) for c in curve]
+        before = [a for step, a in aps if step <= 0.75 * cfg["steps"][key]]
+        if before and aps[-1][1] - before[-1] >= 0.01:
+            late.append(f"seed {k} {row} {key} +{100 * (aps[-1][1] - before[-1]):.1f}")
+    return [
+        "",
+        "## 3D object detection",
+        "",
+        f"{len(seeds)} paired seeds ({', '.join(str(s['seed']) for s in seeds)}), the same worlds, pretraining "
+        f"checkpoints and labelled scenes as the segmentation rows above (segmentation code version "
+        f"{', '.join(sorted(seg_versions))}); detection code version {cfg['code_version']}. Each row's backbone "
+        f"with a CenterPoint-style head (trainer/detection.py: BEV cells of {cfg['detection_config']['cell_m']} m, a "
+        f"{cfg['detection_config']['trunk_layers']}-layer {cfg['detection_config']['trunk_channels']}-channel 2D "
+        f"trunk) fine-tuned as a whole, AdamW lr {cfg['lr']}, batch {cfg['batch']}, at most {cfg['max_points']} "
+        f"points per training sweep, {cfg['steps']['det_1scene']} steps at 1 scene and {cfg['steps']['det_25pct']} "
+        "at 25%, then scored on the val sweeps by the nuScenes devkit's detection evaluation (detection_cvpr_2019): "
+        "mAP and NDS in %, over its 10 classes (a class absent from the val truth scores 0).",
+        "",
+        *lines,
+        "",
+        "Paired differences (same seed), as above:",
+        "",
+        *diffs,
+        "",
+        "Devkit AP per class in % (mean over seeds; the classes present in the val truth of any seed):",
+        "",
+        "| row | " + " | ".join(present) + " |",
+        "|---" * (len(present) + 1) + "|",
+        *per_class,
+        "",
+        "Did detection fine-tuning level off? Built-in centre-distance AP at 2 m gained over the last quarter "
+        "of the steps, 1 point or more: " + (", ".join(late) or "none") + ".",
+        "",
+        f"- compute per seed (the detection part, every run, {s0.get('threads', '?')} thread(s)): "
+        + ", ".join(f"{m:.0f} min" for m in minutes),
+    ]
 
 
 def make_figure(out: str, results: str = RESULTS) -> str:
@@ -757,7 +971,7 @@ def make_figure(out: str, results: str = RESULTS) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("run", "sweep-occ", "table"))
+    ap.add_argument("command", choices=("run", "detect", "sweep-occ", "table"))
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--work", default=os.path.join(ROOT, "paper_table_work"), help="worlds, stores and runs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (run two seeds side by side on 2 cores)")
@@ -771,6 +985,11 @@ def main() -> None:
     ap.add_argument("--ft-steps-1scene", type=int, default=400)
     ap.add_argument("--ft-steps-25", type=int, default=600)
     ap.add_argument("--ft-lr", type=float, default=2e-3)
+    ap.add_argument("--det-steps-1scene", type=int, default=300, help="detection fine-tuning steps at 1 scene")
+    ap.add_argument("--det-steps-25", type=int, default=600, help="detection fine-tuning steps at 25%%")
+    ap.add_argument("--det-lr", type=float, default=2e-3)
+    ap.add_argument("--det-max-points", type=int, default=8000)
+    ap.add_argument("--det-trunk-channels", type=int, default=32, help="width of the detection head's 2D trunk")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "paper_table.md"))
     ap.add_argument("--results", default=RESULTS, help="folder of the seed files and the occupancy weight sweep")
     args = ap.parse_args()
@@ -785,8 +1004,8 @@ def main() -> None:
         sweep_occ(args)
     else:
         if args.seed is None or args.seed >= SWEEP_SEED:
-            sys.exit(f"run needs --seed K below {SWEEP_SEED} (seed {SWEEP_SEED} picks the occupancy weight)")
-        run_seed(args)
+            sys.exit(f"{args.command} needs --seed K below {SWEEP_SEED} (seed {SWEEP_SEED} picks the occupancy weight)")
+        (run_seed if args.command == "run" else run_detection_seed)(args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ sweep and writes the devkit's metrics; bad or missing input ends in one line."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -112,6 +113,9 @@ def test_evaluate_detection_writes_the_devkits_metrics(small_store, detector, tm
     assert 0 <= result["mAP"] <= 1 and 0 <= result["NDS"] <= 1 and 0 <= result["mAP_present"] <= 1
     assert result["sweeps"] == 3 and result["present"] and len(result["ap"]) == 10
     assert (out / "submission.json").is_file()
+    assert set(result["pictures"]) == {"ap_per_class", "bev"}
+    for path in result["pictures"].values():
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 10_000, path
     printed = runner.invoke(app, ["evaluate", "--task", "detection", "--detector", detector, "--store", store, "--out",
                                   str(tmp_path / "again"), "--device", "cpu", "--json"])
     assert printed.exit_code == 0, printed.output
@@ -139,3 +143,42 @@ def test_evaluate_detection_bad_input_is_one_line(small_store, tmp_path, monkeyp
                               str(tmp_path)])
     assert res.exit_code == 2 and res.output.strip().count("\n") == 0, res.output
     assert "needs the 'pipeline' extra" in res.output, res.output
+
+
+def test_detection_pictures_draw_every_box_and_class():
+    """The BEV picture draws each truth box solid and each prediction dashed (boxes outside the view are
+    left out), and the AP chart a bar per class with the classes absent from the truth named so."""
+    from matplotlib.patches import Polygon
+
+    from pipeline.classes import DETECTION_CLASSES
+    from trainer.plots import detection_ap_figure, detection_bev_figure
+
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-40, 40, (500, 3))
+    truth = {"centre": np.array([[5.0, 2, 0], [-10, 8, 0], [80, 0, 0]]), "size": np.array([[1.9, 4.5, 1.6]] * 3),
+             "yaw": np.array([0.0, 1.0, 0.0]), "label": np.array([0, 5, 0])}
+    predicted = {"centre": np.array([[5.5, 2, 0]]), "size": np.array([[1.8, 4.2, 1.5]]), "yaw": np.array([0.1]),
+                 "label": np.array([0]), "score": np.array([0.7])}
+    fig = detection_bev_figure(xyz, truth, predicted, DETECTION_CLASSES, "t")
+    polygons = [p for p in fig.axes[0].patches if isinstance(p, Polygon)]
+    assert sorted(p.get_linestyle() for p in polygons) == ["-", "-", "--"]  # the box at x = 80 m is out of view
+    assert any(t.get_text() == "0.70" for t in fig.axes[0].texts)
+    result = {"ap": {n: 0.0 for n in DETECTION_CLASSES} | {"car": 0.5, "pedestrian": 0.25},
+              "present": ["car", "pedestrian"], "mAP": 0.075, "NDS": 0.2, "mAP_present": 0.375, "sweeps": 3}
+    fig = detection_ap_figure(result)
+    ax = fig.axes[0]
+    assert len(ax.patches) == len(DETECTION_CLASSES)
+    assert [t.get_text() for t in ax.texts].count("not in the val truth") == len(DETECTION_CLASSES) - 2
+    assert {"50.0", "25.0"} <= {t.get_text() for t in ax.texts}
+    assert any("mAP 37.5 over the 2 classes present" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_cdtrain_plot_draws_a_detection_runs_panels(detector, tmp_path):
+    """A detection run folder's curve.jsonl gives `cdtrain plot` its loss parts and the held-out detection
+    loss and centre-distance AP."""
+    from trainer.plots import read_run, runs_figure
+
+    run = read_run(os.path.dirname(detector))
+    assert {"train_loss", "heatmap_loss", "regression_loss", "val_loss", "val_centre_ap_2m"} <= set(run.series)
+    gids = {ax.get_gid() for ax in runs_figure([run]).axes}
+    assert {"heatmap_loss", "regression_loss", "val_loss", "val_centre_ap_2m"} <= gids

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def test_finetune_detection_from_a_pretraining_checkpoint(small_store, tmp_path)
     out = tmp_path / "det"
     res = runner.invoke(app, ["finetune", "--task", "detection", "--store", store, "--out", str(out), "--pretrained",
                               pre["checkpoint"], "--steps", "24", "--lr", "0.01", "--warmup", "2", "--eval-every",
-                              "12", *SMALL])
+                              "12", "--trunk-channels", "16", *SMALL])
     assert res.exit_code == 0, res.output
     assert "centre-distance AP at 2 m (built-in)" in res.output and "not the devkit's mAP" in res.output
     curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
@@ -52,9 +53,11 @@ def test_finetune_detection_from_a_pretraining_checkpoint(small_store, tmp_path)
     assert result["val_loss"] == curve[-1]["val_loss"] and math.isfinite(result["val_loss"])
     assert 0 <= result["centre_distance_ap_2m"] <= 1 and result["ap_per_class"]
     assert result["detection_config"]["cell_m"] == 1.6 and len(result["label_scenes"]) == 1
+    assert result["detection_config"]["trunk_channels"] == 16
     model, record = load_detector(str(out / "detector.pt"))
     assert isinstance(model, Detector) and record["kind"] == DETECTOR_KIND and record["step"] == 24
-    assert model.cfg == SMALL_CFG and record["voxel_size"] == 0.3 and record["arch"] == "minkunet-tiny"
+    assert model.cfg == replace(SMALL_CFG, trunk_channels=16)
+    assert record["voxel_size"] == 0.3 and record["arch"] == "minkunet-tiny"
     with pytest.raises(ValueError, match=r"is a detector .* not a segmenter") as e:
         load_segmenter(str(out / "detector.pt"))
     assert "\n" not in str(e.value)
@@ -161,3 +164,11 @@ def test_centre_distance_ap_by_hand():
     # (recall, precision) = (0.5, 1), (0.5, 0.5): p = 1 below recall 0.5, at 0.5 the last of the equal recalls'
     # (0.5), 0 beyond the last recall: AP = (39 x 0.9 + 0.4) / 81
     assert ap == pytest.approx(35.5 / 81)
+
+
+@pytest.mark.parametrize("flag", ["--cell-m", "--score-threshold", "--trunk-channels"])
+def test_detection_head_flags_are_refused_for_segmentation(flag, tmp_path):
+    """The detection head's options given to a segmentation run: one line naming the flag, nothing run."""
+    res = runner.invoke(app, ["finetune", "--store", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o"), flag, "2"])
+    assert res.exit_code == 2 and f"{flag} is for --task detection" in res.output
+    assert res.output.strip().count("\n") == 0 and not (tmp_path / "o").exists()

@@ -66,3 +66,38 @@ def test_table_from_seed_files_pairs_rows_by_seed(paper_table, tmp_path):
     assert "still rising by 0.5 or more: seed 5 random init +0.5" in text
     assert "| logreg: raw point inputs |" in text and "| gbdt: raw point inputs |" in text and "30 min" in text
     assert "3 of 3" not in text and "18 of 18 converged" in text
+
+
+def test_detection_columns_pair_rows_by_seed_and_refuse_mixed_settings(paper_table, tmp_path):
+    """The detection part's files (detection_seed_K.json) give their own section: means, paired differences
+    with both intervals, the devkit's AP per class present; files of two settings are refused."""
+    class Args:
+        results = str(tmp_path)
+
+    args = type("A", (), dict(det_steps_1scene=300, det_steps_25=600, det_lr=2e-3, det_max_points=8000,
+                               det_trunk_channels=32))()
+    cfg = paper_table.det_settings(args, {"code_version": "abc", "arch": "minkunet-tiny", "voxel_size": 0.1})
+    assert paper_table.load_seeds(str(tmp_path), "detection_seed_") == []
+    for k in range(3):
+        rows, details = {}, {}
+        for i, name in enumerate(paper_table.DET_ROWS):
+            rows[name] = {"det_1scene_map": 0.01 * k, "det_1scene_nds": 0.05, "det_25pct_map": 0.01 * k + 0.02 * i,
+                          "det_25pct_nds": 0.1}
+            run = {"ap": {"car": 0.1 * i, "pedestrian": 0.2}, "present": ["car", "pedestrian"],
+                   "curve": [{"step": 150, "val_centre_ap_2m": 0.0}, {"step": 600, "val_centre_ap_2m": 0.02 * i}],
+                   "seconds": 60.0}
+            details[name] = {"det_1scene": run, "det_25pct": run}
+        (tmp_path / f"detection_seed_{k}.json").write_text(json.dumps(
+            {"seed": k, "rows": rows, "settings": cfg, "details": details, "seconds_all_parts": 480.0, "threads": 1}))
+    text = "\n".join(paper_table.detection_section(str(tmp_path)))
+    assert "## 3D object detection" in text and "3 paired seeds (0, 1, 2)" in text
+    assert "segmentation code version abc" in text and f"detection code version {cfg['code_version']}" in text
+    line = next(x for x in text.splitlines() if x.startswith("| 3-layer MLP head - random init | detection 25% mAP"))
+    assert "| +4.0 | [+4.0, +4.0] | [+4.0, +4.0] | 3/3 |" in line
+    assert "| car | pedestrian |" in text and "| random init, 25% | 0.0 | 20.0 |" in text
+    assert "seed 0 3-layer MLP head det_25pct +4.0" in text and "8 min" in text
+    other = json.loads((tmp_path / "detection_seed_2.json").read_text())
+    other["settings"]["lr"] = 1e-3
+    (tmp_path / "detection_seed_2.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="lr"):
+        paper_table.detection_section(str(tmp_path))

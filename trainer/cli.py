@@ -309,6 +309,8 @@ def finetune(
                                  "(m); the grid's ranges must span a whole number of them."),
     score_threshold: float = typer.Option(DetectionConfig.score_threshold, help="Detection: decoded boxes scoring "
                                           "below this are dropped."),
+    trunk_channels: int = typer.Option(DetectionConfig.trunk_channels, help="Detection: width of the head's 2D "
+                                       "conv trunk on the bird's-eye-view grid (32 costs a quarter of 64 on a CPU)."),
     device: str = typer.Option(None, metavar="DEVICE", help=DEVICE_HELP),
     resume: str = typer.Option(None, "--resume", metavar="SEGMENTER", help="Continue the fine-tuning of this "
                                "segmenter.pt (or detector.pt) with its settings; a flag given that differs from them "
@@ -351,6 +353,9 @@ def finetune(
                  f"segmentation")
         if detection and (given(ctx, "probe_points")):
             fail("--probe-points is for the linear probe of segmentation")
+        for flag in ("cell_m", "score_threshold", "trunk_channels"):
+            if not detection and given(ctx, flag):
+                fail(f"--{flag.replace('_', '-')} is for --task detection")
         values = dict(locals())
         if resume:
             out = _run_folder(resume, out, "detector.pt" if detection else "segmenter.pt", "cdtrain finetune")
@@ -487,7 +492,7 @@ def evaluate(
     from pipeline.store import StoreError
     from trainer.checkpoint import load_segmenter
     from trainer.corruptions import parse
-    from trainer.evaluate import evaluate_model
+    from trainer.evaluate import check_segmenter_classes, evaluate_model
 
     try:
         for text in corruption or []:
@@ -497,6 +502,7 @@ def evaluate(
     dev = check_device(device)
     try:
         model, record = load_segmenter(segmenter)
+        check_segmenter_classes(record, store)
         model.to(dev)
         voxel = record["voxel_size"]
         result = evaluate_model(model, store, split, voxel, device=dev, progress=not as_json)
@@ -568,6 +574,9 @@ def _evaluate_detection(store: str, detector: str | None, out: str | None, split
     result = {"task": "detection", "detector": detector, "store": store, "arch": record["arch"],
               "voxel_size": record["voxel_size"], "init": record.get("init"), "sweeps": len(predictions),
               "boxes": sum(len(p["score"]) for p in predictions), **scores}
+    from trainer.finetune_detection import detection_pictures
+
+    result["pictures"] = detection_pictures(result, predictions, store, model.cfg, out, record["voxel_size"])
     path = os.path.join(out, "result.json")
     from trainer.run import finite
 
@@ -576,7 +585,8 @@ def _evaluate_detection(store: str, detector: str | None, out: str | None, split
     if _emit(result | {"result": path}, as_json):
         return
     print_devkit_detection_result(result)
-    typer.echo(f"  wrote {path} and the devkit's {result['metrics']}")
+    typer.echo(f"  wrote {path}, the devkit's {result['metrics']} and the pictures "
+               f"{', '.join(result['pictures'].values())}")
 
 
 def print_devkit_detection_result(result: dict) -> None:

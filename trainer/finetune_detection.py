@@ -19,6 +19,7 @@ other thresholds, no true-positive errors, no NDS).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 
 import numpy as np
@@ -225,3 +226,36 @@ def class_ap(predictions: list[dict], truths: list[dict], k: int, positives: int
     precision = np.interp(grid, recall, precision, right=0)
     kept = precision[round(100 * MIN_RECALL) + 1:] - MIN_PRECISION
     return float(np.clip(kept, 0, None).mean() / (1 - MIN_PRECISION))
+
+
+def detection_pictures(result: dict, predictions: list[dict], store: str, dcfg: DetectionConfig, out: str,
+                       voxel_size: float, dpi: int = 100) -> dict[str, str]:
+    """The pictures of a detector's evaluation in ``out``: ``ap_per_class.png`` (``detection_ap_figure`` of
+    the devkit's ``result``) and ``bev.png``, the val sweep with the most truth boxes in the grid from above
+    with its truth and predicted boxes (``detection_bev_figure``). ``predictions`` as
+    ``detector_predictions`` gives them; returns the paths by name."""
+    from trainer.plots import detection_ap_figure, detection_bev_figure
+
+    os.makedirs(out, exist_ok=True)
+    paths = {"ap_per_class": os.path.join(out, "ap_per_class.png"), "bev": os.path.join(out, "bev.png")}
+    detection_ap_figure(result, dpi).savefig(paths["ap_per_class"], dpi=dpi, facecolor="white")
+    ds = StoreDataset(DataConfig(store=store, split="val", voxel_size=voxel_size, augment=False), targets=DETECTION)
+    if not len(ds) or not predictions:
+        del paths["bev"]
+        return paths
+    by_sweep = {p["sweep"]: p for p in predictions}
+    counts = [len(grid_truth(ds[i].boxes, dcfg)["label"]) if int(ds.sweeps[i]) in by_sweep else -1
+              for i in range(len(ds))]
+    sample = ds[int(np.argmax(counts))]
+    p = by_sweep[sample.sweep]
+    truth = {"centre": sample.boxes["box_centre"], "size": sample.boxes["box_size"], "yaw": sample.boxes["box_yaw"],
+             "label": sample.boxes["box_class"]}
+    found = {"centre": p["centre"], "size": p["size"], "yaw": p["yaw"], "score": p["score"],
+             "label": np.asarray([dcfg.classes.index(n) for n in p["name"]], np.int64)}
+    title = (f"val sweep {sample.sweep} ({p['sample_token']}): {len(truth['label'])} truth boxes (solid), "
+             f"{len(found['label'])} predicted at score >= {dcfg.score_threshold} (dashed); devkit mAP "
+             f"{100 * result['mAP']:.1f} over all val sweeps")
+    detection_bev_figure(sample.xyz, truth, found, dcfg.classes, title,
+                         half_m=max(abs(v) for v in (*dcfg.x_range, *dcfg.y_range)), dpi=dpi).savefig(
+        paths["bev"], dpi=dpi, facecolor="white")
+    return paths

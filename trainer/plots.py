@@ -1,11 +1,13 @@
 """Pictures of runs and results: training curves of run directories (``cdtrain plot``), the per-class IoU
-and confusion matrix of an evaluation (``cdtrain evaluate --out``), and paired differences with their
-confidence intervals (``benchmarks/paper_table.py``).
+and confusion matrix of an evaluation (``cdtrain evaluate --out``), a detector's per-class AP and a
+bird's-eye view of its boxes against the truth (``cdtrain evaluate --task detection``), and paired
+differences with their confidence intervals (``benchmarks/paper_table.py``).
 
 A run directory is what ``cdtrain pretrain`` writes (``metrics.jsonl``: one line per step with
 ``distill``, ``occ``, ``loss``, ``lr``, ``occ_bal_acc``, and ``rankme`` at checkpoints) or what
 ``cdtrain finetune`` writes (``curve.jsonl``: ``train_loss`` and the held-out ``val_miou`` every
-``--eval-every`` steps). Per-step series are drawn raw (faint) with an exponential moving average over
+``--eval-every`` steps; a detector's run also ``heatmap_loss``, ``regression_loss``, and ``val_loss`` and
+``val_centre_ap_2m`` at its evaluations). Per-step series are drawn raw (faint) with an exponential moving average over
 them (``smooth``).
 
 Each panel's y-axis shows the series against its whole scale, not zoomed to the data's own spread
@@ -59,6 +61,11 @@ SERIES = {
     "rankme": Panel("RankMe of backbone features (at checkpoints)", "effective rank", False),
     "train_loss": Panel("fine-tuning loss (mean since last point)", "loss", False),
     "val_miou": Panel("held-out val mIoU, % (fine-tuning)", "mIoU (%)", False, scale=100.0, ceiling=100.0),
+    "heatmap_loss": Panel("detection heatmap loss (Gaussian focal)", "loss per box", True),
+    "regression_loss": Panel("detection box regression loss (L1)", "loss per box", True),
+    "val_loss": Panel("held-out val detection loss", "loss per box", False),
+    "val_centre_ap_2m": Panel("held-out val centre-distance AP at 2 m, % (built-in)", "AP (%)", False, scale=100.0,
+                              ceiling=100.0),
 }
 FILES = ("metrics.jsonl", "curve.jsonl")
 
@@ -353,3 +360,90 @@ def plot_paired_differences(panels: dict[str, list[Difference]], out: str | os.P
     fig.suptitle(title, fontsize=9)
     fig.savefig(out, dpi=dpi, facecolor="white")
     return Path(out)
+
+
+def detection_ap_figure(result: dict, dpi: int = 100):
+    """A detector's devkit AP of each class as bars (% from 0 to 100; classes absent from the val truth
+    grey and named so), with the mAP over the devkit's classes and over those present as lines and the
+    NDS in the title (``pipeline.detection_eval.devkit_scores``' result)."""
+    from matplotlib.figure import Figure
+
+    names = list(result["ap"])
+    present = set(result["present"])
+    fig = Figure(figsize=(7.5, 0.3 * len(names) + 1.6), dpi=dpi, facecolor="white", layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(names))[::-1]
+    values = np.array([100 * result["ap"][n] if n in present else np.nan for n in names])
+    ax.barh(y, np.nan_to_num(values), color=["C0" if n in present else "0.8" for n in names], height=0.7)
+    for yy, v, n in zip(y, values, names):
+        ax.text((0 if np.isnan(v) else v) + 0.8, yy, f"{v:.1f}" if n in present else "not in the val truth",
+                va="center", fontsize=7, color="black" if n in present else "0.45")
+    ax.axvline(100 * result["mAP"], color="black", linestyle="--", linewidth=1,
+               label=f"mAP {100 * result['mAP']:.1f} (the devkit's, {len(names)} classes)")
+    if result.get("mAP_present") is not None and len(present) < len(names):
+        ax.axvline(100 * result["mAP_present"], color="C3", linestyle=":", linewidth=1.2,
+                   label=f"mAP {100 * result['mAP_present']:.1f} over the {len(present)} classes present")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("AP (%), mean over the 0.5, 1, 2 and 4 m centre-distance thresholds", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"per-class AP, nuScenes devkit ({result.get('eval_config', '?')}, {result.get('eval_split', '?')}"
+                 f"): NDS {100 * result['NDS']:.1f}; {result.get('sweeps', '?')} sweeps", fontsize=9)
+    return fig
+
+
+def detection_bev_figure(xyz: np.ndarray, truth: dict, predicted: dict, classes: tuple[str, ...], title: str,
+                         half_m: float = 51.2, dpi: int = 100):
+    """One sweep from above: its points (grey, darker higher), the truth boxes (solid, in their class's
+    colour, a line from the centre to the front) and the predicted boxes (dashed, the same colours, each
+    with its score), LiDAR frame, ``half_m`` metres around the sensor. ``truth`` and ``predicted`` hold
+    ``centre`` [n,3], ``size`` [n,3] (w, l, h), ``yaw`` [n] and ``label`` [n] (indices into ``classes``);
+    ``predicted`` also ``score`` [n]."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Polygon
+
+    from pipeline.classes import DETECTION_CLASSES, DETECTION_COLOURS
+    from pipeline.geometry import box_corners_xy
+
+    colour = {name: np.asarray(c, np.float64) / 255 for name, c in zip(DETECTION_CLASSES, DETECTION_COLOURS)}
+    fig = Figure(figsize=(8.4, 7.6), dpi=dpi, facecolor="white", layout="constrained")
+    ax = fig.add_subplot()
+    xyz = np.asarray(xyz, np.float64)
+    keep = (np.abs(xyz[:, :2]) <= half_m).all(1)
+    order = np.argsort(xyz[keep, 2])
+    z = xyz[keep, 2][order]
+    shade = np.clip((z - np.percentile(z, 2)) / max(np.ptp(z), 1e-6), 0, 1) if len(z) else z
+    ax.scatter(xyz[keep, 0][order], xyz[keep, 1][order], c=0.8 - 0.55 * shade, cmap="gray", vmin=0, vmax=1, s=0.4,
+               linewidths=0, antialiased=False)
+    drawn = set()
+    for boxes, style in ((truth, "-"), (predicted, "--")):
+        n = len(np.asarray(boxes["label"]))
+        if not n:
+            continue
+        corners = box_corners_xy(np.asarray(boxes["centre"]).reshape(-1, 3), np.asarray(boxes["size"]).reshape(-1, 3),
+                                 np.asarray(boxes["yaw"]).reshape(-1))
+        for i, (quad, k) in enumerate(zip(corners, np.asarray(boxes["label"], np.int64))):
+            if not (np.abs(quad) <= half_m).all():
+                continue
+            name = classes[k]
+            c = colour.get(name, (0.0, 0.0, 0.0))
+            ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor=c, linewidth=1.0 if style == "-" else 0.9,
+                                 linestyle=style))
+            centre, front = quad.mean(0), quad[:2].mean(0)
+            ax.plot([centre[0], front[0]], [centre[1], front[1]], color=c, linewidth=0.8, linestyle=style)
+            if style == "--":
+                ax.text(quad[:, 0].max(), quad[:, 1].max(), f"{float(boxes['score'][i]):.2f}", fontsize=5, color=c)
+            drawn.add(name)
+    handles = [Line2D([], [], color="black", linestyle="-", label="truth"),
+               Line2D([], [], color="black", linestyle="--", label="predicted (score)")]
+    handles += [Line2D([], [], color=colour[n], linewidth=2, label=n) for n in DETECTION_CLASSES if n in drawn]
+    ax.legend(handles=handles, loc="upper left", fontsize=7, ncol=2, framealpha=0.85)
+    ax.set_xlim(-half_m, half_m)
+    ax.set_ylim(-half_m, half_m)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m), LiDAR frame", fontsize=8)
+    ax.set_ylabel("y (m)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=9)
+    return fig
