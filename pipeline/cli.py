@@ -14,8 +14,10 @@ from pipeline.store import ENCODINGS, LAYOUTS
 
 Layout = Literal[LAYOUTS]
 Encoding = Literal[ENCODINGS]
-Dataset = Literal["nuscenes"]
-ExtractSplit = Literal["all", "train", "val", "mini_train", "mini_val"]
+Dataset = Literal["nuscenes", "semantickitti"]
+ExtractSplit = Literal["all", "train", "val", "test", "mini_train", "mini_val"]
+#: --camera-size when none is given: nuScenes' aspect, and KITTI's colour cameras' (1241x376, rounded)
+DEFAULT_CAMERA_SIZE = {"nuscenes": "800x450", "semantickitti": "1242x375"}
 
 app = new_app("cdpipe: camera frames + LiDAR -> teacher features and occupancy targets -> Zarr store.")
 
@@ -30,10 +32,14 @@ def synth(
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Dataroot to write (created; existing files are "
                              "overwritten)."),
     scenes: int = typer.Option(2, help="Number of scenes (streets)."),
-    samples_per_scene: int = typer.Option(10, help="Keyframes per scene (2 Hz)."),
+    samples_per_scene: int = typer.Option(10, help="Keyframes per scene (nuScenes: 2 Hz; semantickitti: scans, "
+                                                   "10 Hz)."),
     seed: int = typer.Option(0, help="World seed: each seed is a different street."),
-    camera_size: str = typer.Option("800x450", metavar="WIDTHxHEIGHT", help="Camera image size (nuScenes: "
-                                    "1600x900)."),
+    dataset: Dataset = typer.Option("nuscenes", help="Rig and layout: nuscenes (six cameras, 32-beam LiDAR, the "
+                                    "nuScenes tables) or semantickitti (two front cameras, 64-beam LiDAR, "
+                                    "sequences/NN/ of SemanticKITTI)."),
+    camera_size: str = typer.Option(None, metavar="WIDTHxHEIGHT", show_default="800x450; semantickitti: 1242x375",
+                                    help="Camera image size (nuScenes: 1600x900)."),
     image_size: str = typer.Option(None, hidden=True, help="Old name of --camera-size."),
     version: str = typer.Option("v1.0-mini", help="nuScenes version folder name."),
     workers: int = typer.Option(None, show_default="one per core", help="Processes rendering keyframes (0: this "
@@ -49,19 +55,24 @@ def synth(
                                                        "(one straight road on flat ground), byte for byte."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
-    """Write a synthetic street in nuScenes format (tables, LiDAR, six cameras, lidarseg labels)."""
+    """Write a synthetic street in nuScenes format (tables, LiDAR, six cameras, lidarseg labels) or, with
+    --dataset semantickitti, in SemanticKITTI's (sequences of scans, labels, two cameras, calib and poses)."""
     from pipeline.synth.write import SynthConfig, write_dataroot
 
     flag = "--image-size" if image_size else "--camera-size"
-    w, h = parse_size(flag, image_size or camera_size)
+    w, h = parse_size(flag, image_size or camera_size or DEFAULT_CAMERA_SIZE[dataset])
     try:
         cfg = SynthConfig(out=str(out), scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                           width=w, height=h, version=version, workers=workers, camera_labels=camera_labels,
-                          world_version=int(world_version))
+                          world_version=int(world_version), dataset=dataset)
     except ValueError as e:
         fail(str(e))
     summary = write_dataroot(cfg, progress=not as_json)
-    if preview:
+    if preview and dataset == "semantickitti":
+        from pipeline.semantickitti import write_preview as kitti_preview
+
+        summary["preview"] = str(kitti_preview(out))
+    elif preview:
         from pipeline.dataroot import write_preview
 
         summary["preview"] = str(write_preview(out, version))
@@ -72,15 +83,17 @@ def synth(
 
 
 def print_summary(summary: dict) -> None:
-    typer.echo(f"\nnuScenes-format dataroot: {summary['dataroot']}  (version {summary['version']}, "
-               f"seed {summary['seed']}, world version {summary['world_version']})")
+    what = (f"SemanticKITTI-format dataroot: {summary['dataroot']}  (" if summary.get("dataset") == "semantickitti"
+            else f"nuScenes-format dataroot: {summary['dataroot']}  (version {summary['version']}, ")
+    typer.echo(f"\n{what}seed {summary['seed']}, world version {summary['world_version']})")
     typer.echo(f"  scenes     {len(summary['scenes'])}: {', '.join(summary['scenes'])}  "
                f"(train {summary['splits']['train']}, val {summary['splits']['val']})")
     p = summary["points_per_sweep"]
     typer.echo(f"  keyframes  {summary['keyframes']}  LiDAR points/sweep mean {p['mean']:.0f} "
                f"(min {p['min']}, max {p['max']})")
     typer.echo(f"  images     {summary['images']} at {summary['image_size']}  annotations {summary['annotations']}")
-    typer.echo(f"  evaluation classes present: {summary['eval_classes_present']} of 16")
+    typer.echo(f"  evaluation classes present: {summary['eval_classes_present']} of "
+               f"{summary.get('num_eval_classes', 16)}")
     total = sum(summary["points_per_eval_class"].values())
     for name, n in summary["points_per_eval_class"].items():
         typer.echo(f"    {name:<20} {n:>9}  {100.0 * n / max(total, 1):5.1f}%")
@@ -105,6 +118,9 @@ def inspect(
     dataroot = dataroot or root
     if dataroot is None:
         fail("cdpipe inspect: name the dataroot with --dataroot DIR (see `cdpipe inspect --help`)")
+    if (Path(dataroot) / "sequences").is_dir() and not (Path(dataroot) / version).is_dir():
+        fail(f"{dataroot} is a SemanticKITTI-format dataroot; cdpipe inspect reads nuScenes tables (extract it with "
+             f"`cdpipe extract --dataset semantickitti --dataroot {dataroot}`)")
     try:
         summary = inspect_dataroot(dataroot, version)
     except FileNotFoundError as e:
@@ -117,11 +133,12 @@ def inspect(
 
 @app.command()
 def extract(
-    dataroot: Path = typer.Option(..., "--dataroot", metavar="DIR", help="nuScenes-format dataroot."),
+    dataroot: Path = typer.Option(..., "--dataroot", metavar="DIR", help="Dataroot in the format of --dataset."),
     out: str = typer.Option(..., "--out", metavar="STORE", help="Store to write: a local path or a file:// URL (a "
                             "shared file system; read it anywhere by URL)."),
-    dataset: Dataset = typer.Option("nuscenes", help="Dataset format."),
-    version: str = typer.Option("v1.0-mini", help="Dataset version folder."),
+    dataset: Dataset = typer.Option("nuscenes", help="Dataset format: nuscenes (tables read by the devkit) or "
+                                    "semantickitti (sequences/NN/ of scans, labels, image_2, image_3, calib.txt)."),
+    version: str = typer.Option("v1.0-mini", help="Dataset version folder (nuscenes only)."),
     split: ExtractSplit = typer.Option("all", help="Scenes to extract (mini_train/mini_val: the same as train/val "
                                        "in a v1.0-mini dataroot)."),
     teacher: str = typer.Option("vit_small_patch14_dinov2", help="timm ViT name (DINOv2 S/B/L/G, _reg4 variants...)."),
@@ -180,7 +197,8 @@ def extract(
     try:
         grid = OccupancyGrid(voxel_size=occ_voxel, free_per_occupied=occ_free_ratio, near_surface_m=occ_near)
         cfg = ExtractConfig(
-            dataroot=str(dataroot), version=version, out=out, dataset=dataset, split=split,
+            dataroot=str(dataroot), version=version if dataset == "nuscenes" else "", out=out, dataset=dataset,
+            split=split,
             teacher=TeacherConfig(name=teacher, weights=str(teacher_weights) if teacher_weights else None,
                                   random=random_teacher, seed=teacher_seed, image_size=(h, w),
                                   layer="last_norm" if normed else "last_prenorm"),
@@ -192,8 +210,10 @@ def extract(
     try:  # everything that can be checked before a cluster starts
         check_out(out, overwrite)
         check_teacher(cfg.teacher)
-        if not (dataroot / version).is_dir():
+        if dataset == "nuscenes" and not (dataroot / version).is_dir():
             raise FileNotFoundError(f"--dataroot {dataroot}: no table folder {version} in it")
+        if dataset == "semantickitti" and not (dataroot / "sequences").is_dir():
+            raise FileNotFoundError(f"--dataroot {dataroot}: no sequences/ folder in it (the SemanticKITTI layout)")
     except (StoreError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     try:
@@ -243,7 +263,8 @@ def print_store_summary(s: dict) -> None:
         per = ", ".join(f"{name} {n}" for name, n in s["boxes_per_class"].items() if n) or "none annotated"
         typer.echo(f"  boxes      {s['boxes']} in {s['sweeps']} sweeps: {per}")
     else:
-        typer.echo("  boxes      none (has_boxes false: migrated without the dataset's tables)")
+        typer.echo("  boxes      none (has_boxes false: " + ("the dataset annotates none)" if d["name"] != "nuscenes"
+                                                         else "migrated without the dataset's tables)"))
     h, w = s["patch_grid"]
     grid = f" ({h}x{w} patch map per camera)" if s["layout"] == "patches" else " (one vector per point)"
     typer.echo(f"  features   layout {s['layout']}{grid}, {s['feature_encoding']}")
@@ -299,7 +320,7 @@ def info(store: str = typer.Option(None, "--store", metavar="STORE", help=STORE_
 
 
 @app.command()
-def migrate(store: str = typer.Option(None, "--store", metavar="STORE", help="Store of schema version 1 to 4 (left "
+def migrate(store: str = typer.Option(None, "--store", metavar="STORE", help="Store of schema version 1 to 5 (left "
                                      "as it is)."),
             old: str = _store_argument("OLD"),
             out: str = typer.Option(..., "--out", metavar="STORE", help="New store to write (a local path)."),
@@ -309,8 +330,9 @@ def migrate(store: str = typer.Option(None, "--store", metavar="STORE", help="St
             no_boxes: bool = typer.Option(False, "--no-boxes", help="Write the store without boxes (has_boxes "
                                           "false) when the dataset's tables are not at hand."),
             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """Rewrite an older store in the current schema without the teacher. Every older store gains each
-    sweep's annotated boxes and LiDAR-to-global transform from the dataset's tables. Schema 1 to 3 are
+    """Rewrite an older store in the current schema without the teacher. Every older store gains the record of
+    its (nuScenes) class set and LiDAR; schema 1 to 4 also each sweep's annotated boxes and LiDAR-to-global
+    transform from the dataset's tables (schema 5 is copied as it is, no tables needed). Schema 1 to 3 are
     written in the points layout (they hold a feature per point; re-extract for the ~10x smaller patches
     layout); schema 1 and 2 also gain checksums on every chunk, camera image sizes from the tables and the
     teacher's construction record, and schema 1 today's occupancy targets from the stored points."""

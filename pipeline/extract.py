@@ -1,5 +1,9 @@
 """``cdpipe extract``: run the frozen teacher once over every camera frame and write the store.
 
+Datasets (``--dataset``): nuscenes (the tables, through the devkit: ``frames.build_nuscenes_index``) or
+semantickitti (``semantickitti.build_semantickitti_index``); both give one ``FrameIndex``, and the store
+records the dataset's cameras, LiDAR and class set (attributes ``cameras``, ``sensors``, ``classes``).
+
 Client: start the Dask workers (``--workers 0``: one, in this process; each imports torch and timm and
 builds the teacher right away, which also gives the store its teacher record), meanwhile build the
 frame index from the tables, create the store (or reopen it to resume) through ``StoreWriter``, and
@@ -27,7 +31,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline import __version__
-from pipeline.classes import DETECTION_CLASSES
+from pipeline.classes import DATASETS, DETECTION_CLASSES, LabelClasses
 from pipeline.errors import ExtractError
 from pipeline.frames import LIDAR, FrameIndex, coverage_problem, read_image, read_lidar
 from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
@@ -86,8 +90,10 @@ class ExtractConfig:
     overwrite: bool = False
 
     def __post_init__(self):
-        if self.dataset != "nuscenes":
-            raise ValueError(f"--dataset {self.dataset!r}: only 'nuscenes' (and nuScenes-format data) is supported")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
+        if self.dataset == "semantickitti" and self.split not in ("all", "train", "val", "test"):
+            raise ValueError(f"--split {self.split}: a SemanticKITTI dataroot has the splits all, train, val and test")
         if self.sweeps_per_shard < 1:
             raise ValueError("--sweeps-per-shard must be at least 1")
         if self.workers < 0:
@@ -132,12 +138,16 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
     import torch
     import zarr
 
+    from pipeline.frames import SENSORS as NUSCENES_SENSORS
+    from pipeline.semantickitti import SENSORS as KITTI_SENSORS
+
+    has_boxes = cfg.dataset == "nuscenes"  # SemanticKITTI annotates no boxes
     return {
         "schema_version": SCHEMA_VERSION,
         "num_sweeps": len(index),
         "max_points": max_points,
         "max_queries": max_queries,
-        "max_boxes": max_boxes_for(index),
+        "max_boxes": max_boxes_for(index) if has_boxes else 0,
         "feature_dim": feature_dim,
         "layout": cfg.layout,
         "feature_encoding": cfg.feature_encoding,
@@ -146,10 +156,12 @@ def store_attrs(cfg: ExtractConfig, index: FrameIndex, teacher: dict, feature_di
         "cameras": list(index.cameras),
         "scenes": [dict(s) for s in index.scenes],
         "has_labels": index.label_path is not None,
-        "has_boxes": True,
+        "has_boxes": has_boxes,
         "detection_classes": list(DETECTION_CLASSES),
-        "dataset": {"name": cfg.dataset, "version": cfg.version, "split": cfg.split,
-                    "dataroot": os.path.abspath(cfg.dataroot)},
+        "classes": LabelClasses.of(cfg.dataset).to_dict(),
+        "sensors": dict(NUSCENES_SENSORS if cfg.dataset == "nuscenes" else KITTI_SENSORS),
+        "dataset": {"name": cfg.dataset, "version": cfg.version if cfg.dataset == "nuscenes" else "",
+                    "split": cfg.split, "dataroot": os.path.abspath(cfg.dataroot)},
         "teacher": teacher,
         "projection": {"min_depth_m": cfg.min_depth, "multi_view_rule": MULTI_VIEW_RULE,
                        "pixel_convention": PIXEL_CONVENTION, "sampling": SAMPLING},
@@ -281,7 +293,8 @@ def extract_group(cfg: ExtractConfig, index: FrameIndex, first_sweep: int, job: 
         out["occ_voxels"][i, :len(occ)] = voxels
         out["occ_labels"][i, :len(occ)] = occ
         out["num_points"][i], out["num_queries"][i] = m, len(occ)
-        _write_boxes(out, i, index.boxes[i], index.global_from_lidar[i])
+        if "box_class" in out:  # a store with boxes
+            _write_boxes(out, i, index.boxes[i], index.global_from_lidar[i])
     out["failure"] = np.array(failure, dtype=object)
     out["warnings"] = np.array(["" if failure[i] else "\n".join(warnings[i]) for i in range(n)], dtype=object)
 
@@ -367,11 +380,12 @@ _LOCAL_WORKER_CONFIG = {
 }
 
 
-def check_teacher_never_saw(teacher: TeacherConfig, dataroot: str, version: str) -> None:
+def check_teacher_never_saw(teacher: TeacherConfig, dataroot: str, version: str, dataset: str = "nuscenes") -> None:
     """Refuse a stand-in teacher trained on frames of the very synthetic world it would be extracted on
     (evaluation worlds must be disjoint from it). Its weights file records the world's ``synth.json``; the
     world is recognised by its scene tokens, which the generator derives from its seed, so deleting or
-    editing the dataroot's ``synth.json`` does not hide it."""
+    editing the dataroot's ``synth.json`` does not hide it. A SemanticKITTI layout has no tokens: there the
+    seed its ``synth.json`` records is compared (which deleting the file does hide)."""
     import json
 
     from pipeline.synth.write import scene_token
@@ -383,6 +397,17 @@ def check_teacher_never_saw(teacher: TeacherConfig, dataroot: str, version: str)
     if "seed" not in seen:
         return
     tables = os.path.join(dataroot, version, "scene.json")
+    if dataset == "semantickitti":  # no scene tokens in this layout: its synth.json names the world's seed
+        try:
+            with open(os.path.join(dataroot, "synth.json")) as f:
+                written = json.load(f)
+        except (OSError, ValueError):
+            return
+        if written.get("seed") == seen["seed"]:
+            raise ExtractError(f"teacher weights {teacher.weights} were trained on frames of synthetic world seed "
+                               f"{seen['seed']}, and {dataroot} is that world (its synth.json): extract a world "
+                               f"written with another --seed")
+        return
     try:
         with open(tables) as f:
             tokens = {r.get("token") for r in json.load(f)}
@@ -440,7 +465,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
 
     check_out(cfg.out, cfg.overwrite)
     cfg = dataclasses.replace(cfg, out=local_path(cfg.out))  # one spelling for the store, its lock and the tasks
-    check_teacher_never_saw(cfg.teacher, cfg.dataroot, cfg.version)
+    check_teacher_never_saw(cfg.teacher, cfg.dataroot, cfg.version, cfg.dataset)
     started = time.perf_counter()
 
     def say(text: str) -> None:  # the phases before the progress bar, one line each
@@ -449,9 +474,15 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
 
     lock = StoreLock(local_path(cfg.out), break_stale=break_lock).acquire()
     # the tables are read in a thread while the cluster starts and its workers build the teacher
-    say(f"reading the tables of {os.path.join(cfg.dataroot, cfg.version)} (split {cfg.split})")
+    say(f"reading the tables of {os.path.join(cfg.dataroot, cfg.version)} (split {cfg.split})"
+        if cfg.dataset == "nuscenes" else f"indexing the sequences of {cfg.dataroot} (split {cfg.split})")
     reader = ThreadPoolExecutor(1, thread_name_prefix="cdpipe-index")
-    index_future = reader.submit(build_nuscenes_index, cfg.dataroot, cfg.version, cfg.split)
+    if cfg.dataset == "semantickitti":
+        from pipeline.semantickitti import build_semantickitti_index
+
+        index_future = reader.submit(build_semantickitti_index, cfg.dataroot, cfg.split)
+    else:
+        index_future = reader.submit(build_nuscenes_index, cfg.dataroot, cfg.version, cfg.split)
     reader.shutdown(wait=False)  # its one thread ends with the index
     client = cluster = None
     in_process = not cfg.scheduler and cfg.workers == 0

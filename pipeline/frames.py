@@ -1,8 +1,9 @@
 """The compact frame index: everything the extract workers need, read once from the dataset tables.
 
 The client builds it with the nuScenes devkit (``load_nuscenes``, through which ``dataroot.py`` and
-``migrate.py`` open the tables too); workers get slices of it (file paths, 4x4 transforms, intrinsics,
-timestamps, tokens, the annotated boxes) and never load the tables themselves.
+``migrate.py`` open the tables too), or from a SemanticKITTI layout (``semantickitti.py``, the same
+``FrameIndex``); workers get slices of it (file paths, 4x4 transforms, intrinsics, timestamps, tokens, the
+annotated boxes) and never load the tables themselves.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ LIDAR = "LIDAR_TOP"
 SPLITS = ("all", "train", "val", "test", "mini_train", "mini_val")
 LIDAR_FIELDS = 5  # one nuScenes .pcd.bin point: x, y, z, intensity, ring, each a float32
 LIDAR_RECORD_BYTES = 4 * LIDAR_FIELDS
+#: The LiDAR a nuScenes store describes (attribute ``sensors``): the HDL-32E, intensity 0..255, with rings
+SENSORS = {"lidar": LIDAR, "beams": 32, "intensity_max": 255.0, "has_ring": True}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class FrameIndex:
     cameras: tuple[str, ...] = CAMERAS
     global_from_lidar: np.ndarray | None = None  # [S,4,4] float64 (NaN for a failed sweep)
     boxes: tuple[SweepBoxes, ...] = ()  # [S] the sample's annotated boxes, LiDAR frame (none for a failed sweep)
+    dataset: str = "nuscenes"  # the layout of the files: nuscenes, or semantickitti (``semantickitti.py``)
 
     @property
     def num_boxes(self) -> np.ndarray:
@@ -79,7 +83,8 @@ class FrameIndex:
             camera_timestamp=self.camera_timestamp[rows], sample_token=pick(self.sample_token),
             lidar_token=pick(self.lidar_token), scene_index=self.scene_index[rows], scenes=self.scenes,
             failure=pick(self.failure), camera_ok=self.camera_ok[rows], warnings=pick(self.warnings),
-            cameras=self.cameras, global_from_lidar=self.global_from_lidar[rows], boxes=pick(self.boxes))
+            cameras=self.cameras, global_from_lidar=self.global_from_lidar[rows], boxes=pick(self.boxes),
+            dataset=self.dataset)
 
 
 def _scene_splits(version: str) -> dict[str, str]:
@@ -330,8 +335,17 @@ def _fail_shared_files(rows: list[dict]) -> None:
 
 def read_lidar(index: FrameIndex, i: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Sweep ``i``'s points [N, 5] float32 (x, y, z, intensity, ring) and lidarseg labels [N] uint8 (None
-    without labels), each file checked against what the tables say."""
+    without labels), each file checked against what the tables say. A SemanticKITTI scan: its points with
+    ring -1 and its labels as indices into its raw classes (``semantickitti.read_points``)."""
     path = index.lidar_path[i]
+    if index.dataset == "semantickitti":
+        from pipeline.semantickitti import read_points
+
+        points, labels = read_points(path, index.label_path[i] if index.label_path else None, index.num_points[i])
+        problem = points_problem(points)
+        if problem:
+            raise ExtractError(f"LiDAR file {path}: {problem}: the file is corrupt, or not a KITTI .bin")
+        return points, labels
     try:
         raw = np.fromfile(path, dtype=np.float32)
     except OSError as e:
@@ -372,12 +386,14 @@ def coverage_problem(points: np.ndarray, beams: int = LIDAR_BEAMS) -> str | None
 
     - ring after ring (the ring column never decreases): the last ring must be the last beam
       (``beams`` - 1) and must have points in every ``SECTOR_DEG``-degree sector of azimuth;
-    - otherwise: every sector must hold points of some beam.
+    - otherwise (and in a file without rings, ring -1): every sector must hold points of some beam.
     """
     if len(points) == 0:
         return None
     ring = points[:, 4]
-    if np.all(np.diff(ring) >= 0):
+    if (ring < 0).all():  # a file without rings (SemanticKITTI): every sector must hold points
+        empty, where = _empty_sectors(points), "it"
+    elif np.all(np.diff(ring) >= 0):
         last = int(ring[-1])
         if last < beams - 1:
             return (f"its rings stop at {last}, not {beams - 1}, in a file that lists one ring after another: "

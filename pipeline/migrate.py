@@ -1,5 +1,9 @@
-"""``cdpipe migrate OLD --out NEW``: rewrite a store of an older schema (1 to 4) as the current one,
+"""``cdpipe migrate OLD --out NEW``: rewrite a store of an older schema (1 to 5) as the current one,
 without running the teacher again.
+
+Every store before schema 6 is a nuScenes store: the new one records nuScenes' class set and LiDAR
+(attributes ``classes`` and ``sensors``, as ``cdpipe extract --dataset nuscenes`` writes them). A schema 5
+store needs nothing else: every array (its boxes included) is copied unchanged, without the tables.
 
 What every older store lacks is each sweep's annotated 3D boxes and LiDAR-to-global transform (version
 5): both are read from the dataset's tables (the dataroot the store records, or ``--dataroot``) by each
@@ -37,8 +41,9 @@ import os
 
 import numpy as np
 
-from pipeline.classes import DETECTION_CLASSES
+from pipeline.classes import DETECTION_CLASSES, LabelClasses
 from pipeline.errors import ExtractError
+from pipeline.frames import SENSORS as NUSCENES_SENSORS
 from pipeline.store import ARRAY_SPECS, SCHEMA_VERSION, StoreError, check_out, expected_arrays, local_path, patch_grid
 from pipeline.store_writer import StoreWriter
 
@@ -60,8 +65,8 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     version = attrs.get("schema_version")
     if version == SCHEMA_VERSION:
         raise StoreError(f"{old} already has schema_version {SCHEMA_VERSION}: nothing to migrate")
-    if version not in (1, 2, 3, 4):
-        raise StoreError(f"{old} has schema_version {version!r}; cdpipe migrate upgrades versions 1 to 4")
+    if version not in (1, 2, 3, 4, 5):
+        raise StoreError(f"{old} has schema_version {version!r}; cdpipe migrate upgrades versions 1 to 5")
     out = local_path(out)
     partial = out.rstrip("/") + ".migrating"  # renamed to ``out`` once complete: no half-migrated store at --out
     for path in (out, partial):
@@ -77,7 +82,9 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
     done_all = src["done"][:]
     tables = _Tables(attrs, new["dataset"]["dataroot"])
     camera_hw = src["camera_hw"][:] if version >= 3 else _camera_sizes(src, attrs, tables, done_all)
-    if boxes:
+    if version == 5:  # its boxes, if it has them, are copied as they are
+        boxes = bool(attrs.get("has_boxes"))
+    elif boxes:
         sweep_boxes, global_from_lidar = _boxes(src, tables, done_all)
         new["max_boxes"] = max(1, max(map(len, sweep_boxes), default=0))
     new["has_boxes"] = boxes
@@ -95,7 +102,7 @@ def migrate(old: str, out: str, dataroot: str | None = None, command: str = "", 
         block.update({name: src[name][rows] for name in copied})
         block["camera_hw"] = camera_hw[rows]
         block["done"] = done = src["done"][rows]
-        if boxes:
+        if boxes and version < 5:
             for i in np.nonzero(done == 1)[0]:
                 for name, values in sweep_boxes[s0 + i].arrays().items():
                     block[name][i, :len(values)] = values
@@ -128,7 +135,9 @@ def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str
     t = dict(attrs["teacher"])
     if version < 4:  # every earlier store holds a float16 feature per point
         new.update(layout="points", feature_encoding="float16", patch_grid=patch_grid(t))
-    new.update(max_boxes=0, has_boxes=False, detection_classes=list(DETECTION_CLASSES))  # boxes: set by migrate
+    if version < 5:
+        new.update(max_boxes=0, has_boxes=False, detection_classes=list(DETECTION_CLASSES))  # boxes: set by migrate
+    new.update(classes=LabelClasses.of("nuscenes").to_dict(), sensors=dict(NUSCENES_SENSORS))  # every older store
     new["provenance"] = {**attrs["provenance"], "migrated": _migrated(version, command, attrs["provenance"])}
     complete = "device" in t and "pretrained_cfg_overlay" in (t.get("create_model") or {})
     if version >= 3 and complete:  # the teacher and occupancy records are as today's

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.classes import DETECTION_COLOURS, EVAL_CLASSES, EVAL_COLOURS, FINE_TO_EVAL
+from pipeline.classes import DETECTION_COLOURS, EVAL_CLASSES, EVAL_COLOURS
 from pipeline.frames import CAMERA_GRID
 from pipeline.geometry import box_corners_xy
 
@@ -96,12 +96,19 @@ class SweepPreview:
     image_note: str  # why the images are not shown, "" when they are
     boxes: dict | None = None  # the sweep's annotated boxes (``store.read_boxes``), None in a store without boxes
     detection_classes: tuple[str, ...] = ()  # the names ``boxes["box_class"]`` indexes
+    eval_names: tuple[str, ...] = EVAL_CLASSES  # the store's evaluation classes, "ignore" first (``eval_labels``)
+    eval_colours: tuple[tuple[int, int, int], ...] = EVAL_COLOURS  # RGB of each
+
+    @property
+    def camera_grid(self) -> tuple[tuple[str, ...], ...]:
+        """The camera panels in rows: nuScenes' six as they sit on the car, any other rig in one row."""
+        return CAMERA_GRID if sorted(self.cameras) == sorted(c for row in CAMERA_GRID for c in row) else (self.cameras,)
 
 
 def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPreview:
     """Read sweep ``s`` of ``store`` (a path or URL) and compute what ``draw_preview`` shows. The images
     come from ``dataroot`` (default: the one the store records) when it holds the sweep's camera frames."""
-    from pipeline.store import StoreError, open_store, read_boxes, read_rows, read_sweep
+    from pipeline.store import StoreError, open_store, read_boxes, read_rows, read_sweep, store_classes
 
     group = open_store(os.fspath(store))
     attrs = dict(group.attrs)
@@ -116,13 +123,15 @@ def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPrevi
     pca = PcaColours.fit(features[valid])
     colours = np.tile(np.asarray(NO_FEATURE), (len(valid), 1))
     colours[valid] = pca.colour(features[valid])
-    labels = FINE_TO_EVAL[sweep["labels"]] if "labels" in sweep else None
+    classes = store_classes(attrs)
+    labels = classes.lookup[sweep["labels"]] if "labels" in sweep else None
     boxes = read_boxes(group, s) if attrs.get("has_boxes") else None
     cameras = tuple(attrs["cameras"])
     camera_hw = np.asarray(read_rows(group, "camera_hw", s))
     sample_token = str(read_rows(group, "sample_token", s))
     dataset = attrs["dataset"]
     images, note = camera_images(dataroot or dataset["dataroot"], dataset["version"], sample_token, cameras,
+                                 dataset["name"],
                                  np.asarray(read_rows(group, "camera_timestamp", s)), camera_hw)
     scene = attrs["scenes"][int(read_rows(group, "scene_index", s))]
     teacher = attrs["teacher"]
@@ -139,7 +148,8 @@ def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPrevi
         valid=valid, camera=sweep["camera"].astype(np.int64), pixel=sweep["pixel"], colours=colours, pca=pca,
         eval_labels=labels, occ_voxels=sweep["occ_voxels"].astype(np.int64),
         occ_labels=sweep["occ_labels"], occupancy=attrs["occupancy"], images=tuple(images), image_note=note,
-        boxes=boxes, detection_classes=tuple(attrs.get("detection_classes", ())))
+        boxes=boxes, detection_classes=tuple(attrs.get("detection_classes", ())),
+        eval_names=("ignore", *classes.eval), eval_colours=classes.colours)
 
 
 def teacher_words(teacher: dict) -> str:
@@ -152,17 +162,20 @@ def teacher_words(teacher: dict) -> str:
     return f"{teacher['name']} (weights sha256 {str(teacher.get('weights'))[:12]})"
 
 
-def camera_images(dataroot: str, version: str, sample_token: str, cameras: tuple[str, ...],
+def camera_images(dataroot: str, version: str, sample_token: str, cameras: tuple[str, ...], dataset: str,
                   timestamps: np.ndarray, camera_hw: np.ndarray, max_width: int = 800) -> tuple[list, str]:
     """Each camera's key-frame image of ``sample_token`` as uint8 [H', W', 3] (shrunk to at most
-    ``max_width`` wide), found through the dataroot's tables; None for a camera whose image is not there,
-    and a note saying why when any is missing. An image counts only when its timestamp and size are those
-    the store recorded, so a dataroot that is not the one the store was made from shows no images."""
-    from PIL import Image
-
-    from pipeline.errors import ExtractError
-    from pipeline.frames import inside_dataroot
-
+    ``max_width`` wide), found through the dataroot's tables (SemanticKITTI: by the token, ``NN/NNNNNN``);
+    None for a camera whose image is not there, and a note saying why when any is missing. An image counts
+    only when its timestamp (nuScenes) and size are those the store recorded, so a dataroot that is not the
+    one the store was made from shows no images."""
+    if dataset == "semantickitti":
+        sequence, _, scan = sample_token.partition("/")
+        records = {name: {"filename": os.path.join("sequences", sequence, name, f"{scan}.png"),
+                          "timestamp": int(timestamps[c])} for c, name in enumerate(cameras)}
+        if not (Path(dataroot) / "sequences").is_dir():
+            return [None] * len(cameras), f"no camera images: dataroot {dataroot} is not reachable here"
+        return _load_images(dataroot, records, sample_token, cameras, timestamps, camera_hw, max_width)
     tables = Path(dataroot) / version
     if not (tables / "sample_data.json").is_file():
         return [None] * len(cameras), f"no camera images: dataroot {dataroot} ({version}) is not reachable here"
@@ -177,6 +190,16 @@ def camera_images(dataroot: str, version: str, sample_token: str, cameras: tuple
     for r in sample_data:
         if r.get("sample_token") == sample_token and r.get("is_key_frame"):
             records[channel.get(calibrated.get(r.get("calibrated_sensor_token")))] = r
+    return _load_images(dataroot, records, sample_token, cameras, timestamps, camera_hw, max_width)
+
+
+def _load_images(dataroot, records: dict, sample_token: str, cameras, timestamps, camera_hw, max_width: int):
+    """``camera_images`` once each camera's record ({filename, timestamp}) is known."""
+    from PIL import Image
+
+    from pipeline.errors import ExtractError
+    from pipeline.frames import inside_dataroot
+
     root = os.path.realpath(dataroot)
     images, missing = [], []
     for c, name in enumerate(cameras):
@@ -235,15 +258,17 @@ def preview_figure(p: SweepPreview, dpi: int = 100):
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    cam_w = 4.6
+    grid = p.camera_grid
+    rows, cols = len(grid), max(len(row) for row in grid)
+    cam_w = 3 * 4.6 / cols  # the cameras span the width of three nuScenes panels
     cam_h = cam_w * float(np.median(p.camera_hw[:, 0] / np.maximum(p.camera_hw[:, 1], 1)))
-    bev = cam_w  # the big bird's-eye panels are as wide as a camera panel
+    bev = 4.6  # the big bird's-eye panels are as wide as a nuScenes camera panel
     caption_h = 0.75
-    fig = Figure(figsize=(3 * cam_w, 2 * cam_h + bev + caption_h + 0.6), dpi=dpi, facecolor="white")
-    outer = fig.add_gridspec(2, 1, height_ratios=[2 * cam_h, bev], hspace=0.08, left=0.025, right=0.99,
+    fig = Figure(figsize=(3 * 4.6, rows * cam_h + bev + caption_h + 0.6), dpi=dpi, facecolor="white")
+    outer = fig.add_gridspec(2, 1, height_ratios=[rows * cam_h, bev], hspace=0.08, left=0.025, right=0.99,
                              top=1 - caption_h / fig.get_figheight(), bottom=0.02)
-    cams = outer[0].subgridspec(2, 3, wspace=0.02, hspace=0.12)
-    for r, row in enumerate(CAMERA_GRID):
+    cams = outer[0].subgridspec(rows, cols, wspace=0.02, hspace=0.12)
+    for r, row in enumerate(grid):
         for c, name in enumerate(row):
             _camera_panel(fig.add_subplot(cams[r, c]), p, name)
     below = outer[1].subgridspec(2, 4, width_ratios=[2, 2, 1, 1], wspace=0.12, hspace=0.22)
@@ -252,22 +277,23 @@ def preview_figure(p: SweepPreview, dpi: int = 100):
     _bev_boxes(ax, p, legend=True)
     ax.set_title("teacher features from above (grey: no camera sees the point)", fontsize=8, pad=3)
     ax = fig.add_subplot(below[:, 1])
+    kind = "lidarseg labels" if p.eval_names == EVAL_CLASSES else "labels"
     if p.eval_labels is not None:
-        lut = np.asarray(EVAL_COLOURS, np.float64) / 255
+        lut = np.asarray(p.eval_colours, np.float64) / 255
         _bev_points(ax, p.xyz, lut[p.eval_labels])
         _bev_boxes(ax, p)
         in_view = (np.abs(p.xyz[:, :2]) <= BEV_HALF_M).all(1)
         present = np.unique(p.eval_labels[in_view])
         present = [*present[present != 0], *present[present == 0]]  # ignore (black) last
         ax.legend(handles=[Patch(facecolor=lut[c], edgecolor="0.5", linewidth=0.4,
-                                 label="ignore (not scored)" if c == 0 else EVAL_CLASSES[c]) for c in present],
+                                 label="ignore (not scored)" if c == 0 else p.eval_names[c]) for c in present],
                   loc="lower left", fontsize=5.5, ncol=2, framealpha=0.85, handlelength=0.8, columnspacing=0.6,
                   borderaxespad=0.2, labelspacing=0.25)
-        ax.set_title("lidarseg labels from above (evaluation classes)", fontsize=8, pad=3)
+        ax.set_title(f"{kind} from above (evaluation classes)", fontsize=8, pad=3)
     else:
         _bev_axes(ax)
-        ax.text(0.5, 0.5, "the store has no lidarseg labels", transform=ax.transAxes, ha="center", color="w")
-        ax.set_title("lidarseg labels", fontsize=8, pad=3)
+        ax.text(0.5, 0.5, f"the store has no {kind}", transform=ax.transAxes, ha="center", color="w")
+        ax.set_title(kind, fontsize=8, pad=3)
     lut = np.asarray([OCC_COLOURS["unknown"], OCC_COLOURS["free"], OCC_COLOURS["occupied"]])
     lower, size = np.asarray(p.occupancy["lower"], float), float(p.occupancy["voxel_size_m"])
     nx, ny = (int(v) for v in p.occupancy["shape"][:2])

@@ -43,12 +43,14 @@ import numpy as np
 
 from pipeline.projection import bilinear_cells, sample_cells
 
+# 6: the dataset's class set and LiDAR recorded (attributes classes, sensors), so that a store of another
+# dataset (SemanticKITTI) is read by its own classes; labels index classes.fine;
 # 5: each sweep's annotated 3D boxes and LiDAR-to-global transform (attributes max_boxes, has_boxes,
 # detection_classes); 4: the patch layout and the int8 encoding (attributes layout, feature_encoding,
 # patch_grid); 3: a crc32c checksum on every chunk, failure and warnings per sweep, camera image sizes,
 # the teacher's construction, resize and forward recorded; 2: free occupancy voxels near the surface;
 # 1: free voxels anywhere along the rays
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 LAYOUTS = ("patches", "points")
 ENCODINGS = ("float16", "int8")
 
@@ -73,9 +75,10 @@ ARRAYS: tuple[ArraySpec, ...] = (
     # 5 = frames.LIDAR_FIELDS, which this light module cannot import (frames reaches the devkit);
     # tests/test_schema_doc.py ties the two
     ArraySpec("points", "float32", ("P", 5), 0.0,
-              "x, y, z (m, LiDAR frame of the sweep), intensity, ring; as in the dataset's files", True),
-    ArraySpec("labels", "uint8", ("P",), 0, "lidarseg class per point (dataset's fine classes; 0 = noise)", True,
-              when=("labels",)),
+              "x, y, z (m, LiDAR frame of the sweep), intensity, ring; as in the dataset's files (ring -1 where they "
+              "keep none)", True),
+    ArraySpec("labels", "uint8", ("P",), 0, "class per point: index into attrs classes.fine (the dataset's own "
+              "classes)", True, when=("labels",)),
     ArraySpec("features", "float16", ("P", "D"), 0.0,
               "teacher feature at the point's pixel (bilinear on the patch map); 0 where valid is false", True,
               sharded=False, when=("points", "float16")),
@@ -147,6 +150,9 @@ ATTRIBUTES: dict[str, str] = {
     "has_labels": "bool, whether labels holds dataset labels",
     "has_boxes": "bool, whether the box arrays and global_from_lidar exist",
     "detection_classes": "list of the detection class names; box_class indexes it",
+    "classes": "{dataset, fine, fine_ids, eval, fine_to_eval, ignore_index}: labels index fine (ids in the dataset's "
+               "files: fine_ids); fine_to_eval maps them to the evaluation classes 1..K named eval, 0 = ignore_index",
+    "sensors": "{lidar, beams, intensity_max, has_ring}: the LiDAR; intensity runs 0..intensity_max",
     "dataset": "{name, version, split, dataroot}",
     "teacher": "{name, weights (sha256 of the file, or 'random'), architecture, stand_in, random_init_seed, layer, "
                "image_size [H, W], patch_size, mean, std, timm_version, create_model, resize, normalise, forward, "
@@ -243,6 +249,14 @@ def store_dims(attrs: dict) -> dict[str, int]:
             "C": len(attrs["cameras"]), "h": h, "w": w}
 
 
+def store_classes(attrs: dict):
+    """The store's class set, a ``classes.LabelClasses`` (attribute ``classes``): what ``labels`` index, the
+    evaluation classes 1..K they map to and the ignore index."""
+    from pipeline.classes import LabelClasses
+
+    return LabelClasses.from_dict(attrs["classes"])
+
+
 def expected_arrays(attrs: dict) -> list[ArraySpec]:
     """The arrays a store with these attributes holds: those of its layout and encoding, ``labels`` only
     when it has labels, and the box arrays and ``global_from_lidar`` only when it has boxes."""
@@ -306,6 +320,10 @@ def check_compatible(attrs: dict, where: str) -> None:
     version = attrs.get("schema_version")
     if version is None:
         raise StoreError(f"{where} is not a teacher-feature store (no schema_version attribute)")
+    if version == 5:
+        raise StoreError(f"{where} has schema_version 5; this code reads version {SCHEMA_VERSION}. Upgrade a copy with "
+                         f"`cdpipe migrate {where} --out NEW_STORE` (no teacher or dataset needed: it records the "
+                         f"nuScenes class set and LiDAR that every schema 5 store holds).")
     if version == 4:
         raise StoreError(f"{where} has schema_version 4; this code reads version {SCHEMA_VERSION}. Upgrade a copy with "
                          f"`cdpipe migrate {where} --out NEW_STORE` (no teacher needed; it reads the annotated boxes "

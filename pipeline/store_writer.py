@@ -41,14 +41,15 @@ from pipeline.store import (
     local_path,
     open_store,
     read_column,
+    store_classes,
     store_dims,
 )
 
 #: Attributes that must agree for a rerun to resume into an existing store. The padded sizes P and Q are
 #: the store's, and so is B: a rerun keeps them (a sweep fixed since, and now larger than P, fails on its own).
 RESUME_KEYS = ("schema_version", "num_sweeps", "feature_dim", "layout", "feature_encoding", "patch_grid",
-               "sweeps_per_shard", "cameras", "has_labels", "has_boxes", "detection_classes", "dataset", "teacher",
-               "projection", "occupancy")
+               "sweeps_per_shard", "cameras", "has_labels", "has_boxes", "detection_classes", "classes", "sensors",
+               "dataset", "teacher", "projection", "occupancy")
 
 #: Parts of the teacher attribute that may differ between two runs writing one store: where the weights
 #: file lies, the Pillow version and the device. A rerun that differs only in these resumes the store.
@@ -248,6 +249,10 @@ def _check_attributes(out: str, attrs: dict) -> None:
     if attrs["layout"] not in LAYOUTS or attrs["feature_encoding"] not in ENCODINGS:
         raise StoreError(f"{out}: layout {attrs['layout']!r} / feature_encoding {attrs['feature_encoding']!r}: "
                          f"choose one of {', '.join(LAYOUTS)} / {', '.join(ENCODINGS)}")
+    try:
+        store_classes(attrs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(f"{out}: attribute classes is not a class set ({type(e).__name__}: {e})") from None
 
 
 def _existing_group(url: str):

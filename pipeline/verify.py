@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.classes import NUM_FINE_CLASSES
 from pipeline.store import (
     ARRAY_SPECS,
     ATTRIBUTES,
@@ -163,9 +162,10 @@ def _value_problems(rows: dict, attrs: dict, camera_hw: np.ndarray,
     if far:
         out.append(("points", far))
     labels = rows.get("labels")
-    if labels is not None and len(labels) and int(labels.max()) >= NUM_FINE_CLASSES:
-        out.append(("labels", f"{int((labels >= NUM_FINE_CLASSES).sum())} labels outside 0-{NUM_FINE_CLASSES - 1} "
-                              f"(the lidarseg classes; up to {int(labels.max())})"))
+    n_fine = len(attrs["classes"]["fine"])
+    if labels is not None and len(labels) and int(labels.max()) >= n_fine:
+        out.append(("labels", f"{int((labels >= n_fine).sum())} labels outside 0-{n_fine - 1} (the store's "
+                              f"{n_fine} classes, attribute classes.fine; up to {int(labels.max())})"))
     cam = rows["camera"]
     if ((cam >= len(attrs["cameras"])) | (cam < -1)).any() or not np.array_equal(rows["valid"], cam >= 0):
         out.append(("camera", "camera indices out of range, or valid does not equal camera >= 0"))

@@ -75,6 +75,32 @@ def small_points_store(small_dataroot, tmp_path_factory):
     return built_once(tmp_path_factory, "points_store", build)
 
 
+@pytest.fixture(scope="session")
+def small_kitti_dataroot(tmp_path_factory):
+    """The same kind of world in the SemanticKITTI layout: two sequences (00 train, 08 val) x 2 scans, two
+    cameras at 320x96 (KITTI's aspect)."""
+    def build(folder):
+        cfg = SynthConfig(out=str(folder / "semantickitti"), scenes=2, samples_per_scene=2, seed=7, width=320,
+                          height=96, dataset="semantickitti", workers=0)
+        return cfg, write_dataroot(cfg, progress=False)
+
+    return built_once(tmp_path_factory, "synth_kitti", build)
+
+
+@pytest.fixture(scope="session")
+def small_kitti_store(small_kitti_dataroot, tmp_path_factory):
+    """The small SemanticKITTI dataroot extracted as ``small_store`` is (a random ViT-S/14 input of 112x224,
+    in this process, patch maps in float16): 4 scans of ~120,000 points."""
+    from pipeline.extract import run_extract
+
+    def build(folder):
+        cfg = store_config(small_kitti_dataroot[0], str(folder / "kitti.zarr"), dataset="semantickitti",
+                           version="")
+        return cfg, run_extract(cfg, progress=False)
+
+    return built_once(tmp_path_factory, "store_kitti", build)
+
+
 @pytest.fixture
 def one_torch_thread():
     """The test on one torch thread, restored after: with two on a busy 2-core machine a small forward

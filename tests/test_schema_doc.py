@@ -194,3 +194,31 @@ def test_both_layouts_and_encodings_give_the_same_features(stores):
             cos = (feats[valid] * exact[valid]).sum(1) / (np.linalg.norm(feats[valid], axis=1)
                                                           * np.linalg.norm(exact[valid], axis=1))
             assert cos.min() >= (0.99999 if key[1] == "float16" else 0.9999), (key, cos.min())
+
+
+def test_semantickitti_store_read_with_the_document_alone(small_kitti_store):
+    """A SemanticKITTI store follows the same tables and recipes: its own cameras, LiDAR and classes in its
+    attributes, no box arrays, and the labels recipe gives the published learning map's classes."""
+    from pipeline.classes import LabelClasses
+
+    store = small_kitti_store[0].out
+    attrs = dict(zarr.open_group(store, mode="r").attrs)
+    assert attrs["dataset"]["name"] == "semantickitti" and not attrs["has_boxes"] and attrs["max_boxes"] == 0
+    assert attrs["cameras"] == ["image_2", "image_3"] and attrs["sensors"]["beams"] == 64
+    assert LabelClasses.from_dict(attrs["classes"]) == LabelClasses.of("semantickitti")
+    assert_arrays_as_the_tables_say(store)
+    for s in (0, 3):
+        scope = assert_read_sweep_reads_as_the_document(store, s)
+        assert 0.05 < scope["valid"].mean() < 0.5  # two front cameras see a part of the spin
+        assert (scope["g"]["points"][s, :scope["n"], 4] == -1).all()  # no ring in KITTI's files
+        names = {attrs["classes"]["eval"][c - 1] for c in np.unique(scope["eval_labels"]) if c}
+        assert {"car", "road", "building", "vegetation"} <= names
+    with pytest.raises(Exception, match="holds no boxes"):
+        read_boxes(store, 0)
+
+
+def test_nuscenes_labels_recipe_gives_the_lidarseg_mapping(small_store):
+    from pipeline.classes import FINE_TO_EVAL
+
+    scope = read_by_the_document(small_store[0].out, 1)
+    np.testing.assert_array_equal(scope["eval_labels"], FINE_TO_EVAL[read_sweep(small_store[0].out, 1)["labels"]])

@@ -596,20 +596,22 @@ def same_arrays(ref_path: str, path: str) -> tuple[dict, dict]:
 
 def _downgrade(src: str, dst: str, version: int) -> None:
     """Write ``src`` (current schema; before 4, the points layout in float16) as the schema ``version``
-    store it stands for: without the boxes, their arrays and attributes; before 4, also without the layout
+    store it stands for: without the attributes classes and sensors; before 5, also without the boxes, their
+    arrays and attributes; before 4, also without the layout
     attributes; before 3, no checksums, no failure/warnings/camera_hw arrays, none of the attributes added
     in 3; schema 1 also shards features and loses its occupancy targets (replaced by junk, as its rule
     differed)."""
     from zarr.codecs import BloscCodec
 
     g = zarr.open_group(src, mode="r")
-    dropped = ("max_boxes", "has_boxes", "detection_classes")
+    dropped = ("classes", "sensors")
+    dropped += ("max_boxes", "has_boxes", "detection_classes") if version < 5 else ()
     dropped += ("layout", "feature_encoding", "patch_grid") if version < 4 else ()
     attrs = {k: v for k, v in g.attrs.items() if k not in dropped}
     attrs["schema_version"] = version
     if version >= 3:  # the arrays as they are, but for the boxes
         shutil.copytree(src, dst)
-        for name in BOX_ARRAYS:
+        for name in BOX_ARRAYS if version < 5 else ():
             shutil.rmtree(os.path.join(dst, name))
         out = zarr.open_group(dst, mode="r+")
         out.attrs.clear()
@@ -639,11 +641,12 @@ def _downgrade(src: str, dst: str, version: int) -> None:
     zarr.consolidate_metadata(dst)
 
 
-@pytest.mark.parametrize("version", [4, 3, 2, 1])
+@pytest.mark.parametrize("version", [5, 4, 3, 2, 1])
 def test_older_stores_are_refused_naming_migrate_which_upgrades_them(small_points_store, tmp_path, version):
-    """A schema-1 to -4 store is refused in one line that names `cdpipe migrate`; migrate writes a store that
-    verifies clean and equals the one extract writes today in the points layout, array by array (the boxes
-    and transforms read from the dataset's tables; schema 1: occupancy targets recomputed from the points),
+    """A schema-1 to -5 store is refused in one line that names `cdpipe migrate`; migrate writes a store that
+    verifies clean and equals the one extract writes today in the points layout, array by array (schema 5:
+    copied, its nuScenes classes and LiDAR recorded; before, the boxes and transforms read from the dataset's
+    tables; schema 1: occupancy targets recomputed from the points),
     and attribute by attribute (but for the PIL version and device, which the jobs before schema 3 did not
     record, and the provenance)."""
     cfg, _ = small_points_store

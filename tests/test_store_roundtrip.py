@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.classes import DETECTION_CLASSES
+from pipeline.classes import DETECTION_CLASSES, LabelClasses
 from pipeline.geometry import make_transform, yaw_matrix
 from pipeline.store import (
     ARRAY_SPECS,
@@ -52,6 +52,8 @@ def attrs_for(layout: str, encoding: str, has_labels: bool = True, has_boxes: bo
         "cameras": list(CAMERAS),
         "scenes": [{"name": "scene-0001", "token": "scene-token", "split": "train", "first_sweep": 0, "num_sweeps": S}],
         "has_labels": has_labels,
+        "classes": LabelClasses.of("nuscenes").to_dict(),
+        "sensors": {"lidar": "LIDAR_TOP", "beams": 32, "intensity_max": 255.0, "has_ring": True},
         "dataset": {"name": "nuscenes", "version": "v1.0-test", "split": "all", "dataroot": "/made/in/the/test"},
         "teacher": {"name": "made-in-the-test", "weights": "random", "architecture": {}, "stand_in": None,
                     "random_init_seed": 0, "layer": "last_prenorm", "image_size": [h * PATCH, w * PATCH],

@@ -37,3 +37,18 @@ def test_each_seed_is_a_different_street(version):
     again = build_world(0, 0, 4.6, version)
     assert np.array_equal(again.prims.centre, w0.prims.centre) and again.speed == w0.speed
     assert np.array_equal(again.prims.reflectivity, w0.prims.reflectivity)
+
+
+def test_semantickitti_layout_same_arguments_same_bytes(tmp_path):
+    """The KITTI rig's world too: byte-identical files whatever --workers, and synth.json records the
+    dataset."""
+    kwargs = dict(scenes=2, samples_per_scene=1, seed=3, width=224, height=64, dataset="semantickitti")
+    a = write_dataroot(SynthConfig(out=str(tmp_path / "a"), workers=0, **kwargs), progress=False)
+    write_dataroot(SynthConfig(out=str(tmp_path / "b"), workers=2, **kwargs), progress=False)
+    da, db = _digests(tmp_path / "a"), _digests(tmp_path / "b")
+    per_sequence = ("calib.txt", "poses.txt", "times.txt", "velodyne/000000.bin", "labels/000000.label",
+                    "image_2/000000.png", "image_3/000000.png")
+    assert set(da) == {"synth.json", *(f"sequences/{q}/{f}" for q in ("00", "08") for f in per_sequence)}
+    assert da == db
+    assert json.loads((tmp_path / "a" / "synth.json").read_text())["dataset"] == "semantickitti"
+    assert a["splits"] == {"train": 1, "val": 1} and a["points_per_sweep"]["min"] > 50_000

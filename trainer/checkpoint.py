@@ -171,24 +171,30 @@ def load_backbone(model: torch.nn.Module, checkpoint: str, arch: str) -> dict:
     return ck["model_config"]
 
 
-def new_segmenter(arch: str, checkpoint: str | None, seed: int) -> tuple[Segmenter, str]:
-    """A segmenter to train or probe: its backbone from a pretraining checkpoint, or random (initialised
-    after ``torch.manual_seed(seed)``); returns it and where its backbone came from."""
+def new_segmenter(arch: str, checkpoint: str | None, seed: int, num_classes: int | None = None
+                  ) -> tuple[Segmenter, str]:
+    """A segmenter of ``num_classes`` classes (default: nuScenes' 16; fine-tuning passes its store's) to train
+    or probe: its backbone from a pretraining checkpoint, whatever store it was pretrained on, or random
+    (initialised after ``torch.manual_seed(seed)``); returns it and where its backbone came from."""
     torch.manual_seed(seed)
-    model = Segmenter(arch)
+    model = Segmenter(arch) if num_classes is None else Segmenter(arch, num_classes)
     if checkpoint is None:
         return model, "random initialisation"
     load_backbone(model, checkpoint, arch)
     return model, checkpoint
 
 
-def segmenter_record(model: Segmenter, arch: str, voxel_size: float, **about) -> dict:
+def segmenter_record(model: Segmenter, arch: str, voxel_size: float, class_names: tuple[str, ...] | None = None,
+                     **about) -> dict:
     """What a segmenter file holds: weights plus everything needed to use them without the run's
     command line (architecture, voxel size, input scale, the evaluation class of each output, head), plus
-    ``about`` (how it was made, training state for resuming)."""
+    ``about`` (how it was made, training state for resuming). ``class_names``: of the outputs, in order (the
+    store's evaluation classes; default: nuScenes')."""
     from pipeline.classes import EVAL_CLASSES
 
-    classes = list(EVAL_CLASSES[1:1 + model.classifier.out_features])
+    classes = list(class_names or EVAL_CLASSES[1:1 + model.classifier.out_features])
+    if len(classes) != model.classifier.out_features:
+        raise ValueError(f"segmenter_record: {len(classes)} class names for {model.classifier.out_features} outputs")
     return {"kind": SEGMENTER_KIND, "format": SEGMENTER_FORMAT, "model": model.state_dict(), "arch": arch,
             "voxel_size": voxel_size, "input_scale": list(INPUT_SCALE), "classes": classes,
             "head": f"Linear(BatchNorm1d({model.classifier.in_features}), {model.classifier.out_features})",

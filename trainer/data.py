@@ -1,7 +1,9 @@
 """Store -> samples: a random-access dataset over a teacher-feature store, and 3D augmentation (the
 batch it feeds is ``trainer/batch.py``).
 
-Per sweep the dataset returns a ``Sample``: its points (and labels, when the store has them) and the
+Per sweep the dataset returns a ``Sample``: its points (intensity scaled to 0..255 by the store's
+``sensors.intensity_max``; labels, when the store has them, mapped to its evaluation classes 1..K by its
+``classes``, 0 = ignore) and the
 targets it was asked for: ``teacher`` (each point's teacher feature and valid flag) and ``occupancy``
 (the occupancy queries, voxel centres, with labels and the index of each query's nearest point) and
 ``boxes`` (the sweep's annotated 3D boxes, ``pipeline.store.read_boxes``, augmented with the points).
@@ -26,7 +28,6 @@ import os
 import numpy as np
 import torch
 
-from pipeline.classes import FINE_TO_EVAL, NUM_FINE_CLASSES
 from pipeline.store import (
     BadSweep,
     BadValues,
@@ -36,6 +37,7 @@ from pipeline.store import (
     points_problem,
     read_boxes,
     read_column,
+    store_classes,
     store_url,
     sweep_rows,
 )
@@ -65,6 +67,7 @@ def stream_rng(stream: int, seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([stream, seed, *key])
 
 
+RING_CORRUPTIONS = ("beams_missing", "sparser_sensor")  # corruptions that read each point's ring
 TARGETS = ("teacher", "occupancy", "boxes")  # what a dataset can add to points and labels
 PRETRAINING = ("teacher", "occupancy")
 DETECTION = ("boxes",)  # the detection head: points and the sweep's annotated boxes
@@ -136,6 +139,10 @@ class StoreDataset(torch.utils.data.Dataset):
         self.skipped: set[int] = set()  # damaged sweeps met by this process
         group = open_store(cfg.store)
         self.attrs = dict(group.attrs)
+        self.classes = store_classes(self.attrs)  # labels -> evaluation classes 1..K, 0 = ignore
+        self._lookup = self.classes.lookup
+        # the student reads intensity on nuScenes' 0..255 scale (``batch.INPUT_SCALE``), whatever the LiDAR's
+        self._intensity_to_255 = np.float32(255.0 / float(self.attrs["sensors"]["intensity_max"]))
         self.sweeps = store_sweeps(group, cfg.split, cfg.scenes, on_damage=self._skip if skip_log else None)
         # damaged sweeps are reported as skipped, not as unwritten
         self.incomplete = incomplete_sweeps(group, cfg.split, cfg.scenes, np.union1d(self.sweeps, sorted(self.skipped)))
@@ -151,6 +158,10 @@ class StoreDataset(torch.utils.data.Dataset):
             from trainer.corruptions import parse
 
             self.corruption = parse(cfg.corruption)
+            if self.corruption.kind in RING_CORRUPTIONS and not self.attrs["sensors"]["has_ring"]:
+                raise ValueError(f"corruption {cfg.corruption}: it drops whole rings, and store {cfg.store} keeps no "
+                                 f"ring per point ({self.attrs['dataset']['name']}'s files have none); use jitter or "
+                                 f"fog")
 
     def __len__(self) -> int:
         return len(self.sweeps)
@@ -202,7 +213,7 @@ class StoreDataset(torch.utils.data.Dataset):
         sweep = sweep_rows(self.group, s, fields)
         check_values(self.group, s, sweep)
         # every per-point array rides along with the points through each subset below
-        per_point = {"points": sweep["points"], "labels": FINE_TO_EVAL[sweep["labels"]] if has_labels else None,
+        per_point = {"points": sweep["points"], "labels": self._lookup[sweep["labels"]] if has_labels else None,
                      "teacher": sweep.get("features"), "valid": sweep.get("valid")}
         queries, occ = sweep.get("occ_centres"), sweep.get("occ_labels")
 
@@ -251,14 +262,15 @@ class StoreDataset(torch.utils.data.Dataset):
                 queries = queries @ m.T
             if boxes is not None:
                 boxes = transform_boxes(boxes, m)
-        return Sample(sweep=s, xyz=xyz, intensity=points[:, 3].astype(np.float32), labels=per_point["labels"],
+        return Sample(sweep=s, xyz=xyz, intensity=points[:, 3].astype(np.float32) * self._intensity_to_255,
+                      labels=per_point["labels"],
                       teacher=per_point["teacher"], valid=per_point["valid"], queries=queries, occ=occ,
                       nearest=nearest, hidden=hidden, boxes=boxes)
 
 
 def check_values(group, s: int, sweep: dict[str, np.ndarray]) -> None:
     """Raise ``BadValues`` naming the store, array and sweep when sweep ``s``'s rows hold what no extract
-    writes: non-finite points or features, a point beyond ``MAX_RANGE_M``, a label outside the lidarseg
+    writes: non-finite points or features, a point beyond ``MAX_RANGE_M``, a label outside the store's
     classes (a store from an older or foreign writer, or edited since; ``cdpipe verify`` lists them all)."""
     problems = []
     bad_points = points_problem(sweep["points"])
@@ -268,9 +280,11 @@ def check_values(group, s: int, sweep: dict[str, np.ndarray]) -> None:
     if features is not None and not _all_finite(features):
         problems.append(("features", f"{int((~np.isfinite(features)).any(axis=1).sum())} features hold NaN or inf"))
     labels = sweep.get("labels")
-    if labels is not None and len(labels) and int(labels.max()) >= NUM_FINE_CLASSES:
-        problems.append(("labels", f"labels up to {int(labels.max())}, outside the {NUM_FINE_CLASSES} lidarseg "
-                                   f"classes"))
+    classes = group.attrs["classes"]
+    n_fine = len(classes["fine"])
+    if labels is not None and len(labels) and int(labels.max()) >= n_fine:
+        kind = "lidarseg" if classes["dataset"] == "nuscenes" else classes["dataset"]
+        problems.append(("labels", f"labels up to {int(labels.max())}, outside the {n_fine} {kind} classes"))
     if problems:
         name, what = problems[0]
         name = name if name in group else feature_arrays(dict(group.attrs))[0]  # features from patch maps

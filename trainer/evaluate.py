@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.classes import EVAL_CLASSES, NUM_EVAL_CLASSES
+from pipeline.classes import EVAL_CLASSES
 from trainer.batch import Sample, collate
 from trainer.config import DataConfig
 from trainer.data import SEGMENTATION, StoreDataset
@@ -40,32 +40,50 @@ def evaluate_model(model, store: str, split: str, voxel_size: float, corruption:
     ds = StoreDataset(DataConfig(store=store, split=split, voxel_size=voxel_size, augment=False,
                                  corruption=corruption), targets=SEGMENTATION)
     if not ds.attrs["has_labels"]:
-        raise ValueError(f"store {store} has no lidarseg labels to evaluate against")
+        raise ValueError(f"store {store} has no labels to evaluate against")
+    k = ds.classes.num_classes
+    if model.classifier.out_features != k:
+        raise ValueError(f"the segmenter predicts {model.classifier.out_features} classes, but store {store} scores "
+                         f"{k} ({ds.classes.dataset}: {', '.join(ds.classes.eval)}); fine-tune one on a store of "
+                         f"this dataset")
     was_training = model.training
     model.eval()
-    conf = np.zeros((NUM_EVAL_CLASSES + 1, NUM_EVAL_CLASSES + 1), dtype=np.int64)
+    conf = np.zeros((k + 1, k + 1), dtype=np.int64)
     from tqdm import tqdm
 
     what = f"evaluate {split}" + (f" under {corruption}" if corruption else "")
     for i in tqdm(range(len(ds)), desc=what, unit="sweep", leave=False, disable=not progress):
         batch = collate([ds[i]], voxel_size).to(device)
         pred = model(batch).argmax(1).cpu().numpy() + 1
-        conf += confusion_matrix(batch.labels.cpu().numpy(), pred, NUM_EVAL_CLASSES)
+        conf += confusion_matrix(batch.labels.cpu().numpy(), pred, k)
     model.train(was_training)
-    return scores(conf, classes) | {"split": split, "sweeps": len(ds), "corruption": corruption}
+    return scores(conf, classes, ds.classes.eval) | {"split": split, "sweeps": len(ds), "corruption": corruption}
 
 
-def scores(conf: np.ndarray, classes: list[str] | None = None) -> dict:
-    """Per-class IoU and the mIoU over ``classes``, by default those present in the truth of ``conf``."""
+def scores(conf: np.ndarray, classes: list[str] | None = None, names: tuple[str, ...] | None = None) -> dict:
+    """Per-class IoU and the mIoU over ``classes``, by default those present in the truth of ``conf``.
+    ``names``: of the evaluation classes 1..K (default: nuScenes' 16)."""
+    names = tuple(names or EVAL_CLASSES[1:])
     if classes is None:
         present = conf[1:, :].sum(1) > 0
     else:
-        present = np.array([name in classes for name in EVAL_CLASSES[1:]])
+        present = np.array([name in classes for name in names])
     iou = iou_per_class(conf)
     return {"miou": mean_iou(conf, present),
-            "classes": [EVAL_CLASSES[c + 1] for c in np.nonzero(present)[0]],
-            "iou": {EVAL_CLASSES[c + 1]: (None if np.isnan(v) else float(v)) for c, v in enumerate(iou)},
+            "classes": [names[c] for c in np.nonzero(present)[0]],
+            "iou": {names[c]: (None if np.isnan(v) else float(v)) for c, v in enumerate(iou)},
             "confusion": conf.tolist()}
+
+
+def check_segmenter_classes(record: dict, store: str) -> None:
+    """Refuse a segmenter (its file's ``record``) whose classes are not the ones ``store`` scores."""
+    from pipeline.store import open_store, store_classes
+
+    theirs = store_classes(dict(open_store(store).attrs))
+    if list(record["classes"]) != list(theirs.eval):
+        raise ValueError(f"the segmenter predicts {len(record['classes'])} classes ({', '.join(record['classes'][:3])}"
+                         f"...), not the {theirs.num_classes} {theirs.dataset} classes store {store} scores "
+                         f"({', '.join(theirs.eval[:3])}...); fine-tune one on a store of this dataset")
 
 
 def random_or_pretrained(checkpoint: str | None, arch: str | None, seed: int):

@@ -1,6 +1,8 @@
-"""Fine-tuning: train a segmenter (backbone + ``Linear(BN(f))`` head) on the store's lidarseg labels.
+"""Fine-tuning: train a segmenter (backbone + ``Linear(BN(f))`` head) on the store's labels.
 
-Labels are the store's fine classes mapped to the 16 evaluation classes (0 = ignore, never a target);
+Labels are the store's fine classes mapped to its evaluation classes by its attribute ``classes``
+(nuScenes: 16, SemanticKITTI: 19; 0 = ignore, never a target), and the head predicts those; the backbone
+may come from a pretraining checkpoint of any store (of either dataset);
 the labelled sweeps are the whole train scenes ``splits.label_subset`` picks for ``labels_percent``.
 Loss: cross-entropy over labelled points, plus the Lovasz-softmax loss with ``lovasz``
 (``trainer/losses.py``). Learning rate: linear warm-up over ``warmup`` steps (0: none), then
@@ -59,15 +61,16 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     though the fine-tuning settings or the store differ from the file's."""
     from tqdm import tqdm
 
-    from pipeline.store import open_store
+    from pipeline.store import open_store, store_classes
     from trainer.train import lr_at
 
     run = RunFolder(cfg.out)
     group = open_store(store)
     if not group.attrs["has_labels"]:
-        raise ValueError(f"store {store} has no lidarseg labels to fine-tune on")
+        raise ValueError(f"store {store} has no labels to fine-tune on")
     fingerprint = store_fingerprint(dict(group.attrs))
-    model, init = new_segmenter(arch, checkpoint or None, cfg.seed)
+    classes = store_classes(dict(group.attrs))  # the head predicts the store's evaluation classes
+    model, init = new_segmenter(arch, checkpoint or None, cfg.seed, classes.num_classes)
     scenes, ds = labelled_train_set(store, dict(group.attrs), cfg, voxel_size, run, skip_bad_sweeps, SEGMENTATION)
     dev = torch.device(device)
     model.to(dev)
@@ -85,7 +88,7 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
         start, losses = int(ck["step"]), list(ck["pending_losses"])
 
     def save(step: int) -> None:
-        write_atomic(segmenter_record(model, arch, voxel_size, step=step, optimizer=opt.state_dict(),
+        write_atomic(segmenter_record(model, arch, voxel_size, classes.eval, step=step, optimizer=opt.state_dict(),
                                       scaler=scaler.state_dict(), pending_losses=losses, **about), path)
 
     run.start(CURVE, start)  # rows written after the checkpoint will be written again

@@ -133,8 +133,8 @@ class Student(nn.Module):
 
 
 class Segmenter(nn.Module):
-    """``logits = Linear(BN(f))`` over the 16 evaluation classes on the backbone's point features f (as in
-    ScaLR); the linear layer starts at zero."""
+    """``logits = Linear(BN(f))`` over the evaluation classes (nuScenes' 16 by default; a store's ``classes``
+    when fine-tuning) on the backbone's point features f (as in ScaLR); the linear layer starts at zero."""
 
     def __init__(self, arch: str, num_classes: int = NUM_EVAL_CLASSES):
         super().__init__()

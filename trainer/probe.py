@@ -161,21 +161,22 @@ def linear_probe(store: str, checkpoint: str | None, arch: str, cfg: ProbeConfig
                  device: str = "cpu", progress: bool = False) -> dict:
     """Fit the probe on the frozen backbone (a pretraining checkpoint's, or a random one seeded by
     ``cfg.seed``), evaluate it on the val scenes, write OUT/segmenter.pt and OUT/result.json."""
-    from pipeline.store import open_store
+    from pipeline.store import open_store, store_classes
     from trainer.checkpoint import new_segmenter, segmenter_record, write_atomic
     from trainer.evaluate import evaluate_model
     from trainer.splits import label_subset
 
     group = open_store(store)
     if not group.attrs["has_labels"]:
-        raise ValueError(f"store {store} has no lidarseg labels to probe with")
-    model, init = new_segmenter(arch, checkpoint or None, cfg.seed)
+        raise ValueError(f"store {store} has no labels to probe with")
+    classes = store_classes(dict(group.attrs))
+    model, init = new_segmenter(arch, checkpoint or None, cfg.seed, classes.num_classes)
     model.to(device).eval()
     scenes = tuple(label_subset(group.attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, augment=False, scenes=scenes),
                       targets=SEGMENTATION)
     x, y = feature_table(ds, "backbone", model, cfg.points_per_sweep, cfg.seed, device, progress=progress)
-    probe = fit_softmax(x, y, NUM_EVAL_CLASSES, cfg.l2, cfg.max_iter, progress=progress)
+    probe = fit_softmax(x, y, classes.num_classes, cfg.l2, cfg.max_iter, progress=progress)
     install(model, probe)
     result = evaluate_model(model, store, "val", voxel_size, device=device, progress=progress)
     result.update(linear_probe=True, labels_percent=cfg.labels_percent, label_scenes=list(scenes), init=init,
@@ -183,7 +184,7 @@ def linear_probe(store: str, checkpoint: str | None, arch: str, cfg: ProbeConfig
                   arch=arch, probe_fit=probe.summary(), fit_points=int(len(y)), config=asdict(cfg))
     os.makedirs(cfg.out, exist_ok=True)
     model.cpu()
-    write_atomic(segmenter_record(model, arch, voxel_size, linear_probe=True, init=init,
+    write_atomic(segmenter_record(model, arch, voxel_size, classes.eval, linear_probe=True, init=init,
                                   labels_percent=cfg.labels_percent, label_scenes=list(scenes),
                                   probe_config=asdict(cfg), probe_fit=probe.summary()),
                  os.path.join(cfg.out, "segmenter.pt"))

@@ -10,7 +10,8 @@ Layout (as nuScenes'):
     DATAROOT/camseg/CAM_*/*.png                   only with camera_labels: uint8 fine class per pixel of
                                                   the JPEG of the same name (255 = sky); not nuScenes
     DATAROOT/synth.json                           the generator's arguments (to rebuild the world), with
-                                                  its world_version (absent: version 1)
+                                                  its world_version (absent: version 1) and dataset (absent:
+                                                  nuscenes; ``kitti.py`` writes the SemanticKITTI layout)
 
 Only keyframes are written (2 Hz, one LiDAR sweep and six images each); there are no intermediate
 sweeps and no radar. Objects are static for the whole scene; the ego vehicle moves. Annotation
@@ -62,8 +63,14 @@ class SynthConfig:
     workers: int | None = None  # processes rendering keyframes (None: one per core; 0: this process)
     camera_labels: bool = False  # also write camseg/: per-pixel classes of every camera image
     world_version: int = 3  # which generator builds the streets (pipeline/synth/world.py)
+    dataset: str = "nuscenes"  # the rig and the layout: nuscenes, or semantickitti (pipeline/synth/kitti.py)
 
     def __post_init__(self):
+        if self.dataset not in ("nuscenes", "semantickitti"):
+            raise ValueError(f"--dataset {self.dataset!r}: choose nuscenes or semantickitti")
+        if self.dataset == "semantickitti" and self.camera_labels:
+            raise ValueError("--camera-labels writes nuScenes-format camera labels; it does not apply to "
+                             "--dataset semantickitti")
         if self.scenes < 1 or self.samples_per_scene < 1:
             raise ValueError("--scenes and --samples-per-scene must be at least 1")
         if not (64 <= self.width <= 4096 and 64 <= self.height <= 4096):
@@ -75,7 +82,7 @@ class SynthConfig:
             raise ValueError(f"--workers {self.workers}: must be 0 (this process) or more")
         if not self.version or "/" in self.version:
             raise ValueError(f"--version {self.version!r} must be a plain folder name such as v1.0-mini")
-        if self.version == "v1.0-mini" and self.scenes > 10:
+        if self.dataset == "nuscenes" and self.version == "v1.0-mini" and self.scenes > 10:
             raise ValueError("v1.0-mini has 10 scene names (8 train, 2 val); ask for at most 10 scenes, "
                              "or use --version v1.0-trainval")
 
@@ -206,8 +213,14 @@ def _write_map(world: World, path: Path) -> None:
 
 
 def write_dataroot(cfg: SynthConfig, progress: bool = True) -> dict:
-    """Generate the world and write the dataroot; returns a summary (see ``summarise``)."""
+    """Generate the world and write the dataroot; returns a summary (see ``summarise``). A config of
+    ``dataset`` semantickitti writes the SemanticKITTI layout instead (``kitti.write_semantickitti``)."""
     from tqdm import tqdm
+
+    if cfg.dataset == "semantickitti":
+        from pipeline.synth.kitti import write_semantickitti
+
+        return write_semantickitti(cfg, progress)
 
     started = time.perf_counter()
     root = Path(cfg.out)
@@ -239,7 +252,7 @@ def write_dataroot(cfg: SynthConfig, progress: bool = True) -> dict:
             json.dump(table, f, indent=1)
     with open(root / "synth.json", "w") as f:
         world_args = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")}  # not the content
-        for key, unchanged in (("camera_labels", False), ("world_version", 1)):  # as before the option existed
+        for key, unchanged in (("camera_labels", False), ("world_version", 1), ("dataset", "nuscenes")):  # as before
             if world_args[key] == unchanged:
                 world_args.pop(key)
         json.dump({"generator": f"cdpipe synth {__version__}", **world_args}, f, indent=1)
@@ -356,11 +369,12 @@ def summarise(cfg: SynthConfig, names, results) -> dict:
     fine = np.sum([r["label_counts"] for r in results], axis=0)
     per_eval = np.bincount(FINE_TO_EVAL, weights=fine, minlength=len(EVAL_CLASSES)).astype(int)
     return {
-        "dataroot": str(cfg.out), "version": cfg.version, "seed": cfg.seed, "world_version": cfg.world_version,
+        "dataroot": str(cfg.out), "dataset": "nuscenes", "version": cfg.version, "seed": cfg.seed,
+        "world_version": cfg.world_version,
         "scenes": [n for n, _ in names], "splits": {s: sum(1 for _, x in names if x == s) for s in ("train", "val")},
         "keyframes": len(results), "images": 6 * len(results), "image_size": f"{cfg.width}x{cfg.height}",
         "points_per_sweep": {"mean": float(n_points.mean()), "min": int(n_points.min()), "max": int(n_points.max())},
         "points_per_eval_class": {EVAL_CLASSES[i]: int(per_eval[i]) for i in range(1, len(EVAL_CLASSES))},
-        "eval_classes_present": int((per_eval[1:] > 0).sum()),
+        "eval_classes_present": int((per_eval[1:] > 0).sum()), "num_eval_classes": len(EVAL_CLASSES) - 1,
         "annotations": int(sum(len(r["annotations"]) for r in results)),
     }
