@@ -43,6 +43,7 @@ DETECTOR = "detector.pt"  # the run folder's detector file
 AP_NAME = "centre-distance AP at 2 m (built-in)"
 MATCH_DISTANCE_M = 2.0  # the centre-distance threshold of the built-in AP (BEV, metres)
 MIN_RECALL = MIN_PRECISION = 0.1  # the nuScenes AP leaves out recall and precision below these
+BEV_MIN_SHOWN = 20  # bev.png draws the best-scoring predictions, as many as truth boxes and at least this many
 
 
 def finetune_detection(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig, dcfg: DetectionConfig,
@@ -232,7 +233,8 @@ def detection_pictures(result: dict, predictions: list[dict], store: str, dcfg: 
                        voxel_size: float, dpi: int = 100) -> dict[str, str]:
     """The pictures of a detector's evaluation in ``out``: ``ap_per_class.png`` (``detection_ap_figure`` of
     the devkit's ``result``) and ``bev.png``, the val sweep with the most truth boxes in the grid from above
-    with its truth and predicted boxes (``detection_bev_figure``). ``predictions`` as
+    with its truth boxes and its best-scoring predictions, as many as truth boxes and at least
+    ``BEV_MIN_SHOWN`` (``detection_bev_figure``). ``predictions`` as
     ``detector_predictions`` gives them; returns the paths by name."""
     from trainer.plots import detection_ap_figure, detection_bev_figure
 
@@ -252,10 +254,12 @@ def detection_pictures(result: dict, predictions: list[dict], store: str, dcfg: 
              "label": sample.boxes["box_class"]}
     found = {"centre": p["centre"], "size": p["size"], "yaw": p["yaw"], "score": p["score"],
              "label": np.asarray([dcfg.classes.index(n) for n in p["name"]], np.int64)}
-    title = (f"val sweep {sample.sweep} ({p['sample_token']}): {len(truth['label'])} truth boxes (solid), "
-             f"{len(found['label'])} predicted at score >= {dcfg.score_threshold} (dashed); devkit mAP "
-             f"{100 * result['mAP']:.1f} over all val sweeps")
-    detection_bev_figure(sample.xyz, truth, found, dcfg.classes, title,
+    shown = min(len(found["label"]), max(BEV_MIN_SHOWN, len(truth["label"])))
+    title = (f"val sweep {sample.sweep}: {len(truth['label'])} truth boxes (solid); the {shown} best-scoring of "
+             f"{len(found['label'])} predicted at score >= {dcfg.score_threshold} (dashed)\n"
+             f"devkit mAP {100 * result['mAP']:.1f}, NDS {100 * result['NDS']:.1f} over all "
+             f"{result.get('sweeps', len(predictions))} val sweeps")
+    detection_bev_figure(sample.xyz, truth, found, dcfg.classes, title, max_predicted=shown,
                          half_m=max(abs(v) for v in (*dcfg.x_range, *dcfg.y_range)), dpi=dpi).savefig(
         paths["bev"], dpi=dpi, facecolor="white")
     return paths

@@ -393,12 +393,12 @@ def detection_ap_figure(result: dict, dpi: int = 100):
 
 
 def detection_bev_figure(xyz: np.ndarray, truth: dict, predicted: dict, classes: tuple[str, ...], title: str,
-                         half_m: float = 51.2, dpi: int = 100):
+                         half_m: float = 51.2, max_predicted: int | None = None, dpi: int = 100):
     """One sweep from above: its points (grey, darker higher), the truth boxes (solid, in their class's
     colour, a line from the centre to the front) and the predicted boxes (dashed, the same colours, each
-    with its score), LiDAR frame, ``half_m`` metres around the sensor. ``truth`` and ``predicted`` hold
-    ``centre`` [n,3], ``size`` [n,3] (w, l, h), ``yaw`` [n] and ``label`` [n] (indices into ``classes``);
-    ``predicted`` also ``score`` [n]."""
+    with its score; only the ``max_predicted`` best-scoring when given), LiDAR frame, ``half_m`` metres
+    around the sensor. ``truth`` and ``predicted`` hold ``centre`` [n,3], ``size`` [n,3] (w, l, h),
+    ``yaw`` [n] and ``label`` [n] (indices into ``classes``); ``predicted`` also ``score`` [n]."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Polygon
@@ -416,6 +416,9 @@ def detection_bev_figure(xyz: np.ndarray, truth: dict, predicted: dict, classes:
     shade = np.clip((z - np.percentile(z, 2)) / max(np.ptp(z), 1e-6), 0, 1) if len(z) else z
     ax.scatter(xyz[keep, 0][order], xyz[keep, 1][order], c=0.8 - 0.55 * shade, cmap="gray", vmin=0, vmax=1, s=0.4,
                linewidths=0, antialiased=False)
+    if max_predicted is not None:
+        best = np.argsort(-np.asarray(predicted["score"], np.float64), kind="stable")[:max_predicted]
+        predicted = {k: np.asarray(v)[best] for k, v in predicted.items()}
     drawn = set()
     for boxes, style in ((truth, "-"), (predicted, "--")):
         n = len(np.asarray(boxes["label"]))
@@ -428,7 +431,7 @@ def detection_bev_figure(xyz: np.ndarray, truth: dict, predicted: dict, classes:
                 continue
             name = classes[k]
             c = colour.get(name, (0.0, 0.0, 0.0))
-            ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor=c, linewidth=1.0 if style == "-" else 0.9,
+            ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor=c, linewidth=1.6 if style == "-" else 0.9,
                                  linestyle=style))
             centre, front = quad.mean(0), quad[:2].mean(0)
             ax.plot([centre[0], front[0]], [centre[1], front[1]], color=c, linewidth=0.8, linestyle=style)
