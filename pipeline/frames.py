@@ -59,6 +59,31 @@ class FrameIndex:
     boxes: tuple[SweepBoxes, ...] = ()  # [S] the sample's annotated boxes, LiDAR frame (none for a failed sweep)
     dataset: str = "nuscenes"  # the layout of the files: nuscenes, or semantickitti (``semantickitti.py``)
 
+    @classmethod
+    def from_rows(cls, dataroot: str, rows: list[dict], scenes: list[dict], has_labels: bool,
+                  cameras: tuple[str, ...] = CAMERAS, dataset: str = "nuscenes") -> "FrameIndex":
+        """The index of a reader's per-sweep rows: ``lidar``, ``label``, ``n`` (points), ``img`` [C],
+        ``cfl`` [C,4,4], ``k`` [C,3,3], ``hw`` [C,2], ``ts``, ``sample``, ``scene``, ``failure``, ``ok`` [C],
+        ``warn``, ``gfl`` [4,4], and where the layout has them ``cts`` [C] (default: the LiDAR's time for
+        every camera), ``lidar_tok`` (default: the sample token) and ``boxes`` (default: none; a failed
+        sweep has none)."""
+        def col(key, dtype=None):
+            return np.array([r[key] for r in rows], dtype=dtype)
+
+        return cls(
+            dataroot=str(dataroot), lidar_path=tuple(r["lidar"] for r in rows),
+            label_path=tuple(r["label"] for r in rows) if has_labels else None, num_points=col("n", np.int64),
+            image_path=tuple(tuple(r["img"]) for r in rows), cam_from_lidar=col("cfl", np.float64),
+            intrinsics=col("k", np.float64), image_hw=col("hw", np.int64), timestamp=col("ts", np.int64),
+            camera_timestamp=np.array([r.get("cts", [r["ts"]] * len(cameras)) for r in rows], np.int64),
+            sample_token=tuple(r["sample"] for r in rows),
+            lidar_token=tuple(r.get("lidar_tok", r["sample"]) for r in rows), scene_index=col("scene", np.int32),
+            scenes=tuple(scenes), failure=tuple(r["failure"] for r in rows), camera_ok=col("ok", bool),
+            warnings=tuple(tuple(r["warn"]) for r in rows), cameras=cameras, global_from_lidar=col("gfl", np.float64),
+            boxes=tuple(r.get("boxes") if r.get("boxes") is not None and not r["failure"] else SweepBoxes.empty()
+                        for r in rows),
+            dataset=dataset)
+
     @property
     def num_boxes(self) -> np.ndarray:
         """[S] int64, boxes per sweep."""
@@ -302,20 +327,7 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
     if not rows:
         raise ValueError(f"no keyframes in {dataroot} version {version} split {split}")
     _fail_shared_files(rows)
-
-    def col(key, dtype=None):
-        return np.array([r[key] for r in rows], dtype=dtype)
-
-    return FrameIndex(
-        dataroot=str(dataroot), lidar_path=tuple(r["lidar"] for r in rows),
-        label_path=tuple(r["label"] for r in rows) if has_labels else None, num_points=col("n", np.int64),
-        image_path=tuple(tuple(r["img"]) for r in rows), cam_from_lidar=col("cfl", np.float64),
-        intrinsics=col("k", np.float64), image_hw=col("hw", np.int64), timestamp=col("ts", np.int64),
-        camera_timestamp=col("cts", np.int64), sample_token=tuple(r["sample"] for r in rows),
-        lidar_token=tuple(r["lidar_tok"] for r in rows), scene_index=col("scene", np.int32), scenes=tuple(scenes),
-        failure=tuple(r["failure"] for r in rows), camera_ok=col("ok", bool),
-        warnings=tuple(tuple(r["warn"]) for r in rows), global_from_lidar=col("gfl", np.float64),
-        boxes=tuple(r["boxes"] if not r["failure"] else SweepBoxes.empty() for r in rows))
+    return FrameIndex.from_rows(dataroot, rows, scenes, has_labels)
 
 
 def _fail_shared_files(rows: list[dict]) -> None:

@@ -197,7 +197,6 @@ def build_semantickitti_index(dataroot: str, split: str = "all"):
     """Index every scan of the sequences in ``split`` (``all``: every sequence under ``sequences/``). A scan
     that cannot be extracted (its sequence's calibration, poses or times unreadable, its file missing, an
     image missing) is kept with its ``failure``; the job records it and goes on."""
-    from pipeline.boxes import SweepBoxes
     from pipeline.frames import FrameIndex
 
     if split not in ("all", "train", "val", "test"):
@@ -255,20 +254,7 @@ def build_semantickitti_index(dataroot: str, split: str = "all"):
     if not rows:
         raise ValueError(f"no scans in {top} (split {split}): each sequence keeps them in velodyne/NNNNNN.bin")
 
-    def col(key, dtype=None):
-        return np.array([r[key] for r in rows], dtype=dtype)
-
-    return FrameIndex(
-        dataroot=str(dataroot), lidar_path=tuple(r["lidar"] for r in rows),
-        label_path=tuple(r["label"] for r in rows) if has_labels else None, num_points=col("n", np.int64),
-        image_path=tuple(tuple(r["img"]) for r in rows), cam_from_lidar=col("cfl", np.float64),
-        intrinsics=col("k", np.float64), image_hw=col("hw", np.int64), timestamp=col("ts", np.int64),
-        camera_timestamp=np.repeat(col("ts", np.int64)[:, None], len(CAMERAS), axis=1),  # triggered by the LiDAR
-        sample_token=tuple(r["sample"] for r in rows), lidar_token=tuple(r["sample"] for r in rows),
-        scene_index=col("scene", np.int32), scenes=tuple(scenes), failure=tuple(r["failure"] for r in rows),
-        camera_ok=col("ok", bool), warnings=tuple(tuple(r["warn"]) for r in rows), cameras=CAMERAS,
-        global_from_lidar=col("gfl", np.float64), boxes=tuple(SweepBoxes.empty() for _ in rows),
-        dataset="semantickitti")
+    return FrameIndex.from_rows(dataroot, rows, scenes, has_labels, cameras=CAMERAS, dataset="semantickitti")
 
 
 def _scan_row(folder: str, scan: str, has_labels: bool, cfl: np.ndarray, ks: np.ndarray) -> dict:
