@@ -5,6 +5,7 @@ over paired seeds, on worlds where a point's position does not give its class aw
     .venv/bin/python benchmarks/paper_table.py sweep-occ [--seed 900]   # once: pick the occupancy weight
     .venv/bin/python benchmarks/paper_table.py run --seed K             # one seed (resumable), K = 0, 1, ...
     .venv/bin/python benchmarks/paper_table.py detect --seed K          # its detection columns (after run)
+    .venv/bin/python benchmarks/paper_table.py transfer --seed K        # its SemanticKITTI transfer (after run)
     .venv/bin/python benchmarks/paper_table.py table                    # paper_table.md from the seed files
 
 A seed K sets everything that varies: the synthetic world (``cdpipe synth --seed K``), every
@@ -38,7 +39,15 @@ continues where it stopped):
    1 scene and at 25% (the scenes segmentation labelled), scored by the nuScenes devkit on the val
    sweeps (mAP, NDS, per-class AP). Its settings and code version are its own (it runs later, from the
    code that has the detector), recorded beside the segmentation part's code version in
-   ``detection_seed_K.json``.
+   ``detection_seed_K.json``;
+7. ``transfer``, in WORK/seed_K/transfer: a SemanticKITTI world from the same generator and seed (``cdpipe synth
+   --dataset semantickitti``, 11 sequences of ``--transfer-samples-per-scene`` scans, sequence 08 the val one),
+   extracted with the seed's teacher at the seed's teacher size, and random init, 3-layer MLP head and MLP head
+   + occupancy (their nuScenes pretraining checkpoints from step 3) each fine-tuned on it at 1% and 10% of its
+   train scans (the field's transfer protocol: single scans drawn by seed, ``--labels-unit sweeps``, the same
+   for every row), cross-entropy + Lovasz with the segmentation fine-tuning's optimiser settings, scored by
+   mIoU on every point of sequence 08 over the classes present there; the curve's last-quarter rise is kept.
+   Its settings and code version are its own, beside the segmentation part's, in ``transfer_seed_K.json``.
 
 mIoU is over the classes present in the val truth of that world (listed in the seed file). Every run of
 a table comes from one code version: ``code_version`` (a hash of pipeline/, trainer/, the teacher's
@@ -527,21 +536,44 @@ def det_finetune_part(store: str, checkpoint: str | None, out: str, seed: int, k
             "loss_first_last": [curve[0]["train_loss"], curve[-1]["train_loss"]]}
 
 
+def segmentation_part(args, what: str) -> tuple[str, dict]:
+    """The seed's work directory and the settings its segmentation part ran with (refused in one line before
+    that part has started: the ``what`` part fine-tunes its pretraining checkpoints)."""
+    work = os.path.join(args.work, f"seed_{args.seed}")
+    path = os.path.join(work, "settings.json")
+    if not os.path.exists(path):
+        sys.exit(f"{work} has no segmentation part yet: run `{sys.argv[0]} run --seed {args.seed}` first (the "
+                 f"{what} part fine-tunes its pretraining checkpoints)")
+    with open(path) as f:
+        return work, json.load(f)
+
+
+def finished_checkpoints(args, work: str, seg: dict, rows) -> dict[str, str | None]:
+    """Each row's pretraining checkpoint (None for random init), checked finished before anything is built:
+    a missing one is known in a second, not after minutes of work."""
+    from trainer.checkpoint import read_checkpoint
+
+    checkpoints = {}
+    for name in rows:
+        checkpoint = os.path.join(work, row_tag(name), "pretrain", "checkpoint.pt") if ROWS[name][0] else None
+        finished = checkpoint is None or (os.path.exists(checkpoint)
+                                          and int(read_checkpoint(checkpoint)["step"]) >= seg["pretrain_steps"])
+        if not finished:
+            sys.exit(f"{checkpoint}: the {name} row's pretraining is not finished: run `{sys.argv[0]} run "
+                     f"--seed {args.seed}` first")
+        checkpoints[name] = checkpoint
+    return checkpoints
+
+
 def run_detection_seed(args) -> None:
     """The detection columns of one seed: the rows' pretraining checkpoints from the seed's segmentation
     part (same world, same labelled scenes), each fine-tuned as a detector at 1 scene and at 25%."""
     import torch
 
     torch.set_num_threads(args.threads)
-    from trainer.checkpoint import read_checkpoint
 
-    work = os.path.join(args.work, f"seed_{args.seed}")
-    seg_path = os.path.join(work, "settings.json")
-    if not os.path.exists(seg_path):
-        sys.exit(f"{work} has no segmentation part yet: run `{sys.argv[0]} run --seed {args.seed}` first (the "
-                 "detection part fine-tunes its pretraining checkpoints)")
-    with open(seg_path) as f:
-        seg = json.load(f)
+    work, seg = segmentation_part(args, "detection")
+    checkpoints = finished_checkpoints(args, work, seg, DET_ROWS)
     cfg = det_settings(args, seg)
     started = time.perf_counter()
     out = os.path.join(work, "detection")
@@ -549,13 +581,7 @@ def run_detection_seed(args) -> None:
     store = part(os.path.join(out, "parts", "store.json"), lambda: {"store": boxes_store(work, out)})["store"]
     rows: dict = {}
     details: dict = {}
-    for name in DET_ROWS:
-        checkpoint = None
-        if ROWS[name][0]:
-            checkpoint = os.path.join(work, row_tag(name), "pretrain", "checkpoint.pt")
-            if not os.path.exists(checkpoint) or int(read_checkpoint(checkpoint)["step"]) < seg["pretrain_steps"]:
-                sys.exit(f"{checkpoint}: the {name} row's pretraining is not finished: run `{sys.argv[0]} run "
-                         f"--seed {args.seed}` first")
+    for name, checkpoint in checkpoints.items():
         runs = {key: part(os.path.join(out, row_tag(name), f"{key}.json"),
                           lambda key=key: det_finetune_part(store, checkpoint, os.path.join(out, row_tag(name), key),
                                                             args.seed, key, cfg))
@@ -584,6 +610,127 @@ def fts_labels(work: str, key: str) -> list[str]:
     """The scenes the random-init row fine-tuned on at budget ``key`` (every row draws the same ones)."""
     with open(os.path.join(work, "random", f"{key}.json")) as f:
         return json.load(f)["label_scenes"]
+
+
+TRANSFER_PROTOCOL = "1"  # bump when what a seed's transfer part runs changes outside pipeline/ and trainer/
+TRANSFER_ROWS = ("random init", "3-layer MLP head", "MLP head + occupancy")
+TRANSFER_BUDGETS = {"kitti_1pct": 1.0, "kitti_10pct": 10.0}  # percent of the train scans (single scans)
+TRANSFER_COLUMNS = {  # key -> (title, digits, scale)
+    "kitti_1pct": ("SemanticKITTI 1% scans mIoU", 1, 100.0),
+    "kitti_10pct": ("SemanticKITTI 10% scans mIoU", 1, 100.0),
+}
+TRANSFER_DIFFS = (("3-layer MLP head", "random init"), ("MLP head + occupancy", "random init"),
+                  ("MLP head + occupancy", "3-layer MLP head"))
+KITTI_SEQUENCES = 11  # 00-10: sequence 08 (scene 1) is val, the ten others train
+
+
+def transfer_settings(args, seg: dict) -> dict:
+    """What a seed's transfer part runs, beside the segmentation settings it builds on (``seg``): its world,
+    and the segmentation fine-tuning's optimiser settings."""
+    return {"segmentation_code_version": seg["code_version"], "code_version": code_version(),
+            "protocol": TRANSFER_PROTOCOL, "dataset": "semantickitti", "scenes": KITTI_SEQUENCES,
+            "samples_per_scene": args.transfer_samples_per_scene, "image_size": args.transfer_image_size,
+            "world_version": seg["world_version"], "teacher": seg["teacher"], "teacher_size": seg["teacher_size"],
+            "arch": seg["arch"], "voxel_size": seg["voxel_size"], "max_points": seg["max_points"],
+            "steps": {"kitti_1pct": args.transfer_steps_1pct, "kitti_10pct": args.transfer_steps_10pct},
+            "batch": seg["finetune_batch"], "lr": seg["finetune_lr"], "warmup": seg["finetune_warmup"],
+            "lovasz": seg["lovasz"], "evals": seg["finetune_evals"], "labels_unit": "sweeps",
+            "label_percent": dict(TRANSFER_BUDGETS)}
+
+
+def kitti_world(out: str, seed: int, cfg: dict) -> dict:
+    """The seed's SemanticKITTI world and its store, extracted with the seed's teacher (kept once finished;
+    extraction resumes by itself), and the seconds each step took."""
+    os.makedirs(out, exist_ok=True)
+    dataroot, store = os.path.join(out, "world"), os.path.join(out, "store.zarr")
+    seconds = {}
+    t0 = time.perf_counter()
+    if not os.path.exists(dataroot + ".done"):
+        _run([_cli("cdpipe"), "synth", "--dataset", "semantickitti", "--out", dataroot, "--scenes", str(cfg["scenes"]),
+              "--samples-per-scene", str(cfg["samples_per_scene"]), "--seed", str(seed), "--camera-size",
+              cfg["image_size"], "--world-version", str(cfg["world_version"]), "--no-preview", "--workers", "1"],
+             os.path.join(out, "synth.log"))
+        open(dataroot + ".done", "w").close()
+        seconds["synth"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if not os.path.exists(store + ".done"):
+        _run([_cli("cdpipe"), "extract", "--dataset", "semantickitti", "--dataroot", dataroot, "--out", store,
+              "--teacher", "vit_small_patch14_dinov2", "--teacher-weights", os.path.join(ROOT, cfg["teacher"]),
+              "--teacher-size", _width_by_height(cfg["teacher_size"]), "--workers", "1", "--torch-threads", "1"],
+             os.path.join(out, "extract.log"))
+        open(store + ".done", "w").close()
+        seconds["extract"] = time.perf_counter() - t0
+    return {"store": store, "seconds_by_step": seconds}
+
+
+def transfer_finetune_part(store: str, checkpoint: str | None, out: str, seed: int, key: str, cfg: dict) -> dict:
+    """One row's backbone fine-tuned on the SemanticKITTI store at budget ``key`` (single scans; resumed when its
+    file exists), scored on val sequence 08."""
+    from trainer.config import FinetuneConfig
+    from trainer.finetune import finetune
+
+    steps = cfg["steps"][key]
+    fc = FinetuneConfig(out=out, labels_percent=cfg["label_percent"][key], labels_unit=cfg["labels_unit"],
+                        steps=steps, batch_size=cfg["batch"], lr=cfg["lr"], warmup=cfg["warmup"],
+                        lovasz=cfg["lovasz"], max_points=cfg["max_points"], checkpoint_every=50,
+                        eval_every=steps // cfg["evals"], seed=seed)
+    resume = os.path.exists(os.path.join(out, "segmenter.pt"))
+    r = finetune(store, checkpoint, cfg["arch"], fc, voxel_size=cfg["voxel_size"], progress=False, resume=resume)
+    with open(os.path.join(out, "curve.jsonl")) as f:
+        curve = [json.loads(line) for line in f]
+    return {"miou": r["miou"], "classes": r["classes"], "iou": r["iou"], "label_sweeps": r["label_sweeps"],
+            "label_scenes": r["label_scenes"], "curve": curve, "last_quarter_rise": last_quarter_rise(curve, steps)}
+
+
+def run_transfer_seed(args) -> None:
+    """The SemanticKITTI transfer columns of one seed: the rows' nuScenes pretraining checkpoints from the seed's
+    segmentation part, each fine-tuned on the seed's SemanticKITTI world at 1% and 10% of its train scans."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from pipeline.store import open_store
+
+    work, seg = segmentation_part(args, "transfer")
+    checkpoints = finished_checkpoints(args, work, seg, TRANSFER_ROWS)
+    cfg = transfer_settings(args, seg)
+    started = time.perf_counter()
+    out = os.path.join(work, "transfer")
+    same_settings(out, cfg)
+    world = part(os.path.join(out, "parts", "world.json"), lambda: kitti_world(out, args.seed, cfg))
+    store = world["store"]
+    rows: dict = {}
+    details: dict = {}
+    drawn: dict = {}  # row -> budget -> the labelled scans
+    for name, checkpoint in checkpoints.items():
+        runs = {key: part(os.path.join(out, row_tag(name), f"{key}.json"),
+                          lambda key=key: transfer_finetune_part(store, checkpoint,
+                                                                 os.path.join(out, row_tag(name), key), args.seed,
+                                                                 key, cfg))
+                for key in TRANSFER_BUDGETS}
+        rows[name] = {key: r["miou"] for key, r in runs.items()}
+        details[name] = {"curves": {k: r["curve"] for k, r in runs.items()},
+                         "last_quarter_rise": {k: r["last_quarter_rise"] for k, r in runs.items()},
+                         "iou": {k: r["iou"] for k, r in runs.items()},
+                         "seconds": {k: r["seconds"] for k, r in runs.items()}}
+        drawn[name] = {key: r["label_sweeps"] for key, r in runs.items()}
+        if drawn[name] != drawn[TRANSFER_ROWS[0]]:
+            sys.exit(f"seed {args.seed}: the {name} row fine-tuned on other scans than the {TRANSFER_ROWS[0]} row; "
+                     f"every row must see the same ones: delete {os.path.join(out, row_tag(name))} and run again")
+    attrs = dict(open_store(store).attrs)
+    train = sum(s["num_sweeps"] for s in attrs["scenes"] if s["split"] == "train")
+    labels = {key: {"sweeps": len(v), "of_train_sweeps": train, "store_rows": v}
+              for key, v in drawn[TRANSFER_ROWS[0]].items()}
+    details["world"] = {"seconds": world["seconds"], "seconds_by_step": world["seconds_by_step"]}
+    result = {"seed": args.seed, "rows": rows, "classes": runs["kitti_10pct"]["classes"], "labels": labels,
+              "world": {"sweeps": attrs["num_sweeps"], "train_sweeps": train,
+                        "val_sweeps": sum(s["num_sweeps"] for s in attrs["scenes"] if s["split"] == "val")},
+              "settings": cfg, "details": details, "seconds_this_sitting": time.perf_counter() - started,
+              "seconds_all_parts": total_seconds(details), "threads": args.threads}
+    os.makedirs(args.results, exist_ok=True)
+    with open(os.path.join(args.results, f"transfer_seed_{args.seed}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"seed {args.seed} transfer: " + "; ".join(
+        f"{r}: mIoU {100 * v['kitti_1pct']:.1f} / {100 * v['kitti_10pct']:.1f}" for r, v in rows.items()))
 
 
 def pretrain_seconds(out: str) -> float | None:
@@ -706,7 +853,7 @@ def paired_difference(seeds: list[dict], a: str, b: str, col: str, col_b: str | 
     va, vb = row_values(seeds, a, col), row_values(seeds, b, col_b or col)
     if va is None or vb is None:
         return None
-    d = (COLUMNS | DET_COLUMNS)[col][2] * (va - vb)
+    d = (COLUMNS | DET_COLUMNS | TRANSFER_COLUMNS)[col][2] * (va - vb)
     return (d, *bootstrap_ci(d))
 
 
@@ -716,7 +863,7 @@ def difference_cells(seeds: list[dict], a: str, b: str, col: str, col_b: str | N
         return "-"
     d, lo, hi = diff
     tlo, thi = t_ci(d)
-    k = (COLUMNS | DET_COLUMNS)[col][1]
+    k = (COLUMNS | DET_COLUMNS | TRANSFER_COLUMNS)[col][1]
     return (f"{d.mean():+.{k}f} | [{lo:+.{k}f}, {hi:+.{k}f}] | [{tlo:+.{k}f}, {thi:+.{k}f}] | "
             f"{(d > 0).sum()}/{len(d)}")
 
@@ -738,10 +885,10 @@ def fits(seeds: list[dict]) -> tuple[int, int, list[int]]:
     return done, total, points
 
 
-def plateau(seeds: list[dict]) -> dict:
-    """Per budget: the fine-tuning runs whose last quarter still rose by PLATEAU_RISE or more."""
+def plateau(seeds: list[dict], keys: tuple[str, ...] = ("ft_1scene", "ft_25pct")) -> dict:
+    """Per budget in ``keys``: the fine-tuning runs whose last quarter still rose by PLATEAU_RISE or more."""
     out = {}
-    for key in ("ft_1scene", "ft_25pct"):
+    for key in keys:
         rises = [(s["seed"], row, d["last_quarter_rise"][key]) for s in seeds for row, d in s.get("details", {}).items()
                  if isinstance(d, dict) and isinstance(d.get("last_quarter_rise"), dict)
                  and d["last_quarter_rise"].get(key) is not None]
@@ -865,10 +1012,32 @@ def make_table(args) -> str:
         "by side on 2 cores): " + ", ".join(f"{m:.0f} min" for m in minutes),
         "",
         "Commands: `.venv/bin/python benchmarks/paper_table.py sweep-occ`, then `... run --seed K` per seed, then "
-        "`... detect --seed K` per seed (after its run), then `... table`.",
+        "`... detect --seed K` and `... transfer --seed K` per seed (after its run), then `... table`.",
         *detection_section(args.results),
+        *transfer_section(args.results),
     ])
     return text
+
+
+def means_and_differences(seeds: list[dict], rows, columns: dict, diffs) -> tuple[list[str], list[str]]:
+    """A section's two markdown tables: each row's mean ± sample standard deviation over seeds per column,
+    and the paired differences ``diffs`` (row a, row b) per column (``difference_cells``)."""
+    def cell(v, col):
+        _, digits, scale = columns[col]
+        if v is None:
+            return "-"
+        return f"{scale * v.mean():.{digits}f}" + (f" ± {scale * v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+
+    means = ["| row | " + " | ".join(t for t, _, _ in columns.values()) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        means.append(f"| {row} | " + " | ".join(cell(row_values(seeds, row, c), c) for c in columns) + " |")
+    paired = ["| difference | column | mean | 95% bootstrap | 95% t | positive |", "|---|---|---|---|---|---|"]
+    for a, b in diffs:
+        for col in columns:
+            cells = difference_cells(seeds, a, b, col)
+            if cells != "-":
+                paired.append(f"| {a} - {b} | {columns[col][0]} | {cells} |")
+    return means, paired
 
 
 def detection_section(results: str) -> list[str]:
@@ -879,22 +1048,7 @@ def detection_section(results: str) -> list[str]:
     s0, cfg = seeds[0], seeds[0]["settings"]
     seg_versions = {s["settings"]["segmentation_code_version"] for s in seeds}
 
-    def cell(v, col):
-        _, digits, scale = DET_COLUMNS[col]
-        if v is None:
-            return "-"
-        return f"{scale * v.mean():.{digits}f}" + (f" ± {scale * v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
-
-    lines = ["| row | " + " | ".join(t for t, _, _ in DET_COLUMNS.values()) + " |",
-             "|---" * (len(DET_COLUMNS) + 1) + "|"]
-    for row in DET_ROWS:
-        lines.append(f"| {row} | " + " | ".join(cell(row_values(seeds, row, c), c) for c in DET_COLUMNS) + " |")
-    diffs = ["| difference | column | mean | 95% bootstrap | 95% t | positive |", "|---|---|---|---|---|---|"]
-    for a, b in DET_DIFFS:
-        for col in DET_COLUMNS:
-            cells = difference_cells(seeds, a, b, col)
-            if cells != "-":
-                diffs.append(f"| {a} - {b} | {DET_COLUMNS[col][0]} | {cells} |")
+    lines, diffs = means_and_differences(seeds, DET_ROWS, DET_COLUMNS, DET_DIFFS)
     present = sorted({c for s in seeds for d in s["details"].values() for r in d.values() for c in r["present"]})
     per_class = []
     for row in DET_ROWS:
@@ -944,6 +1098,56 @@ def detection_section(results: str) -> list[str]:
     ]
 
 
+def transfer_section(results: str) -> list[str]:
+    """The SemanticKITTI transfer part of paper_table.md (nothing before a seed's transfer part has finished)."""
+    seeds = load_seeds(results, "transfer_seed_")
+    if not seeds:
+        return []
+    s0, cfg = seeds[0], seeds[0]["settings"]
+    seg_versions = {s["settings"]["segmentation_code_version"] for s in seeds}
+
+    lines, diffs = means_and_differences(seeds, TRANSFER_ROWS, TRANSFER_COLUMNS, TRANSFER_DIFFS)
+    flat = plateau(seeds, tuple(TRANSFER_BUDGETS))
+    plateau_lines = []
+    for key in TRANSFER_BUDGETS:
+        f = flat[key]
+        rising = ", ".join(f"seed {k} {row} +{r:.1f}" for k, row, r in f["rising"]) or "none"
+        plateau_lines.append(f"- {TRANSFER_COLUMNS[key][0]}: {f['runs']} runs, last-quarter rise mean "
+                             f"{f['mean']:+.2f}, max {f['max']:+.2f} mIoU points; still rising by {PLATEAU_RISE} or "
+                             f"more: {rising}")
+    minutes = [s["seconds_all_parts"] / 60 for s in seeds]
+    lab, world = s0["labels"], s0["world"]
+    return [
+        "",
+        "## Transfer to SemanticKITTI",
+        "",
+        f"{len(seeds)} paired seeds ({', '.join(str(s['seed']) for s in seeds)}), the same pretraining checkpoints "
+        f"as the segmentation rows above (segmentation code version {', '.join(sorted(seg_versions))}); transfer "
+        f"code version {cfg['code_version']}. Per seed a SemanticKITTI world from the same generator and seed "
+        f"({cfg['scenes']} sequences x {cfg['samples_per_scene']} scans, cameras {cfg['image_size']}, teacher input "
+        f"{cfg['teacher_size']}; {world['train_sweeps']} train scans, {world['val_sweeps']} in val sequence 08), "
+        f"and each row's backbone fine-tuned as a whole on {lab['kitti_1pct']['sweeps']} and "
+        f"{lab['kitti_10pct']['sweeps']} of its train scans (1% and 10%, drawn per seed, the same for every "
+        f"row), cross-entropy + Lovasz, AdamW lr {cfg['lr']}, batch {cfg['batch']}, at most {cfg['max_points']} "
+        f"points per training scan, {cfg['steps']['kitti_1pct']} and {cfg['steps']['kitti_10pct']} steps. mIoU in % "
+        f"on every point of sequence 08, over the SemanticKITTI classes present there ({len(s0['classes'])} for "
+        f"seed {s0['seed']}: {', '.join(s0['classes'])}).",
+        "",
+        *lines,
+        "",
+        "Paired differences (same seed), as above:",
+        "",
+        *diffs,
+        "",
+        "Did transfer fine-tuning reach its plateau (mIoU gained over the last quarter of the steps)?",
+        "",
+        *plateau_lines,
+        "",
+        f"- compute per seed (the transfer part: world, extract and every run, {s0.get('threads', '?')} thread(s)): "
+        + ", ".join(f"{m:.0f} min" for m in minutes),
+    ]
+
+
 def make_figure(out: str, results: str = RESULTS) -> str:
     """The paired differences of the table as a figure: per column, each difference's mean, 95% bootstrap
     interval and per-seed values against 0."""
@@ -971,7 +1175,7 @@ def make_figure(out: str, results: str = RESULTS) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("run", "detect", "sweep-occ", "table"))
+    ap.add_argument("command", choices=("run", "detect", "transfer", "sweep-occ", "table"))
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--work", default=os.path.join(ROOT, "paper_table_work"), help="worlds, stores and runs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (run two seeds side by side on 2 cores)")
@@ -990,6 +1194,11 @@ def main() -> None:
     ap.add_argument("--det-lr", type=float, default=2e-3)
     ap.add_argument("--det-max-points", type=int, default=8000)
     ap.add_argument("--det-trunk-channels", type=int, default=32, help="width of the detection head's 2D trunk")
+    ap.add_argument("--transfer-samples-per-scene", type=int, default=10, help="SemanticKITTI scans per sequence "
+                    "(11 sequences: 10 train, val 08)")
+    ap.add_argument("--transfer-image-size", default="621x188", help="SemanticKITTI camera size (KITTI's aspect)")
+    ap.add_argument("--transfer-steps-1pct", type=int, default=300, help="transfer fine-tuning steps at 1%% of scans")
+    ap.add_argument("--transfer-steps-10pct", type=int, default=400, help="transfer fine-tuning steps at 10%%")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "paper_table.md"))
     ap.add_argument("--results", default=RESULTS, help="folder of the seed files and the occupancy weight sweep")
     args = ap.parse_args()
@@ -1005,7 +1214,7 @@ def main() -> None:
     else:
         if args.seed is None or args.seed >= SWEEP_SEED:
             sys.exit(f"{args.command} needs --seed K below {SWEEP_SEED} (seed {SWEEP_SEED} picks the occupancy weight)")
-        (run_seed if args.command == "run" else run_detection_seed)(args)
+        {"run": run_seed, "detect": run_detection_seed, "transfer": run_transfer_seed}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -263,3 +263,76 @@ def test_lovasz_softmax_equals_the_integral_form_of_the_lovasz_extension():
         # on (levels[j], levels[j+1]] the set {m_i > t} is fixed: {m_i >= levels[j+1]}
         losses.append(sum((levels[j + 1] - levels[j]) * delta(m >= levels[j + 1], fg) for j in range(len(m))))
     torch.testing.assert_close(lovasz_softmax(probs, target), torch.tensor(np.mean(losses), dtype=probs.dtype))
+
+
+def test_label_sweeps_are_seeded_sized_and_from_train_only():
+    """--labels-unit sweeps: round(percent x train sweeps) of them (at least one), drawn from the train scenes
+    only, the same for the same table, percent and seed, and the scenes that hold them."""
+    from trainer.splits import label_sweeps, scenes_of
+
+    scenes, first = [], 0
+    for i in range(11):  # SemanticKITTI's layout: scene 1 is the val sequence
+        n = 30 + i
+        scenes.append({"name": f"{i:02d}", "split": "val" if i == 1 else "train", "first_sweep": first,
+                       "num_sweeps": n})
+        first += n
+    train_rows = {r for s in scenes if s["split"] == "train" for r in range(s["first_sweep"], s["first_sweep"] +
+                                                                          s["num_sweeps"])}
+    for pct, want in ((1, round(0.01 * len(train_rows))), (10, round(0.1 * len(train_rows))), (0.01, 1),
+                      (100, len(train_rows))):
+        rows = label_sweeps(scenes, pct, seed=3)
+        assert rows == label_sweeps(scenes, pct, seed=3) == sorted(set(rows))  # stable, ascending, no repeats
+        assert len(rows) == want and set(rows) <= train_rows, (pct, rows)
+    assert label_sweeps(scenes, 10, seed=3) != label_sweeps(scenes, 10, seed=4)
+    rows = label_sweeps(scenes, 1, seed=3)
+    assert set(scenes_of(scenes, rows)) == {s["name"] for s in scenes
+                                            if any(s["first_sweep"] <= r < s["first_sweep"] + s["num_sweeps"]
+                                                   for r in rows)}
+    with pytest.raises(ValueError, match="labels-percent"):
+        label_sweeps(scenes, 0)
+
+
+def test_finetune_by_sweeps_trains_on_them_records_them_and_resumes_with_them(small_store, tmp_path, monkeypatch):
+    """A run with labels_unit "sweeps" trains on exactly the drawn sweeps, records them in result.json and
+    segmenter.pt; a resume draws the same ones, and one that would draw others is refused."""
+    import torch
+
+    import trainer.finetune as ft
+    from pipeline.store import open_store
+    from trainer.splits import label_sweeps
+
+    store = small_store[0].out
+    scenes = open_store(store).attrs["scenes"]
+    cfg = ft.FinetuneConfig(out=str(tmp_path / "ft"), labels_percent=50, labels_unit="sweeps", steps=2, warmup=0,
+                            batch_size=1, max_points=2000, checkpoint_every=1)
+    seen = []
+    real = ft.collate
+
+    def spy(samples, *a, **k):
+        seen.extend(int(s.sweep) for s in samples)
+        return real(samples, *a, **k)
+
+    monkeypatch.setattr(ft, "collate", spy)
+    result = ft.finetune(store, None, "minkunet-tiny", cfg, voxel_size=0.3, progress=False)
+    drawn = label_sweeps(scenes, 50, seed=0)
+    train = sum(s["num_sweeps"] for s in scenes if s["split"] == "train")
+    assert result["label_sweeps"] == drawn and len(drawn) == max(1, round(train / 2)) and set(seen) <= set(drawn)
+    assert result["finetune_config"]["labels_unit"] == "sweeps"
+    assert json.loads((tmp_path / "ft" / "result.json").read_text())["label_sweeps"] == drawn
+    assert torch.load(tmp_path / "ft" / "segmenter.pt", weights_only=False)["label_sweeps"] == drawn
+    again = ft.finetune(store, None, "minkunet-tiny", cfg, voxel_size=0.3, progress=False, resume=True)
+    assert again["label_sweeps"] == drawn and again["config_changes"] == []
+    every = [r for s in scenes if s["split"] == "train" for r in range(s["first_sweep"], s["first_sweep"] +
+                                                                        s["num_sweeps"])]
+    assert len(drawn) < len(every)
+    monkeypatch.setattr(ft, "label_sweeps", lambda *a, **k: every)  # as if the draw had changed since
+    with pytest.raises(ValueError, match="other labelled sweeps"):
+        ft.finetune(store, None, "minkunet-tiny", cfg, voxel_size=0.3, progress=False, resume=True)
+
+
+def test_labels_unit_refused_in_one_line():
+    """A unit outside the choices, and sweeps for the linear probe, end in one line naming --labels-unit."""
+    for args in (["--labels-unit", "scans"], ["--labels-unit", "sweeps", "--linear-probe"]):
+        res = runner.invoke(app, ["finetune", "--store", "s.zarr", "--out", "o", *args])
+        line = res.output.strip()
+        assert res.exit_code == 2 and line.count("\n") == 0 and "--labels-unit" in line, (args, line)

@@ -172,3 +172,18 @@ def test_detection_head_flags_are_refused_for_segmentation(flag, tmp_path):
     res = runner.invoke(app, ["finetune", "--store", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o"), flag, "2"])
     assert res.exit_code == 2 and f"{flag} is for --task detection" in res.output
     assert res.output.strip().count("\n") == 0 and not (tmp_path / "o").exists()
+
+
+def test_detection_on_single_labelled_sweeps_records_them(small_store, tmp_path):
+    """--labels-unit sweeps reaches the detector too: it trains on the drawn sweeps and result.json names them."""
+    from pipeline.store import open_store
+    from trainer.finetune_detection import finetune_detection
+    from trainer.splits import label_sweeps
+
+    store = small_store[0].out
+    cfg = FinetuneConfig(out=str(tmp_path / "det"), labels_percent=50, labels_unit="sweeps", steps=1, warmup=0,
+                         batch_size=1, max_points=2000)
+    result = finetune_detection(store, None, "minkunet-tiny", cfg, SMALL_CFG, voxel_size=0.3, progress=False)
+    drawn = label_sweeps(open_store(store).attrs["scenes"], 50, 0)
+    assert result["label_sweeps"] == drawn and result["finetune_config"]["labels_unit"] == "sweeps"
+    assert json.loads((tmp_path / "det" / "result.json").read_text())["label_sweeps"] == drawn

@@ -101,3 +101,62 @@ def test_detection_columns_pair_rows_by_seed_and_refuse_mixed_settings(paper_tab
     (tmp_path / "detection_seed_2.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="lr"):
         paper_table.detection_section(str(tmp_path))
+
+
+def test_transfer_columns_pair_rows_by_seed_and_refuse_mixed_settings(paper_table, tmp_path):
+    """The transfer part's files (transfer_seed_K.json) give their own section: means, the paired differences
+    MLP - random, MLP+occ - random and MLP+occ - MLP with both intervals, the plateau; files of two settings are
+    refused."""
+    args = type("A", (), dict(transfer_samples_per_scene=20, transfer_image_size="621x188", transfer_steps_1pct=300,
+                               transfer_steps_10pct=400))()
+    seg = {"code_version": "abc", "world_version": 3, "teacher": "tools/teachers/semantic.safetensors",
+           "teacher_size": "224x448", "arch": "minkunet-tiny", "voxel_size": 0.1, "max_points": 8000,
+           "finetune_batch": 2, "finetune_lr": 2e-3, "finetune_warmup": 10, "lovasz": True, "finetune_evals": 4}
+    cfg = paper_table.transfer_settings(args, seg)
+    assert cfg["lr"] == 2e-3 and cfg["labels_unit"] == "sweeps" and cfg["scenes"] == 11
+    assert paper_table.load_seeds(str(tmp_path), "transfer_seed_") == []
+    for k in range(3):
+        rows, details = {}, {}
+        for i, name in enumerate(paper_table.TRANSFER_ROWS):
+            rows[name] = {"kitti_1pct": 0.1 + 0.01 * k + 0.03 * i, "kitti_10pct": 0.2 + 0.05 * k}
+            details[name] = {"last_quarter_rise": {"kitti_1pct": 0.1, "kitti_10pct": 0.8 * i},
+                             "seconds": {"kitti_1pct": 300.0, "kitti_10pct": 400.0}}
+        (tmp_path / f"transfer_seed_{k}.json").write_text(json.dumps(
+            {"seed": k, "rows": rows, "settings": cfg, "details": details, "classes": ["car", "road"],
+             "labels": {"kitti_1pct": {"sweeps": 2, "of_train_sweeps": 200},
+                        "kitti_10pct": {"sweeps": 20, "of_train_sweeps": 200}},
+             "world": {"sweeps": 220, "train_sweeps": 200, "val_sweeps": 20}, "seconds_all_parts": 2400.0,
+             "threads": 1}))
+    text = "\n".join(paper_table.transfer_section(str(tmp_path)))
+    assert "## Transfer to SemanticKITTI" in text and "3 paired seeds (0, 1, 2)" in text
+    assert "segmentation code version abc" in text and f"transfer code version {cfg['code_version']}" in text
+    assert "| random init | 11.0 ± 1.0 | 25.0 ± 5.0 |" in text
+    line = next(x for x in text.splitlines()
+                if x.startswith("| MLP head + occupancy - 3-layer MLP head | SemanticKITTI 1% scans mIoU"))
+    assert "| +3.0 | [+3.0, +3.0] | [+3.0, +3.0] | 3/3 |" in line
+    line = next(x for x in text.splitlines()
+                if x.startswith("| MLP head + occupancy - random init | SemanticKITTI 1% scans mIoU"))
+    assert "| +6.0 |" in line
+    assert "seed 0 MLP head + occupancy +1.6" in text and "40 min" in text and "2 and 20 of its train scans" in text
+    assert "## Transfer to SemanticKITTI" not in "\n".join(paper_table.detection_section(str(tmp_path)))
+    other = json.loads((tmp_path / "transfer_seed_2.json").read_text())
+    other["settings"]["steps"]["kitti_10pct"] = 500
+    (tmp_path / "transfer_seed_2.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="steps"):
+        paper_table.transfer_section(str(tmp_path))
+
+
+def test_transfer_refuses_a_seed_without_finished_pretraining(paper_table, tmp_path):
+    """`transfer --seed K` needs the seed's segmentation part: no settings.json, or a row's pretraining
+    checkpoint missing, is refused in one line naming what to run."""
+    args = type("A", (), dict(work=str(tmp_path), seed=4, threads=1, results=str(tmp_path / "results"),
+                               transfer_samples_per_scene=2, transfer_image_size="621x188", transfer_steps_1pct=4,
+                               transfer_steps_10pct=4))()
+    with pytest.raises(SystemExit, match=r"has no segmentation part yet: run .* run --seed 4"):
+        paper_table.run_transfer_seed(args)
+    (tmp_path / "seed_4").mkdir()
+    (tmp_path / "seed_4" / "settings.json").write_text(json.dumps({"pretrain_steps": 300}))
+    with pytest.raises(SystemExit, match=r"3-layer/pretrain/checkpoint.pt: the 3-layer MLP head row's pretraining is "
+                                         r"not finished: run .* run --seed 4"):
+        paper_table.run_transfer_seed(args)
+    assert not (tmp_path / "seed_4" / "transfer").exists()  # refused before any world is built

@@ -18,6 +18,7 @@ from trainer.config import (
     ARCHS,
     CPU_SIZED_ARCHS,
     DISTILLATION_LOSSES,
+    LABEL_UNITS,
     STORE_SPLITS,
     DataConfig,
     DetectionConfig,
@@ -30,6 +31,7 @@ from trainer.config import (
 Arch = Literal[tuple(ARCHS)]
 Loss = Literal[DISTILLATION_LOSSES]
 Split = Literal[STORE_SPLITS]
+LabelsUnit = Literal[LABEL_UNITS]
 FINETUNE_TASKS = ("segmentation", "detection")
 Task = Literal[FINETUNE_TASKS]
 
@@ -285,7 +287,9 @@ def finetune(
     checkpoint: str = typer.Option(None, "--checkpoint", hidden=True, help="Old name of --pretrained."),
     model: Arch = typer.Option(None, help="Backbone (default: the checkpoint's, else minkunet34)."),
     labels_percent: float = typer.Option(FinetuneConfig.labels_percent, help="Percent of the train sweeps labelled "
-                                         "(whole scenes)."),
+                                         "(whole scenes, or single sweeps with --labels-unit sweeps)."),
+    labels_unit: LabelsUnit = typer.Option(FinetuneConfig.labels_unit, help="What the labelled subset is drawn "
+                                           "in: whole train scenes, or single train sweeps (scans; at least one)."),
     linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the backbone and fit a softmax "
                                       "regression on its features to convergence (L-BFGS) instead of training; "
                                       "the step, rate and point-cap options do not apply."),
@@ -336,6 +340,8 @@ def finetune(
         fail("--force-config goes with --resume")
     if linear_probe and skip_bad_sweeps:
         fail("--skip-bad-sweeps is for training; a probe fits and scores a fixed set of sweeps")
+    if linear_probe and labels_unit != "scenes":
+        fail(f"--labels-unit {labels_unit} is for fine-tuning; the linear probe labels whole scenes")
     from pipeline.store import StoreError
     from trainer.checkpoint import DETECTOR_KIND, pretraining_arch, read_checkpoint
 
@@ -437,8 +443,11 @@ def print_detection_result(result: dict) -> None:
 
 def print_result(result: dict) -> None:
     kind = "linear probe" if result.get("linear_probe") else "fine-tuning"
+    labelled = f"{len(result.get('label_scenes', []))} scenes"
+    if result.get("label_sweeps") is not None:
+        labelled = f"{len(result['label_sweeps'])} sweeps of {labelled}"
     typer.echo(f"\n{kind} from {result.get('init', '?')}, {result.get('labels_percent', '?')}% labels "
-               f"({len(result.get('label_scenes', []))} scenes); {result['split']}: {result['sweeps']} sweeps")
+               f"({labelled}); {result['split']}: {result['sweeps']} sweeps")
     if result.get("probe_fit"):
         fit = result["probe_fit"]
         typer.echo(f"  probe fit: {fit['rounds']} rounds of L-BFGS, final loss {fit['final_loss']:.4f}"

@@ -25,6 +25,7 @@ ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 CPU_SIZED_ARCHS = ("minkunet-small", "minkunet-tiny")  # a step on all points of a sweep takes seconds on a CPU
 DISTILLATION_LOSSES = ("cosine", "l2")
 STORE_SPLITS = ("train", "val", "all")  # the scenes of a store a run may use
+LABEL_UNITS = ("scenes", "sweeps")  # what a labelled subset is drawn in (trainer/splits.py)
 
 
 def check_fields(config, positive: tuple[str, ...] = (), not_negative: tuple[str, ...] = ()) -> None:
@@ -106,6 +107,7 @@ class DataConfig:
     max_queries: int = 4096  # occupancy queries per sweep (balanced subsample)
     seed: int = 0
     scenes: tuple[str, ...] | None = None  # restrict to these scene names (labelled subsets)
+    sweeps: tuple[int, ...] | None = None  # and to these store rows (labelled subsets by sweep)
     corruption: str | None = None  # e.g. "fog:0.02" (trainer/corruptions.py), applied before everything else
     # occupancy task: fraction of cubes hidden; None follows the task: MaskConfig's ratio when the run has
     # an occupancy loss, no mask when it has none (``with_task_mask``)
@@ -116,6 +118,8 @@ class DataConfig:
     def __post_init__(self):
         check_choice("--split", self.split, STORE_SPLITS)
         check_fields(self, positive=("voxel_size", "max_queries"), not_negative=("max_points",))
+        if self.sweeps is not None and not self.sweeps:
+            raise ValueError("DataConfig sweeps: an empty tuple keeps no sweep; give None to keep them all")
         if not 0 <= self.scale < 1:
             raise ValueError(f"scale {self.scale}: the augmentation's scaling must lie in [0, 1)")
         self.mask  # validates
@@ -164,6 +168,7 @@ class TrainConfig:
 class FinetuneConfig:
     out: str
     labels_percent: float = 100.0
+    labels_unit: str = "scenes"  # the subset is whole train scenes, or single train sweeps (scans)
     steps: int = 200
     batch_size: int = 2
     lr: float = 1e-3
@@ -180,6 +185,7 @@ class FinetuneConfig:
                      not_negative=("weight_decay", "warmup", "max_points", "eval_every"))
         if self.labels_percent > 100:
             raise ValueError(f"--labels-percent {self.labels_percent}: must be at most 100")
+        check_choice("--labels-unit", self.labels_unit, LABEL_UNITS)
 
 
 @dataclass(frozen=True)

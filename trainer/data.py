@@ -58,8 +58,9 @@ PROBE_POINTS_STREAM = 6  # (sweep,): the labelled points a linear probe fits on
 FINETUNE_BATCH_STREAM = 7  # (step,): the sweeps of a fine-tuning step
 CORRUPTION_STREAM = 8  # (sweep,): a corruption's random draws
 SPLIT_STREAM = 9  # (): the order in which label subsets take the train scenes
+SWEEP_SPLIT_STREAM = 10  # (): the order in which label subsets by sweep take the train sweeps
 STREAMS = (AUGMENT_STREAM, MASK_STREAM, CAP_STREAM, QUERY_STREAM, EPOCH_ORDER_STREAM, PROBE_POINTS_STREAM,
-           FINETUNE_BATCH_STREAM, CORRUPTION_STREAM, SPLIT_STREAM)
+           FINETUNE_BATCH_STREAM, CORRUPTION_STREAM, SPLIT_STREAM, SWEEP_SPLIT_STREAM)
 
 
 def stream_rng(stream: int, seed: int, *key: int) -> np.random.Generator:
@@ -76,10 +77,11 @@ SEGMENTATION: tuple[str, ...] = ()  # fine-tuning and scoring: points and labels
 
 
 
-def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_damage=None) -> np.ndarray:
-    """Indices of the complete sweeps of the scenes in ``split`` (and in ``names`` when given). A damaged
-    chunk of ``done`` or ``scene_index`` raises, or with ``on_damage(first_sweep, error)`` leaves its
-    sweeps out."""
+def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_damage=None,
+                 rows: tuple[int, ...] | None = None) -> np.ndarray:
+    """Indices of the complete sweeps of the scenes in ``split`` (and in ``names``, and among the store rows
+    ``rows``, when given). A damaged chunk of ``done`` or ``scene_index`` raises, or with
+    ``on_damage(first_sweep, error)`` leaves its sweeps out."""
     n, step = group["done"].shape[0], group["done"].chunks[0]
     unreadable = np.zeros(n, bool)
 
@@ -95,17 +97,22 @@ def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_dam
     scenes = group.attrs["scenes"]
     keep = np.array([(split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)
                      for sc in scenes])
-    return np.nonzero(done & keep[scene_of])[0]
+    chosen = np.nonzero(done & keep[scene_of])[0]
+    return chosen if rows is None else np.intersect1d(chosen, np.asarray(rows, dtype=np.int64))
 
 
-def incomplete_sweeps(group, split: str, names: tuple[str, ...] | None, complete: np.ndarray) -> dict[str, int]:
-    """How many sweeps of the scenes in ``split`` (and ``names``), by the store's scene table, are not among
-    ``complete``: ``failed`` (the extract recorded why) and ``not_written`` (an extract still running, or
-    interrupted; also a sweep whose record cannot be read). Reads only the ``failure`` chunks that hold
-    such sweeps: nothing more for a complete store."""
-    rows = [np.arange(sc["first_sweep"], sc["first_sweep"] + sc["num_sweeps"]) for sc in group.attrs["scenes"]
-            if (split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)]
-    missing = np.setdiff1d(np.concatenate(rows) if rows else np.zeros(0, np.int64), complete)
+def incomplete_sweeps(group, split: str, names: tuple[str, ...] | None, complete: np.ndarray,
+                      rows: tuple[int, ...] | None = None) -> dict[str, int]:
+    """How many sweeps of the scenes in ``split`` (and ``names``, and among the store rows ``rows``), by the
+    store's scene table, are not among ``complete``: ``failed`` (the extract recorded why) and
+    ``not_written`` (an extract still running, or interrupted; also a sweep whose record cannot be read).
+    Reads only the ``failure`` chunks that hold such sweeps: nothing more for a complete store."""
+    wanted = [np.arange(sc["first_sweep"], sc["first_sweep"] + sc["num_sweeps"]) for sc in group.attrs["scenes"]
+              if (split == "all" or sc["split"] == split) and (names is None or sc["name"] in names)]
+    wanted = np.concatenate(wanted) if wanted else np.zeros(0, np.int64)
+    if rows is not None:
+        wanted = np.intersect1d(wanted, np.asarray(rows, dtype=np.int64))
+    missing = np.setdiff1d(wanted, complete)
     array = group["failure"]
     step = array.chunks[0]
     failed = 0
@@ -143,9 +150,11 @@ class StoreDataset(torch.utils.data.Dataset):
         self._lookup = self.classes.lookup
         # the student reads intensity on nuScenes' 0..255 scale (``batch.INPUT_SCALE``), whatever the LiDAR's
         self._intensity_to_255 = np.float32(255.0 / float(self.attrs["sensors"]["intensity_max"]))
-        self.sweeps = store_sweeps(group, cfg.split, cfg.scenes, on_damage=self._skip if skip_log else None)
+        self.sweeps = store_sweeps(group, cfg.split, cfg.scenes, on_damage=self._skip if skip_log else None,
+                                   rows=cfg.sweeps)
         # damaged sweeps are reported as skipped, not as unwritten
-        self.incomplete = incomplete_sweeps(group, cfg.split, cfg.scenes, np.union1d(self.sweeps, sorted(self.skipped)))
+        self.incomplete = incomplete_sweeps(group, cfg.split, cfg.scenes, np.union1d(self.sweeps, sorted(self.skipped)),
+                                            rows=cfg.sweeps)
         if len(self.sweeps) == 0:
             raise ValueError(f"store {cfg.store} has no complete sweeps in split {cfg.split!r}")
         occ = self.attrs["occupancy"]

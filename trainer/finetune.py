@@ -3,7 +3,9 @@
 Labels are the store's fine classes mapped to its evaluation classes by its attribute ``classes``
 (nuScenes: 16, SemanticKITTI: 19; 0 = ignore, never a target), and the head predicts those; the backbone
 may come from a pretraining checkpoint of any store (of either dataset);
-the labelled sweeps are the whole train scenes ``splits.label_subset`` picks for ``labels_percent``.
+the labelled sweeps are the whole train scenes ``splits.label_subset`` picks for ``labels_percent``, or with
+``labels_unit="sweeps"`` the single train sweeps ``splits.label_sweeps`` picks (recorded as ``label_sweeps``
+in OUT/segmenter.pt and OUT/result.json; a resume that would draw others is refused).
 Loss: cross-entropy over labelled points, plus the Lovasz-softmax loss with ``lovasz``
 (``trainer/losses.py``). Learning rate: linear warm-up over ``warmup`` steps (0: none), then
 cosine decay to 0 at ``steps``. Step t's batch is drawn from ``stream_rng(FINETUNE_BATCH_STREAM, seed,
@@ -43,7 +45,7 @@ from trainer.data import FINETUNE_BATCH_STREAM, SEGMENTATION, StoreDataset, stre
 from trainer.evaluate import evaluate_model
 from trainer.losses import seg_loss
 from trainer.run import RunFolder
-from trainer.splits import label_subset
+from trainer.splits import label_subset, label_sweeps, scenes_of
 
 SEGMENTER, CURVE, RESULT = "segmenter.pt", "curve.jsonl", "result.json"  # the run folder's files
 
@@ -79,6 +81,8 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     about = {"linear_probe": False, "init": init, "pretrained": checkpoint or None, "store": store,
              "labels_percent": cfg.labels_percent, "label_scenes": list(scenes), "finetune_config": asdict(cfg),
              "store_fingerprint": fingerprint}
+    if ds.cfg.sweeps is not None:
+        about["label_sweeps"] = list(ds.cfg.sweeps)
     start, losses = 0, []  # losses: training losses since the last curve row
     changes: list[str] = []  # settings that --force-config let differ from the checkpoint's
     if resume:
@@ -86,6 +90,9 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
                "store_fingerprint": fingerprint}
         ck, changes = resume_from(path, now, force_config, model, opt, scaler)
         start, losses = int(ck["step"]), list(ck["pending_losses"])
+        if not changes and ck.get("label_sweeps") != about.get("label_sweeps"):
+            raise ValueError(f"--resume: {path} trained on other labelled sweeps than the same store, "
+                             f"--labels-percent and --seed draw now; start a new run")
 
     def save(step: int) -> None:
         write_atomic(segmenter_record(model, arch, voxel_size, classes.eval, step=step, optimizer=opt.state_dict(),
@@ -144,12 +151,18 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
 
 def labelled_train_set(store: str, attrs: dict, cfg: FinetuneConfig, voxel_size: float, run: RunFolder,
                        skip_bad_sweeps: bool, targets: tuple[str, ...]) -> tuple[tuple[str, ...], StoreDataset]:
-    """The labelled train scenes (``label_subset`` of ``cfg.labels_percent``, by seed) and the augmented
-    dataset over their sweeps with ``targets``; damaged sweeps are skipped into the run folder's log when
-    ``skip_bad_sweeps``."""
-    scenes = tuple(label_subset(attrs["scenes"], cfg.labels_percent, cfg.seed))
+    """The labelled train scenes (``label_subset`` of ``cfg.labels_percent``, by seed; by ``cfg.labels_unit``
+    "sweeps", the scenes that hold the sweeps ``label_sweeps`` picks, which the dataset's ``cfg.sweeps``
+    records) and the augmented dataset over the labelled sweeps with ``targets``; damaged sweeps are skipped
+    into the run folder's log when ``skip_bad_sweeps``."""
+    sweeps = None
+    if cfg.labels_unit == "sweeps":
+        sweeps = tuple(label_sweeps(attrs["scenes"], cfg.labels_percent, cfg.seed))
+        scenes = tuple(scenes_of(attrs["scenes"], list(sweeps)))
+    else:
+        scenes = tuple(label_subset(attrs["scenes"], cfg.labels_percent, cfg.seed))
     ds = StoreDataset(DataConfig(store=store, split="train", voxel_size=voxel_size, seed=cfg.seed, scenes=scenes,
-                                 max_points=cfg.max_points),
+                                 sweeps=sweeps, max_points=cfg.max_points),
                       skip_log=run.skipped_sweeps if skip_bad_sweeps else None, targets=targets)
     return scenes, ds
 

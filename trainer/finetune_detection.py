@@ -73,6 +73,8 @@ def finetune_detection(store: str, checkpoint: str | None, arch: str, cfg: Finet
     about = {"task": "detection", "init": init, "pretrained": checkpoint or None, "store": store,
              "labels_percent": cfg.labels_percent, "label_scenes": list(scenes), "finetune_config": asdict(cfg),
              "store_fingerprint": fingerprint}
+    if ds.cfg.sweeps is not None:  # --labels-unit sweeps: the labelled rows themselves
+        about["label_sweeps"] = list(ds.cfg.sweeps)
     start, changes = 0, []
     if resume:
         now = {"init": init, "arch": arch, "voxel_size": voxel_size, "finetune_config": asdict(cfg),
