@@ -150,7 +150,7 @@ def _current_attrs(attrs: dict, version: int, dataroot: str | None, command: str
     t.setdefault("stand_in", None)
     weights = None if random else _weights_path(attrs)
     t.update(how_built(t["name"], t["architecture"], t["image_size"], weights,
-                       pil_version=(t.get("resize") or {}).get("version")))
+                       pil_version=(t.get("resize") or {}).get("version"), stand_in=t["stand_in"]))
     if weights is None and not random:  # the file is unknown: say so rather than guess
         t["create_model"]["pretrained_cfg_overlay"] = {"file": None}
     new["teacher"] = t

@@ -93,19 +93,36 @@ def architecture(cfg: TeacherConfig) -> tuple[dict, dict | None]:
     return dict(meta.get("timm_kwargs") or {}), meta.get("stand_in")
 
 
+def trained_size(stand_in: dict | None) -> tuple[int, int] | None:
+    """The input size (H, W) a stand-in teacher was trained at, from its weights file's record (None for
+    real weights, a random teacher or a record without it)."""
+    size = ((stand_in or {}).get("settings") or {}).get("image_size")
+    return (int(size[0]), int(size[1])) if size else None
+
+
+def load_size(image_size, stand_in: dict | None) -> tuple[int, int]:
+    """The img_size to create the model at: a stand-in teacher's training size when it differs from
+    ``image_size`` (its position grid, 16 x 32 patches, is not square, and timm's loader resamples only
+    square grids: the model is then created at its own size and moved to ``image_size`` by
+    ``set_input_size``), else ``image_size``."""
+    return trained_size(stand_in) or (int(image_size[0]), int(image_size[1]))
+
+
 def how_built(name: str, arch: dict, image_size, weights: str | None, pil_version: str | None = "current",
-              device: str | None = None) -> dict:
+              device: str | None = None, stand_in: dict | None = None) -> dict:
     """What a reader needs, beyond name, weights, mean, std and layer, to rebuild the teacher and its input
     from a store alone (the store's teacher attribute holds it; storage_schema.md). ``weights``: the
     weights file (None: a random teacher); ``device``: where the features were computed (cpu: float32;
-    cuda: under fp16 autocast)."""
+    cuda: under fp16 autocast); ``stand_in``: the weights file's stand-in record (``load_size``)."""
     import PIL
 
     h, w = image_size
+    made_at = load_size((h, w), stand_in if weights else None)
     overlay = {"file": os.path.abspath(weights)} if weights else None
     return {
         "create_model": {"model_name": name, "pretrained": weights is not None, "pretrained_cfg_overlay": overlay,
-                         "kwargs": {"img_size": [h, w], **arch},
+                         "kwargs": {"img_size": list(made_at), **arch},
+                         "set_input_size": None if made_at == (h, w) else [h, w],
                          "seeding": None if weights else "torch.manual_seed(random_init_seed) right before "
                                                          "create_model"},
         "resize": {"library": "PIL", "version": PIL.__version__ if pil_version == "current" else pil_version,
@@ -200,9 +217,13 @@ class FrozenTeacher(torch.nn.Module):
             self.weights_id = "random"
         else:
             # timm's own loading path: its checkpoint filter maps Meta's original DINOv2 key names and
-            # resamples the position embeddings to img_size.
+            # resamples (square) position grids to img_size; a stand-in's 16 x 32 grid is loaded at its own
+            # size and resampled by set_input_size (load_size)
+            made_at = load_size(cfg.image_size, self.stand_in)
             model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay={"file": cfg.weights},
-                                      **kwargs)
+                                      **{**kwargs, "img_size": made_at})
+            if made_at != tuple(cfg.image_size):
+                model.set_input_size(img_size=tuple(cfg.image_size))
             self.weights_id = file_sha256(cfg.weights)
         if not hasattr(model, "forward_intermediates") or not getattr(model, "patch_embed", None):
             raise ValueError(f"teacher {cfg.name!r} is not a ViT with patch tokens")
@@ -233,7 +254,7 @@ class FrozenTeacher(torch.nn.Module):
                 "mean": self.data_mean, "std": self.data_std,
                 "timm_version": timm.__version__,
                 **how_built(self.cfg.name, self.arch, (h, w), None if self.cfg.random else self.cfg.weights,
-                            device=self.mean.device.type)}
+                            device=self.mean.device.type, stand_in=self.stand_in)}
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         """uint8 RGB images [H0,W0,3] (any sizes) -> normalised batch [B,3,H,W] at the teacher's size."""

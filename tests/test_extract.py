@@ -98,12 +98,14 @@ def reference_features(store: str, s: int, image_size: tuple[int, int] | None = 
     t, d = g.attrs["teacher"], g.attrs["dataset"]
     made = t["create_model"]
     h, w = image_size or t["image_size"]
-    kwargs = {**made["kwargs"], "img_size": (h, w)}
+    kwargs = {**made["kwargs"], "img_size": (h, w)} if image_size else made["kwargs"]
     if made["seeding"]:  # the recorded seeding of a random teacher
         assert made["seeding"].startswith("torch.manual_seed(random_init_seed)")
         torch.manual_seed(t["random_init_seed"])
     model = timm.create_model(made["model_name"], pretrained=made["pretrained"],
                               pretrained_cfg_overlay=made["pretrained_cfg_overlay"], **kwargs).eval()
+    if made.get("set_input_size") and not image_size:  # created at the weights' own size, then moved
+        model.set_input_size(img_size=tuple(made["set_input_size"]))
     mean, std = torch.tensor(t["mean"])[:, None, None], torch.tensor(t["std"])[:, None, None]
     nusc = load_nuscenes(d["dataroot"], d["version"])
     sample = nusc.get("sample", str(g["sample_token"][s]))
@@ -147,16 +149,19 @@ def test_teacher_rebuilt_from_the_store_alone_reproduces_its_features(small_stor
 
 @pytest.mark.slow
 def test_stand_in_teacher_rebuilt_from_the_store_alone(small_dataroot, tmp_path):
-    """The same for a teacher loaded from a weights file (the semantic stand-in): the record names the
-    file and timm's loading call, not just 'pretrained'."""
+    """The same for a teacher loaded from a weights file (the semantic stand-in), at another input size
+    than it was trained at (140 x 448 against 224 x 448): the record names the file, timm's loading call
+    at the training size and the move to the store's size, not just 'pretrained'."""
     from pipeline.teacher import TeacherConfig
 
     weights = os.path.join(os.path.dirname(__file__), "..", "tools", "teachers", "semantic.safetensors")
     cfg = store_config(small_dataroot[0], str(tmp_path / "s.zarr"), split="val",
-                       teacher=TeacherConfig(weights=weights, image_size=(224, 448)))
+                       teacher=TeacherConfig(weights=weights, image_size=(140, 448)))
     run_extract(cfg, progress=False)
-    made = open_store(cfg.out).attrs["teacher"]["create_model"]
+    t = open_store(cfg.out).attrs["teacher"]
+    made = t["create_model"]
     assert made["pretrained"] and made["pretrained_cfg_overlay"] == {"file": os.path.abspath(weights)}
+    assert made["kwargs"]["img_size"] == [224, 448] and made["set_input_size"] == [140, 448] == t["image_size"]
     _assert_rebuilt(cfg.out, 1)
 
 

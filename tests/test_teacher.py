@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from unittest import mock
 
@@ -132,3 +133,20 @@ def test_sample_features_equals_upsampled_map_and_grid_sample():
     with mock.patch.dict(sys.modules, {"torch": None}):  # import torch raises ImportError
         no_torch = sample_cells(cells, idx, wts, block=7)
     np.testing.assert_allclose(no_torch.astype(np.float32), got.astype(np.float32), rtol=2 ** -10, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(140, 448), (224, 224), (112, 224)])
+def test_stand_in_teacher_at_other_sizes_than_its_training_size(size):
+    """A stand-in teacher's 16 x 32 position grid is not square, which timm's loader cannot resample: it is
+    created at its training size (224 x 448) and moved to the asked size; the patch map has that size's grid,
+    the record says how, and at the training size nothing moves."""
+    weights = os.path.join(os.path.dirname(__file__), "..", "tools", "teachers", "semantic.safetensors")
+    teacher = FrozenTeacher(TeacherConfig(weights=weights, image_size=size))
+    images = [np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)]
+    with torch.inference_mode():
+        f = teacher.features(images)
+    assert tuple(f.shape) == (1, 192, size[0] // 14, size[1] // 14) and torch.isfinite(f).all()
+    made = teacher.describe()["create_model"]
+    assert made["kwargs"]["img_size"] == [224, 448] and made["set_input_size"] == list(size)
+    same = FrozenTeacher(TeacherConfig(weights=weights, image_size=(224, 448))).describe()["create_model"]
+    assert same["kwargs"]["img_size"] == [224, 448] and same["set_input_size"] is None
