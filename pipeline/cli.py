@@ -8,7 +8,7 @@ from typing import Literal
 
 import typer
 
-from pipeline.dialect import DEVICE_HELP, JSON_HELP, STORE_HELP, fail, new_app, parse_size, store_from
+from pipeline.dialect import DEVICE_HELP, JSON_HELP, STORE_HELP, fail, new_app, parse_size, plural, store_from
 from pipeline.occupancy import FREE_PER_OCCUPIED, NEAR_SURFACE_M, VOXEL_SIZE_M
 from pipeline.store import ENCODINGS, LAYOUTS
 
@@ -91,7 +91,9 @@ def print_summary(summary: dict) -> None:
     p = summary["points_per_sweep"]
     typer.echo(f"  keyframes  {summary['keyframes']}  LiDAR points/sweep mean {p['mean']:.0f} "
                f"(min {p['min']}, max {p['max']})")
-    typer.echo(f"  images     {summary['images']} at {summary['image_size']}  annotations {summary['annotations']}")
+    boxes = ("no boxes (SemanticKITTI has none)" if summary.get("dataset") == "semantickitti"
+             else f"annotations {summary['annotations']}")
+    typer.echo(f"  images     {summary['images']} at {summary['image_size']}  {boxes}")
     typer.echo(f"  evaluation classes present: {summary['eval_classes_present']} of "
                f"{summary.get('num_eval_classes', 16)}")
     total = sum(summary["points_per_eval_class"].values())
@@ -214,7 +216,11 @@ def extract(
             raise FileNotFoundError(f"--dataroot {dataroot}: no table folder {version} in it")
         if dataset == "semantickitti" and not (dataroot / "sequences").is_dir():
             raise FileNotFoundError(f"--dataroot {dataroot}: no sequences/ folder in it (the SemanticKITTI layout)")
-    except (StoreError, ValueError, FileNotFoundError) as e:
+        if dataset == "semantickitti":  # (nuScenes' splits are known once its tables are read, in the job)
+            from pipeline.semantickitti import split_sequences
+
+            split_sequences(str(dataroot), split)
+    except (StoreError, ExtractError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     try:
         summary = run_extract(cfg, command=" ".join(["cdpipe", *sys.argv[1:]]), strict=strict, break_lock=break_lock,
@@ -244,6 +250,19 @@ def extract(
              f"(`cdpipe info --store {out}` lists them); fix their input and rerun the same command to extract them", 1)
 
 
+def sensors_words(sensors: dict) -> str:
+    """A store's attribute ``sensors`` in words: ``velodyne, 64 beams, intensity 0..1, no ring per point``."""
+    return (f"{sensors['lidar']}, {sensors['beams']} beams, intensity 0..{float(sensors['intensity_max']):g}, "
+            + ("ring per point" if sensors["has_ring"] else "no ring per point"))
+
+
+def classes_words(classes: dict) -> str:
+    """A store's attribute ``classes`` in words: ``semantickitti: 34 raw -> 19 evaluation classes (ignore 0)``."""
+    fine = {"nuscenes": "lidarseg", "semantickitti": "raw"}.get(classes["dataset"], "fine")
+    return (f"{classes['dataset']}: {len(classes['fine'])} {fine} -> {len(classes['eval'])} evaluation classes "
+            f"(ignore {classes['ignore_index']})")
+
+
 def print_store_summary(s: dict) -> None:
     from pipeline.verify import teacher_label
 
@@ -251,8 +270,10 @@ def print_store_summary(s: dict) -> None:
     typer.echo(f"  teacher    {teacher_label(s)}, layer {s['layer']}, input {s['image_size'][1]}x"
                f"{s['image_size'][0]} (WIDTHxHEIGHT)")
     d = s["dataset"]
-    typer.echo(f"  dataset    {d['name']} {d['version']} split {d['split']}, {s['scenes']} scenes, from "
+    typer.echo(f"  dataset    {d['name']} {d['version']} split {d['split']}, {plural(s['scenes'], 'scene')}, from "
                f"{d['dataroot']}")
+    typer.echo(f"  lidar      {sensors_words(s['sensors'])}")
+    typer.echo(f"  classes    {classes_words(s['classes'])}")
     typer.echo(f"  sweeps     {s['sweeps']} of {s['sweeps_total']} written ({s['sweeps_failed']} failed), "
                f"{s['points']} points, {100.0 * s['fraction_with_feature']:.1f}% with a teacher feature "
                f"(D = {s['feature_dim']})")

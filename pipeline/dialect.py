@@ -107,6 +107,11 @@ def parse_size(flag: str, text: str) -> tuple[int, int]:
     return w, h
 
 
+def plural(n: int, word: str) -> str:
+    """``n word`` with the word in the plural unless n is 1: ``1 scene``, ``2 scenes``, ``3 processes``."""
+    return f"{n} {word}{'' if n == 1 else ('es' if word.endswith('s') else 's')}"
+
+
 def given(ctx: typer.Context, name: str) -> bool:
     """True when the user gave the option ``name`` (its parameter name) on the command line or in the
     environment, rather than leaving its default."""

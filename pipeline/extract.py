@@ -32,6 +32,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.classes import DATASETS, DETECTION_CLASSES, LabelClasses
+from pipeline.dialect import plural
 from pipeline.errors import ExtractError
 from pipeline.frames import LIDAR, FrameIndex, coverage_problem, read_image, read_lidar
 from pipeline.occupancy import FREE_DRAW, OccupancyGrid, occupancy_targets
@@ -498,8 +499,8 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
                 f"{cfg.teacher.name}")
             client = Client(cfg.scheduler)
         else:
-            workers = "a Dask worker in this process" if in_process else _plural(cfg.workers, "Dask worker process")
-            say(f"starting {workers} ({_plural(cfg.tasks, 'task')} at once{' each' if cfg.workers > 1 else ''}), "
+            workers = "a Dask worker in this process" if in_process else plural(cfg.workers, "Dask worker process")
+            say(f"starting {workers} ({plural(cfg.tasks, 'task')} at once{' each' if cfg.workers > 1 else ''}), "
                 f"building the teacher {cfg.teacher.name}")
             # CRITICAL: workers log a heartbeat traceback when the cluster closes under them; task errors
             # still reach us as exceptions. ":0" keeps two jobs on one machine off one port.
@@ -518,8 +519,8 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
                                                                                pure=False)]
         index = index_future.result()
         unusable = sum(map(bool, index.failure))
-        say(f"tables read ({time.perf_counter() - started:.1f} s): {_plural(len(index), 'sweep')} in "
-            f"{_plural(len(index.scenes), 'scene')}" + (f", {unusable} unusable (to be recorded as failed)"
+        say(f"tables read ({time.perf_counter() - started:.1f} s): {plural(len(index), 'sweep')} in "
+            f"{plural(len(index.scenes), 'scene')}" + (f", {unusable} unusable (to be recorded as failed)"
                                                         if unusable else ""))
         check_orientation(cfg.teacher.image_size, index.image_hw[index.camera_ok])
         if all(index.failure):
@@ -546,8 +547,8 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
         k = cfg.sweeps_per_shard
         todo = [s0 for s0 in range(0, len(index), k) if not done[s0:s0 + k].all()]
         n_done_before = len(index) - sum(min(k, len(index) - s0) for s0 in todo)
-        say(f"resuming {cfg.out}: {n_done_before} of {_plural(len(index), 'sweep')} already done" if existed
-            else f"{'started' if cfg.overwrite else 'created'} the store {cfg.out} ({_plural(len(index), 'sweep')})")
+        say(f"resuming {cfg.out}: {n_done_before} of {plural(len(index), 'sweep')} already done" if existed
+            else f"{'started' if cfg.overwrite else 'created'} the store {cfg.out} ({plural(len(index), 'sweep')})")
         task_started = time.perf_counter()
         stage_seconds: dict[str, float] = {}
         futures = {client.submit(extract_group, cfg, index.select(range(s0, min(s0 + k, len(index)))), s0, lock.job,
@@ -608,8 +609,3 @@ def run_extract(cfg: ExtractConfig, progress: bool = True, command: str = "", st
     summary["job"] = {"failures": failures, "warnings": warnings, "retries": retries,
                       "broken_lock": lock.broken}
     return summary
-
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else ('es' if word.endswith('s') else 's')}"

@@ -28,6 +28,7 @@ LIDAR_FIELDS = 5  # one nuScenes .pcd.bin point: x, y, z, intensity, ring, each 
 LIDAR_RECORD_BYTES = 4 * LIDAR_FIELDS
 #: The LiDAR a nuScenes store describes (attribute ``sensors``): the HDL-32E, intensity 0..255, with rings
 SENSORS = {"lidar": LIDAR, "beams": 32, "intensity_max": 255.0, "has_ring": True}
+LIDAR_AXES = ("right", "forward", "up")  # where LIDAR_TOP's x, y, z point on the car
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,13 @@ def build_nuscenes_index(dataroot: str, version: str, split: str = "all") -> Fra
         scenes.append({"name": scene["name"], "token": scene["token"], "split": scene_split,
                        "first_sweep": first, "num_sweeps": len(rows) - first})
     if not rows:
-        raise ValueError(f"no keyframes in {dataroot} version {version} split {split}")
+        held: dict[str, int] = {}
+        for scene in nusc.scene:
+            name = split_of.get(scene["name"], "unknown").replace("mini_", "")
+            held[name] = held.get(name, 0) + 1
+        which = "any scene" if split == "all" else f"a scene of split {split}"
+        raise ExtractError(f"--dataroot {dataroot} --split {split}: version {version} has no keyframe in {which}; its "
+                           "scenes by split: " + (", ".join(f"{k} {n}" for k, n in sorted(held.items())) or "none"))
     _fail_shared_files(rows)
     return FrameIndex.from_rows(dataroot, rows, scenes, has_labels)
 

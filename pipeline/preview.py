@@ -29,7 +29,9 @@ import numpy as np
 
 from pipeline.classes import DETECTION_COLOURS, EVAL_CLASSES, EVAL_COLOURS
 from pipeline.frames import CAMERA_GRID
+from pipeline.frames import LIDAR_AXES as NUSCENES_LIDAR_AXES
 from pipeline.geometry import box_corners_xy
+from pipeline.semantickitti import LIDAR_AXES as SEMANTICKITTI_LIDAR_AXES
 
 # the panel grid of the cameras, as they sit on the car (front row, then back row seen from behind)
 NO_FEATURE = (0.55, 0.55, 0.55)  # grey: a point no camera sees
@@ -98,6 +100,7 @@ class SweepPreview:
     detection_classes: tuple[str, ...] = ()  # the names ``boxes["box_class"]`` indexes
     eval_names: tuple[str, ...] = EVAL_CLASSES  # the store's evaluation classes, "ignore" first (``eval_labels``)
     eval_colours: tuple[tuple[int, int, int], ...] = EVAL_COLOURS  # RGB of each
+    dataset: str = "nuscenes"  # the store's dataset: which way its LiDAR's axes point
 
     @property
     def camera_grid(self) -> tuple[tuple[str, ...], ...]:
@@ -149,7 +152,17 @@ def sweep_preview(store: str, s: int, dataroot: str | None = None) -> SweepPrevi
         eval_labels=labels, occ_voxels=sweep["occ_voxels"].astype(np.int64),
         occ_labels=sweep["occ_labels"], occupancy=attrs["occupancy"], images=tuple(images), image_note=note,
         boxes=boxes, detection_classes=tuple(attrs.get("detection_classes", ())),
-        eval_names=("ignore", *classes.eval), eval_colours=classes.colours)
+        eval_names=("ignore", *classes.eval), eval_colours=classes.colours, dataset=dataset["name"])
+
+
+def bev_axis_labels(dataset: str) -> tuple[str, str]:
+    """The x and y labels of a bird's-eye panel of a store of ``dataset``: the LiDAR frame's axes and where
+    they point on the car (nuScenes' LIDAR_TOP: x right, y forward; SemanticKITTI's velodyne: x forward,
+    y left); a dataset this code does not know gets the bare axes."""
+    axes = {"nuscenes": NUSCENES_LIDAR_AXES, "semantickitti": SEMANTICKITTI_LIDAR_AXES}.get(dataset)
+    if axes is None:
+        return "LiDAR x (m)", "LiDAR y (m)"
+    return f"LiDAR x (m; {axes[0]})", f"LiDAR y (m; {axes[1]})"
 
 
 def teacher_words(teacher: dict) -> str:
@@ -272,15 +285,16 @@ def preview_figure(p: SweepPreview, dpi: int = 100):
         for c, name in enumerate(row):
             _camera_panel(fig.add_subplot(cams[r, c]), p, name)
     below = outer[1].subgridspec(2, 4, width_ratios=[2, 2, 1, 1], wspace=0.12, hspace=0.22)
+    xlabel, ylabel = bev_axis_labels(p.dataset)
     ax = fig.add_subplot(below[:, 0])
-    _bev_points(ax, p.xyz, p.colours, order=p.valid, ylabel=True)
+    _bev_points(ax, p.xyz, p.colours, order=p.valid, xlabel=xlabel, ylabel=ylabel)
     _bev_boxes(ax, p, legend=True)
     ax.set_title("teacher features from above (grey: no camera sees the point)", fontsize=8, pad=3)
     ax = fig.add_subplot(below[:, 1])
     kind = "lidarseg labels" if p.eval_names == EVAL_CLASSES else "labels"
     if p.eval_labels is not None:
         lut = np.asarray(p.eval_colours, np.float64) / 255
-        _bev_points(ax, p.xyz, lut[p.eval_labels])
+        _bev_points(ax, p.xyz, lut[p.eval_labels], xlabel=xlabel)
         _bev_boxes(ax, p)
         in_view = (np.abs(p.xyz[:, :2]) <= BEV_HALF_M).all(1)
         present = np.unique(p.eval_labels[in_view])
@@ -377,17 +391,18 @@ def _camera_panel(ax, p: SweepPreview, name: str) -> None:
     ax.set_title(f"{name}: {seen.sum()} points" + ("" if image is not None else " (no image)"), fontsize=8, pad=2)
 
 
-def _bev_axes(ax, xlabel: bool = False, ylabel: bool = False) -> None:
-    """A bird's-eye panel in the LiDAR frame: x to the right, y up (nuScenes' LIDAR_TOP: y is forward)."""
+def _bev_axes(ax, xlabel: str = "", ylabel: str = "") -> None:
+    """A bird's-eye panel in the LiDAR frame: x to the right, y up, labelled ``xlabel`` and ``ylabel`` when
+    given (``bev_axis_labels``)."""
     ax.set_facecolor("#202024")
     ax.set_xlim(-BEV_HALF_M, BEV_HALF_M)
     ax.set_ylim(-BEV_HALF_M, BEV_HALF_M)
     ax.set_aspect("equal")
     ax.tick_params(labelsize=6, length=2, pad=1)
     if xlabel:
-        ax.set_xlabel("LiDAR x (m)", fontsize=7, labelpad=1)
+        ax.set_xlabel(xlabel, fontsize=7, labelpad=1)
     if ylabel:
-        ax.set_ylabel("LiDAR y (m; nuScenes: forward)", fontsize=7, labelpad=1)
+        ax.set_ylabel(ylabel, fontsize=7, labelpad=1)
     ax.plot([0], [0], marker="o", color="white", markersize=3)  # the sensor
 
 
@@ -416,9 +431,9 @@ def _bev_boxes(ax, p: SweepPreview, legend: bool = False) -> None:
                   handlelength=1.0, columnspacing=0.6, borderaxespad=0.2, labelspacing=0.25)
 
 
-def _bev_points(ax, xyz: np.ndarray, colours: np.ndarray, order: np.ndarray | None = None,
-                ylabel: bool = False) -> None:
+def _bev_points(ax, xyz: np.ndarray, colours: np.ndarray, order: np.ndarray | None = None, xlabel: str = "",
+                ylabel: str = "") -> None:
     """Points from above (``_bev_axes``), drawn in increasing ``order`` (default: height)."""
     idx = np.argsort(order if order is not None else xyz[:, 2], kind="stable")
     ax.scatter(xyz[idx, 0], xyz[idx, 1], c=colours[idx], s=0.6, linewidths=0, antialiased=False)
-    _bev_axes(ax, xlabel=True, ylabel=ylabel)
+    _bev_axes(ax, xlabel=xlabel, ylabel=ylabel)

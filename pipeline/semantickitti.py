@@ -39,6 +39,7 @@ SCAN_PERIOD_US = 100_000  # the HDL-64E spins at 10 Hz
 #: The LiDAR a store of this dataset describes (attribute ``sensors``): KITTI's HDL-64E; its files keep no
 #: ring, so the store's ring column is -1
 SENSORS = {"lidar": LIDAR, "beams": 64, "intensity_max": 1.0, "has_ring": False}
+LIDAR_AXES = ("forward", "left", "up")  # where the velodyne's x, y, z point on the car
 
 _RAW_INDEX = np.full(1 << 16, -1, dtype=np.int16)  # raw semantic id -> index into the raw class list
 for _i, (_raw, _) in enumerate(SEMANTICKITTI_RAW):
@@ -193,24 +194,47 @@ def projection_of(k: np.ndarray, cam_from_cam0: np.ndarray) -> np.ndarray:
 # the frame index
 
 
+def split_sequences(dataroot: str, split: str = "all") -> list[str]:
+    """The sequences ``NN`` under ``DATAROOT/sequences/`` in ``split`` (``all``: every one), sorted. A dataroot
+    without ``sequences/`` (``FileNotFoundError``) or without a sequence of the split (``ExtractError``,
+    naming the split's sequences and those the dataroot holds) is refused in one line."""
+    if split not in ("all", "train", "val", "test"):
+        raise ValueError(f"--split {split!r}: a SemanticKITTI dataroot has the splits all, train, val and test")
+    top = os.path.join(os.path.realpath(dataroot), "sequences")
+    if not os.path.isdir(top):
+        raise FileNotFoundError(f"--dataroot {dataroot}: no sequences/ folder (SemanticKITTI layout: "
+                                f"sequences/NN/velodyne/NNNNNN.bin, labels/, image_2/, image_3/, calib.txt, "
+                                f"poses.txt, times.txt)")
+    held = sorted(d for d in os.listdir(top) if d.isdigit() and os.path.isdir(os.path.join(top, d)))
+    names = [d for d in held if split == "all" or split_of(d) == split]
+    if not held:
+        raise ExtractError(f"--dataroot {dataroot} --split {split}: no sequence folder NN in {top}")
+    if not names:
+        raise ExtractError(f"--dataroot {dataroot} --split {split}: no sequence of split {split} "
+                           f"({_runs(SPLITS[split])}) in {top}; it holds "
+                           + ", ".join(f"{d} ({split_of(d)})" for d in held))
+    return names
+
+
+def _runs(names: tuple[str, ...]) -> str:
+    """Sequence names as runs of consecutive numbers: ``("00", "01", "02", "09")`` -> ``00-02, 09``."""
+    runs: list[list[str]] = []
+    for name in names:
+        if runs and int(name) == int(runs[-1][-1]) + 1:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return ", ".join(r[0] if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
 def build_semantickitti_index(dataroot: str, split: str = "all"):
     """Index every scan of the sequences in ``split`` (``all``: every sequence under ``sequences/``). A scan
     that cannot be extracted (its sequence's calibration, poses or times unreadable, its file missing, an
     image missing) is kept with its ``failure``; the job records it and goes on."""
     from pipeline.frames import FrameIndex
 
-    if split not in ("all", "train", "val", "test"):
-        raise ValueError(f"--split {split!r}: a SemanticKITTI dataroot has the splits all, train, val and test")
-    root = os.path.realpath(dataroot)
-    top = os.path.join(root, "sequences")
-    if not os.path.isdir(top):
-        raise FileNotFoundError(f"--dataroot {dataroot}: no sequences/ folder (SemanticKITTI layout: "
-                                f"sequences/NN/velodyne/NNNNNN.bin, labels/, image_2/, image_3/, calib.txt, "
-                                f"poses.txt, times.txt)")
-    names = sorted(d for d in os.listdir(top) if d.isdigit() and os.path.isdir(os.path.join(top, d)))
-    names = [d for d in names if split == "all" or split_of(d) == split]
-    if not names:
-        raise ValueError(f"no sequences in {top} for split {split}")
+    names = split_sequences(dataroot, split)
+    top = os.path.join(os.path.realpath(dataroot), "sequences")
     has_labels = all(os.path.isdir(os.path.join(top, d, "labels")) for d in names)
     rows, scenes = [], []
     for seq in names:
@@ -252,7 +276,8 @@ def build_semantickitti_index(dataroot: str, split: str = "all"):
         scenes.append({"name": seq, "token": f"semantickitti/{seq}", "split": split_of(seq), "first_sweep": first,
                        "num_sweeps": len(rows) - first})
     if not rows:
-        raise ValueError(f"no scans in {top} (split {split}): each sequence keeps them in velodyne/NNNNNN.bin")
+        raise ExtractError(f"--dataroot {dataroot} --split {split}: no scans in the sequences {', '.join(names)} "
+                           f"of {top} (each sequence keeps them in velodyne/NNNNNN.bin)")
 
     return FrameIndex.from_rows(dataroot, rows, scenes, has_labels, cameras=CAMERAS, dataset="semantickitti")
 

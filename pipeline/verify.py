@@ -313,8 +313,9 @@ def array_bytes(group, name: str) -> int | None:
 
 
 def store_info(url: str) -> dict:
-    """What is in a store, for people: provenance, counts, coverage, occupancy, boxes per class, bytes per
-    array and per point, failures and warnings."""
+    """What is in a store, for people: provenance, its LiDAR (attribute ``sensors``) and class set
+    (``classes``), counts, coverage, occupancy, boxes per class, bytes per array and per point, failures and
+    warnings."""
     group = open_store(url)
     a = dict(group.attrs)
     done = read_column(group, "done").astype(bool)
@@ -359,7 +360,8 @@ def store_info(url: str) -> dict:
         "teacher": t["name"], "teacher_weights": t["weights"], "random_teacher": t["weights"] == "random",
         "teacher_architecture": t.get("architecture") or {}, "teacher_stand_in": t.get("stand_in"),
         "layer": t["layer"], "image_size": t["image_size"], "cameras": a["cameras"],
-        "dataset": a["dataset"], "scenes": len(a["scenes"]), "provenance": a["provenance"],
+        "dataset": a["dataset"], "sensors": a["sensors"], "classes": a["classes"], "scenes": len(a["scenes"]),
+        "provenance": a["provenance"],
         "failures": [{"sweep": int(s), "sample_token": str(tokens[s]), "reason": str(failure[s])}
                      for s in range(len(failure)) if failure[s]],
         "warnings": [{"sweep": int(s), "sample_token": str(tokens[s]), "warning": w}

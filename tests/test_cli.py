@@ -226,3 +226,34 @@ def test_cli_defaults_are_the_configs_defaults():
                                                                      f"config {value!r}"
                 checked += 1
     assert checked >= 40, checked
+
+
+def test_extract_of_an_empty_nuscenes_split_is_one_line(small_dataroot, tmp_path):
+    """A split the version's tables hold no scene of (`--split test` on a mini world): one line naming the
+    dataroot, the split and the scenes there are, exit 2, no store written."""
+    cfg, _ = small_dataroot
+    out = tmp_path / "s.zarr"
+    res = runner.invoke(cdpipe, ["extract", "--dataroot", cfg.out, "--split", "test", "--out", str(out),
+                                 "--random-teacher", "--teacher-size", "112x56", "--workers", "0",
+                                 "--tasks-per-worker", "1", "--torch-threads", "1", "--json"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.output.strip().splitlines()[-1] == (f"error: --dataroot {cfg.out} --split test: version {cfg.version} "
+                                                   f"has no keyframe in a scene of split test; its scenes by split: "
+                                                   f"train 1, val 1")
+    assert not out.exists()
+
+
+def test_results_count_scenes_sweeps_and_classes_in_the_singular_too(capsys):
+    """`cdtrain finetune` and `evaluate` print `1 scene`, `1 sweep`, `1 class`, not `1 scenes`."""
+    from pipeline.dialect import plural
+    from trainer.cli import print_result
+
+    assert [plural(n, "scene") for n in (0, 1, 2)] == ["0 scenes", "1 scene", "2 scenes"]
+    assert plural(1, "class") == "1 class" and plural(3, "class") == "3 classes"
+    result = {"init": "random", "labels_percent": 1, "label_scenes": ["scene-0001"], "split": "val", "sweeps": 1,
+              "iou": {"car": 0.5}, "miou": 0.5, "classes": ["car"]}
+    print_result(result)
+    out = capsys.readouterr().out
+    assert "1% labels (1 scene); val: 1 sweep\n" in out and "(over the 1 class present in val)" in out
+    print_result(result | {"label_scenes": ["a", "b"], "label_sweeps": [4, 9], "sweeps": 3})
+    assert "(2 sweeps of 2 scenes); val: 3 sweeps\n" in capsys.readouterr().out

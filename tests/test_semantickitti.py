@@ -304,3 +304,103 @@ def test_ring_corruptions_are_refused_on_a_store_without_rings(small_kitti_store
     item = ds[0]
     assert 0 < len(item.xyz) < small_kitti_store[1]["points"] and item.intensity.max() <= 255.0
     assert item.intensity.max() > 1.0  # reflectance 0..1 read on the 0..255 scale of the student's input
+
+
+def test_info_names_the_lidar_and_the_class_set_of_each_dataset(small_kitti_store, small_store):
+    """`cdpipe info` says which LiDAR and which class set a store records (attributes `sensors`, `classes`),
+    in words and, as the store holds them, in its JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app as cdpipe
+    from pipeline.store import open_store
+
+    lines = {"semantickitti": ("lidar      velodyne, 64 beams, intensity 0..1, no ring per point",
+                               "classes    semantickitti: 34 raw -> 19 evaluation classes (ignore 0)"),
+             "nuscenes": ("lidar      LIDAR_TOP, 32 beams, intensity 0..255, ring per point",
+                          "classes    nuscenes: 32 lidarseg -> 16 evaluation classes (ignore 0)")}
+    for store in (small_kitti_store[0].out, small_store[0].out):
+        attrs = dict(open_store(store).attrs)
+        res = CliRunner().invoke(cdpipe, ["info", "--store", store])
+        assert res.exit_code == 0, res.output
+        for line in lines[attrs["dataset"]["name"]]:
+            assert f"\n  {line}\n" in res.output, res.output
+        info = json.loads(CliRunner().invoke(cdpipe, ["info", "--store", store, "--json"]).output)
+        assert info["sensors"] == attrs["sensors"] and info["classes"] == attrs["classes"]
+
+
+def test_a_ring_corruption_on_a_store_without_rings_is_refused_before_any_evaluation(small_kitti_store, small_store,
+                                                                                      tmp_path, monkeypatch):
+    """`cdtrain evaluate --corruption beams_missing:0.25` (or sparser_sensor) on a store whose points keep no
+    ring stops in one line, exit 2, before the segmenter is read or any sweep scored; a store with rings
+    passes the same check."""
+    from typer.testing import CliRunner
+
+    import trainer.checkpoint
+    import trainer.evaluate
+    from pipeline.store import open_store
+    from trainer.cli import app as cdtrain
+    from trainer.corruptions import parse
+    from trainer.data import check_corruption
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated or loaded before the corruption was checked")
+
+    monkeypatch.setattr(trainer.evaluate, "evaluate_model", never)
+    monkeypatch.setattr(trainer.checkpoint, "load_segmenter", never)
+    store = small_kitti_store[0].out
+    for corruption in ("beams_missing:0.25", "sparser_sensor:2"):
+        res = CliRunner().invoke(cdtrain, ["evaluate", "--store", store, "--segmenter", str(tmp_path / "s.pt"),
+                                           "--corruption", "fog:0.02", "--corruption", corruption, "--device", "cpu"])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+        assert f"corruption {corruption}: it drops whole rings, and store {store} keeps no ring" in res.output
+    check_corruption(parse("beams_missing:0.25"), dict(open_store(small_store[0].out).attrs), small_store[0].out)
+
+
+def test_the_preview_labels_the_lidar_axes_of_the_stores_dataset(small_kitti_store, small_store):
+    """The bird's-eye panels name where the LiDAR's axes point: x forward on a SemanticKITTI store, y forward
+    on a nuScenes one."""
+    from pipeline.preview import bev_axis_labels, preview_figure, sweep_preview
+
+    assert bev_axis_labels("semantickitti") == ("LiDAR x (m; forward)", "LiDAR y (m; left)")
+    assert bev_axis_labels("nuscenes") == ("LiDAR x (m; right)", "LiDAR y (m; forward)")
+    assert bev_axis_labels("other") == ("LiDAR x (m)", "LiDAR y (m)")
+    for store, name in ((small_kitti_store[0].out, "semantickitti"), (small_store[0].out, "nuscenes")):
+        fig = preview_figure(sweep_preview(store, 0))
+        xlabel, ylabel = bev_axis_labels(name)
+        assert ylabel in [ax.get_ylabel() for ax in fig.axes]
+        assert [ax.get_xlabel() for ax in fig.axes].count(xlabel) == 2  # features and labels from above
+        assert not any("nuScenes" in ax.get_ylabel() for ax in fig.axes)
+
+
+def test_a_split_without_sequences_is_one_line_naming_dataroot_and_split(small_kitti_dataroot, tmp_path):
+    """`cdpipe extract --dataset semantickitti --split test` on a dataroot without test sequences: one line
+    naming the dataroot, the split and the sequences it holds, exit 2, no store written."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app as cdpipe
+    from pipeline.semantickitti import split_sequences
+
+    root = small_kitti_dataroot[0].out
+    out = tmp_path / "t.zarr"
+    res = CliRunner().invoke(cdpipe, ["extract", "--dataset", "semantickitti", "--dataroot", root, "--split", "test",
+                                      "--out", str(out), "--random-teacher", "--workers", "0"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.output.strip() == (f"error: --dataroot {root} --split test: no sequence of split test (11-21) in "
+                                  f"{os.path.realpath(root)}/sequences; it holds 00 (train), 08 (val)")
+    assert not out.exists()
+    assert split_sequences(root, "val") == ["08"]
+    os.makedirs(tmp_path / "empty" / "sequences")
+    with pytest.raises(ExtractError, match="--split all: no sequence folder NN in"):
+        build_semantickitti_index(str(tmp_path / "empty"))
+
+
+def test_the_synth_summary_of_a_kitti_world_says_it_has_no_boxes(small_kitti_dataroot, small_dataroot, capsys):
+    from pipeline.cli import print_summary
+
+    print_summary(small_kitti_dataroot[1])
+    assert "  no boxes (SemanticKITTI has none)\n" in capsys.readouterr().out
+    print_summary(small_dataroot[1])
+    assert f"  annotations {small_dataroot[1]['annotations']}\n" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from typing import Literal
 
 import typer
 
-from pipeline.dialect import DEVICE_HELP, JSON_HELP, STORE_HELP, absolute, fail, given, new_app
+from pipeline.dialect import DEVICE_HELP, JSON_HELP, STORE_HELP, absolute, fail, given, new_app, plural
 from trainer.config import (
     ARCHS,
     CPU_SIZED_ARCHS,
@@ -433,29 +433,30 @@ def finetune(
 def print_detection_result(result: dict) -> None:
     ap = result["centre_distance_ap_2m"]
     typer.echo(f"\ndetection fine-tuning from {result.get('init', '?')}, {result.get('labels_percent', '?')}% labels "
-               f"({len(result.get('label_scenes', []))} scenes); {result['split']}: {result['sweeps']} sweeps")
+               f"({plural(len(result.get('label_scenes', [])), 'scene')}); {result['split']}: "
+               f"{plural(result['sweeps'], 'sweep')}")
     for name, value in result["ap_per_class"].items():
         typer.echo(f"  {name:<20} {100 * value:5.1f}")
     typer.echo(f"  {result['ap_name']}: {'-' if ap is None else f'{100 * ap:.1f}'} (over the "
-               f"{len(result['ap_per_class'])} classes present in {result['split']}; not the devkit's mAP)")
+               f"{plural(len(result['ap_per_class']), 'class')} present in {result['split']}; not the devkit's mAP)")
     typer.echo(f"  {result['split']} detection loss {result['val_loss']:.4f}")
 
 
 def print_result(result: dict) -> None:
     kind = "linear probe" if result.get("linear_probe") else "fine-tuning"
-    labelled = f"{len(result.get('label_scenes', []))} scenes"
+    labelled = plural(len(result.get("label_scenes", [])), "scene")
     if result.get("label_sweeps") is not None:
-        labelled = f"{len(result['label_sweeps'])} sweeps of {labelled}"
+        labelled = f"{plural(len(result['label_sweeps']), 'sweep')} of {labelled}"
     typer.echo(f"\n{kind} from {result.get('init', '?')}, {result.get('labels_percent', '?')}% labels "
-               f"({labelled}); {result['split']}: {result['sweeps']} sweeps")
+               f"({labelled}); {result['split']}: {plural(result['sweeps'], 'sweep')}")
     if result.get("probe_fit"):
         fit = result["probe_fit"]
         typer.echo(f"  probe fit: {fit['rounds']} rounds of L-BFGS, final loss {fit['final_loss']:.4f}"
                    + ("" if fit["converged"] else " (NOT converged: see probe_fit in result.json)"))
     for name, iou in result["iou"].items():
         typer.echo(f"  {name:<20} {'   -' if iou is None else f'{100 * iou:5.1f}'}")
-    typer.echo(f"  {'mIoU':<20} {100 * result['miou']:5.1f}  (over the {len(result['classes'])} classes present in "
-               f"{result['split']})")
+    typer.echo(f"  {'mIoU':<20} {100 * result['miou']:5.1f}  (over the {plural(len(result['classes']), 'class')} "
+               f"present in {result['split']})")
 
 
 @app.command()
@@ -498,15 +499,19 @@ def evaluate(
     segmenter = segmenter or checkpoint
     if segmenter is None:
         fail("cdtrain evaluate needs --segmenter SEGMENTER (a segmenter.pt written by cdtrain finetune)")
-    from pipeline.store import StoreError
+    from pipeline.store import StoreError, open_store
     from trainer.checkpoint import load_segmenter
     from trainer.corruptions import parse
+    from trainer.data import check_corruption
     from trainer.evaluate import check_segmenter_classes, evaluate_model
 
     try:
-        for text in corruption or []:
-            parse(text)
-    except ValueError as e:
+        corruptions = [parse(text) for text in corruption or []]
+        if corruptions:  # before the clean evaluation, which a refused corruption would waste
+            attrs = dict(open_store(store).attrs)
+            for c in corruptions:
+                check_corruption(c, attrs, store)
+    except (StoreError, ValueError) as e:
         fail(str(e))
     dev = check_device(device)
     try:

@@ -75,6 +75,15 @@ DETECTION = ("boxes",)  # the detection head: points and the sweep's annotated b
 SEGMENTATION: tuple[str, ...] = ()  # fine-tuning and scoring: points and labels only
 
 
+def check_corruption(corruption, attrs: dict, store: str) -> None:
+    """Refuse (``ValueError``, one line) a corruption the store's LiDAR record rules out: one that drops whole
+    rings (``RING_CORRUPTIONS``) on a store whose points keep no ring (attribute ``sensors.has_ring``).
+    ``corruption`` is a ``trainer.corruptions.Corruption``; ``attrs`` the store's attributes."""
+    if corruption.kind in RING_CORRUPTIONS and not attrs["sensors"]["has_ring"]:
+        raise ValueError(f"corruption {corruption.name}: it drops whole rings, and store {store} keeps no ring per "
+                         f"point ({attrs['dataset']['name']}'s files have none); use jitter or fog")
+
+
 
 
 def store_sweeps(group, split: str, names: tuple[str, ...] | None = None, on_damage=None,
@@ -167,10 +176,7 @@ class StoreDataset(torch.utils.data.Dataset):
             from trainer.corruptions import parse
 
             self.corruption = parse(cfg.corruption)
-            if self.corruption.kind in RING_CORRUPTIONS and not self.attrs["sensors"]["has_ring"]:
-                raise ValueError(f"corruption {cfg.corruption}: it drops whole rings, and store {cfg.store} keeps no "
-                                 f"ring per point ({self.attrs['dataset']['name']}'s files have none); use jitter or "
-                                 f"fog")
+            check_corruption(self.corruption, self.attrs, cfg.store)
 
     def __len__(self) -> int:
         return len(self.sweeps)
