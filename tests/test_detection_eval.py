@@ -98,7 +98,7 @@ def test_evaluate_detection_writes_the_devkits_metrics(small_store, detector, tm
     """`cdtrain evaluate --task detection` decodes every val sweep, scores them with the devkit and writes
     result.json (mAP, NDS, TP errors, per-class AP, over the classes present too) and the devkit's
     metrics_summary.json; --json prints the result. Two training steps find next to nothing: the values are
-    near 0, only their presence and range are checked."""
+    near 0, only their presence and range are checked. The detector's run folder plots as a detection run."""
     store = small_store[0].out
     out = tmp_path / "eval"
     res = runner.invoke(app, ["evaluate", "--task", "detection", "--detector", detector, "--store", store, "--out",
@@ -120,6 +120,13 @@ def test_evaluate_detection_writes_the_devkits_metrics(small_store, detector, tm
                                   str(tmp_path / "again"), "--device", "cpu", "--json"])
     assert printed.exit_code == 0, printed.output
     assert json.loads(printed.stdout)["mAP"] == result["mAP"]
+    # the detector's run folder: `cdtrain plot` draws its loss parts, held-out detection loss and AP
+    from trainer.plots import read_run, runs_figure
+
+    run = read_run(os.path.dirname(detector))
+    assert {"train_loss", "heatmap_loss", "regression_loss", "val_loss", "val_centre_ap_2m"} <= set(run.series)
+    gids = {ax.get_gid() for ax in runs_figure([run]).axes}
+    assert {"heatmap_loss", "regression_loss", "val_loss", "val_centre_ap_2m"} <= gids
 
 
 def test_evaluate_detection_bad_input_is_one_line(small_store, tmp_path, monkeypatch):
@@ -172,13 +179,3 @@ def test_detection_pictures_draw_every_box_and_class():
     assert {"50.0", "25.0"} <= {t.get_text() for t in ax.texts}
     assert any("mAP 37.5 over the 2 classes present" in t.get_text() for t in ax.get_legend().get_texts())
 
-
-def test_cdtrain_plot_draws_a_detection_runs_panels(detector, tmp_path):
-    """A detection run folder's curve.jsonl gives `cdtrain plot` its loss parts and the held-out detection
-    loss and centre-distance AP."""
-    from trainer.plots import read_run, runs_figure
-
-    run = read_run(os.path.dirname(detector))
-    assert {"train_loss", "heatmap_loss", "regression_loss", "val_loss", "val_centre_ap_2m"} <= set(run.series)
-    gids = {ax.get_gid() for ax in runs_figure([run]).axes}
-    assert {"heatmap_loss", "regression_loss", "val_loss", "val_centre_ap_2m"} <= gids
