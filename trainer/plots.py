@@ -377,7 +377,8 @@ def detection_ap_figure(result: dict, dpi: int = 100):
     ax.barh(y, np.nan_to_num(values), color=["C0" if n in present else "0.8" for n in names], height=0.7)
     for yy, v, n in zip(y, values, names):
         ax.text((0 if np.isnan(v) else v) + 0.8, yy, f"{v:.1f}" if n in present else "not in the val truth",
-                va="center", fontsize=7, color="black" if n in present else "0.45")
+                va="center", fontsize=7, color="black" if n in present else "0.45", zorder=3,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6})  # readable over the mAP lines
     ax.axvline(100 * result["mAP"], color="black", linestyle="--", linewidth=1,
                label=f"mAP {100 * result['mAP']:.1f} (the devkit's, {len(names)} classes)")
     if result.get("mAP_present") is not None and len(present) < len(names):
