@@ -40,7 +40,8 @@ continues where it stopped):
    sweeps (mAP, NDS, per-class AP). Its settings and code version are its own (it runs later, from the
    code that has the detector), recorded beside the segmentation part's code version in
    ``detection_seed_K.json``;
-7. ``transfer``, in WORK/seed_K/transfer: a SemanticKITTI world from the same generator and seed (``cdpipe synth
+7. ``transfer``, in WORK/seed_K/transfer: a SemanticKITTI world from the same generator at seed
+   K + ``TRANSFER_WORLD_OFFSET`` (other streets than the ones pretraining saw; ``cdpipe synth
    --dataset semantickitti``, 11 sequences of ``--transfer-samples-per-scene`` scans, sequence 08 the val one),
    extracted with the seed's teacher at the seed's teacher size, and random init, 3-layer MLP head and MLP head
    + occupancy (their nuScenes pretraining checkpoints from step 3) each fine-tuned on it at 1% and 10% of its
@@ -612,7 +613,11 @@ def fts_labels(work: str, key: str) -> list[str]:
         return json.load(f)["label_scenes"]
 
 
-TRANSFER_PROTOCOL = "1"  # bump when what a seed's transfer part runs changes outside pipeline/ and trainer/
+TRANSFER_PROTOCOL = "2"  # bump when what a seed's transfer part runs changes outside pipeline/ and trainer/
+# The SemanticKITTI world of seed K is generated from seed K + TRANSFER_WORLD_OFFSET: the generator seeds each
+# street from (seed, scene), so seed K itself would give the KITTI world the very streets that seed K's
+# nuScenes-format world pretrained every row on; a transfer must meet streets the backbone has not seen.
+TRANSFER_WORLD_OFFSET = 5000
 TRANSFER_ROWS = ("random init", "3-layer MLP head", "MLP head + occupancy")
 TRANSFER_BUDGETS = {"kitti_1pct": 1.0, "kitti_10pct": 10.0}  # percent of the train scans (single scans)
 TRANSFER_COLUMNS = {  # key -> (title, digits, scale)
@@ -629,6 +634,7 @@ def transfer_settings(args, seg: dict) -> dict:
     and the segmentation fine-tuning's optimiser settings."""
     return {"segmentation_code_version": seg["code_version"], "code_version": code_version(),
             "protocol": TRANSFER_PROTOCOL, "dataset": "semantickitti", "scenes": KITTI_SEQUENCES,
+            "world_seed_offset": TRANSFER_WORLD_OFFSET,
             "samples_per_scene": args.transfer_samples_per_scene, "image_size": args.transfer_image_size,
             "world_version": seg["world_version"], "teacher": seg["teacher"], "teacher_size": seg["teacher_size"],
             "arch": seg["arch"], "voxel_size": seg["voxel_size"], "max_points": seg["max_points"],
@@ -639,15 +645,17 @@ def transfer_settings(args, seg: dict) -> dict:
 
 
 def kitti_world(out: str, seed: int, cfg: dict) -> dict:
-    """The seed's SemanticKITTI world and its store, extracted with the seed's teacher (kept once finished;
-    extraction resumes by itself), and the seconds each step took."""
+    """The seed's SemanticKITTI world (generated from ``seed + cfg["world_seed_offset"]``: other streets than
+    the nuScenes-format world the rows pretrained on) and its store, extracted with the seed's teacher (kept
+    once finished; extraction resumes by itself), and the seconds each step took."""
     os.makedirs(out, exist_ok=True)
     dataroot, store = os.path.join(out, "world"), os.path.join(out, "store.zarr")
     seconds = {}
     t0 = time.perf_counter()
     if not os.path.exists(dataroot + ".done"):
         _run([_cli("cdpipe"), "synth", "--dataset", "semantickitti", "--out", dataroot, "--scenes", str(cfg["scenes"]),
-              "--samples-per-scene", str(cfg["samples_per_scene"]), "--seed", str(seed), "--camera-size",
+              "--samples-per-scene", str(cfg["samples_per_scene"]), "--seed", str(seed + cfg["world_seed_offset"]),
+              "--camera-size",
               cfg["image_size"], "--world-version", str(cfg["world_version"]), "--no-preview", "--workers", "1"],
              os.path.join(out, "synth.log"))
         open(dataroot + ".done", "w").close()
@@ -1123,8 +1131,9 @@ def transfer_section(results: str) -> list[str]:
         "",
         f"{len(seeds)} paired seeds ({', '.join(str(s['seed']) for s in seeds)}), the same pretraining checkpoints "
         f"as the segmentation rows above (segmentation code version {', '.join(sorted(seg_versions))}); transfer "
-        f"code version {cfg['code_version']}. Per seed a SemanticKITTI world from the same generator and seed "
-        f"({cfg['scenes']} sequences x {cfg['samples_per_scene']} scans, cameras {cfg['image_size']}, teacher input "
+        f"code version {cfg['code_version']}. Per seed K a SemanticKITTI world from the same generator at "
+        f"seed K + {cfg['world_seed_offset']} (streets the pretraining never saw; {cfg['scenes']} sequences x "
+        f"{cfg['samples_per_scene']} scans, cameras {cfg['image_size']}, teacher input "
         f"{cfg['teacher_size']}; {world['train_sweeps']} train scans, {world['val_sweeps']} in val sequence 08), "
         f"and each row's backbone fine-tuned as a whole on {lab['kitti_1pct']['sweeps']} and "
         f"{lab['kitti_10pct']['sweeps']} of its train scans (1% and 10%, drawn per seed, the same for every "

@@ -235,7 +235,12 @@ def build_semantickitti_index(dataroot: str, split: str = "all"):
 
     names = split_sequences(dataroot, split)
     top = os.path.join(os.path.realpath(dataroot), "sequences")
-    has_labels = all(os.path.isdir(os.path.join(top, d, "labels")) for d in names)
+    labelled = [d for d in names if os.path.isdir(os.path.join(top, d, "labels"))]
+    if labelled and len(labelled) < len(names):  # a store holds labels for every scan or for none
+        raise ExtractError(f"--dataroot {dataroot} --split {split}: sequences {_runs(tuple(labelled))} have labels/ "
+                           f"but {_runs(tuple(d for d in names if d not in labelled))} have none (SemanticKITTI's "
+                           f"test sequences): extract --split train, val or test, so that no labels are dropped")
+    has_labels = bool(labelled)
     rows, scenes = [], []
     for seq in names:
         folder = os.path.join(top, seq)

@@ -160,3 +160,20 @@ def test_transfer_refuses_a_seed_without_finished_pretraining(paper_table, tmp_p
                                          r"not finished: run .* run --seed 4"):
         paper_table.run_transfer_seed(args)
     assert not (tmp_path / "seed_4" / "transfer").exists()  # refused before any world is built
+
+
+def test_transfer_world_is_other_streets_than_the_pretraining_world(paper_table, tmp_path, monkeypatch):
+    """The generator seeds each street from (seed, scene): the SemanticKITTI world of seed K is made from
+    seed K + TRANSFER_WORLD_OFFSET, so the transfer meets streets the backbone was not pretrained on."""
+    calls = []
+    monkeypatch.setattr(paper_table, "_run", lambda cmd, log: calls.append(cmd))
+    args = type("A", (), dict(transfer_samples_per_scene=20, transfer_image_size="621x188", transfer_steps_1pct=300,
+                               transfer_steps_10pct=400))()
+    seg = {"code_version": "abc", "world_version": 3, "teacher": "tools/teachers/semantic.safetensors",
+           "teacher_size": "224x448", "arch": "minkunet-tiny", "voxel_size": 0.1, "max_points": 8000,
+           "finetune_batch": 2, "finetune_lr": 2e-3, "finetune_warmup": 10, "lovasz": True, "finetune_evals": 4}
+    cfg = paper_table.transfer_settings(args, seg)
+    assert cfg["world_seed_offset"] == paper_table.TRANSFER_WORLD_OFFSET > 1000
+    paper_table.kitti_world(str(tmp_path / "transfer"), 3, cfg)
+    synth = next(c for c in calls if "synth" in c)
+    assert synth[synth.index("--seed") + 1] == str(3 + paper_table.TRANSFER_WORLD_OFFSET)

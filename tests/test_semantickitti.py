@@ -404,3 +404,26 @@ def test_the_synth_summary_of_a_kitti_world_says_it_has_no_boxes(small_kitti_dat
     assert "  no boxes (SemanticKITTI has none)\n" in capsys.readouterr().out
     print_summary(small_dataroot[1])
     assert f"  annotations {small_dataroot[1]['annotations']}\n" in capsys.readouterr().out
+
+
+def test_a_split_mixing_labelled_and_unlabelled_sequences_is_refused(small_kitti_dataroot, tmp_path):
+    """A real dataroot's test sequences (11-21) have no labels/: `--split all` would make a store without
+    labels and drop those of 00-10 without a word. It is refused in one line naming both groups; each split
+    alone extracts."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app as cdpipe
+
+    root = tmp_path / "kitti"
+    shutil.copytree(small_kitti_dataroot[0].out, root)
+    shutil.copytree(root / "sequences" / "00", root / "sequences" / "11")
+    shutil.rmtree(root / "sequences" / "11" / "labels")
+    with pytest.raises(ExtractError, match=r"sequences 00, 08 have labels/ but 11 have none"):
+        build_semantickitti_index(str(root))
+    res = CliRunner().invoke(cdpipe, ["extract", "--dataset", "semantickitti", "--dataroot", str(root),
+                                      "--out", str(tmp_path / "s.zarr"), "--random-teacher", "--workers", "0"])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "--split train, val or test" in res.output
+    assert build_semantickitti_index(str(root), "test").label_path is None
+    assert build_semantickitti_index(str(root), "train").label_path is not None
