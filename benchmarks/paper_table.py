@@ -161,23 +161,31 @@ def _run(cmd: list[str], log: str) -> None:
         sys.exit(f"{' '.join(cmd)} failed ({done.returncode}); see {log}")
 
 
-def build_world(work: str, seed: int, cfg: dict) -> str:
-    """Synthetic world + store for ``seed`` (kept once finished; extraction resumes by itself)."""
+def build_world(work: str, seed: int, cfg: dict, dataset: str = "nuscenes", seconds: dict | None = None) -> str:
+    """Synthetic world + store for ``seed`` in ``dataset``'s layout (nuScenes trainval naming, or
+    SemanticKITTI's sequences), extracted with the table's teacher (each kept once finished; extraction
+    resumes by itself); ``seconds`` gains the time of each step run now."""
     os.makedirs(work, exist_ok=True)
     dataroot, store = os.path.join(work, "world"), os.path.join(work, "store.zarr")
+    layout = ["--dataset", dataset] + (["--version", "v1.0-trainval"] if dataset == "nuscenes" else [])
+    seconds = {} if seconds is None else seconds
+    t0 = time.perf_counter()
     if not os.path.exists(dataroot + ".done"):
-        _run([_cli("cdpipe"), "synth", "--out", dataroot, "--scenes", str(cfg["scenes"]), "--samples-per-scene",
-              str(cfg["samples_per_scene"]), "--seed", str(seed), "--camera-size", cfg["image_size"], "--version",
-              "v1.0-trainval", "--world-version", str(cfg.get("world_version", WORLD_VERSION)), "--no-preview",
+        _run([_cli("cdpipe"), "synth", *layout, "--out", dataroot, "--scenes", str(cfg["scenes"]),
+              "--samples-per-scene", str(cfg["samples_per_scene"]), "--seed", str(seed), "--camera-size",
+              cfg["image_size"], "--world-version", str(cfg.get("world_version", WORLD_VERSION)), "--no-preview",
               "--workers", "1"],
              os.path.join(work, "synth.log"))
         open(dataroot + ".done", "w").close()
+        seconds["synth"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if not os.path.exists(store + ".done"):
-        _run([_cli("cdpipe"), "extract", "--dataroot", dataroot, "--version", "v1.0-trainval", "--out", store,
+        _run([_cli("cdpipe"), "extract", *layout, "--dataroot", dataroot, "--out", store,
               "--teacher", "vit_small_patch14_dinov2", "--teacher-weights", TEACHER, "--teacher-size",
               _width_by_height(cfg["teacher_size"]), "--workers", "1", "--torch-threads", "1"],
              os.path.join(work, "extract.log"))
         open(store + ".done", "w").close()
+        seconds["extract"] = time.perf_counter() - t0
     return store
 
 
@@ -646,28 +654,10 @@ def transfer_settings(args, seg: dict) -> dict:
 
 def kitti_world(out: str, seed: int, cfg: dict) -> dict:
     """The seed's SemanticKITTI world (generated from ``seed + cfg["world_seed_offset"]``: other streets than
-    the nuScenes-format world the rows pretrained on) and its store, extracted with the seed's teacher (kept
-    once finished; extraction resumes by itself), and the seconds each step took."""
-    os.makedirs(out, exist_ok=True)
-    dataroot, store = os.path.join(out, "world"), os.path.join(out, "store.zarr")
-    seconds = {}
-    t0 = time.perf_counter()
-    if not os.path.exists(dataroot + ".done"):
-        _run([_cli("cdpipe"), "synth", "--dataset", "semantickitti", "--out", dataroot, "--scenes", str(cfg["scenes"]),
-              "--samples-per-scene", str(cfg["samples_per_scene"]), "--seed", str(seed + cfg["world_seed_offset"]),
-              "--camera-size",
-              cfg["image_size"], "--world-version", str(cfg["world_version"]), "--no-preview", "--workers", "1"],
-             os.path.join(out, "synth.log"))
-        open(dataroot + ".done", "w").close()
-        seconds["synth"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if not os.path.exists(store + ".done"):
-        _run([_cli("cdpipe"), "extract", "--dataset", "semantickitti", "--dataroot", dataroot, "--out", store,
-              "--teacher", "vit_small_patch14_dinov2", "--teacher-weights", os.path.join(ROOT, cfg["teacher"]),
-              "--teacher-size", _width_by_height(cfg["teacher_size"]), "--workers", "1", "--torch-threads", "1"],
-             os.path.join(out, "extract.log"))
-        open(store + ".done", "w").close()
-        seconds["extract"] = time.perf_counter() - t0
+    the nuScenes-format world the rows pretrained on) and its store (``build_world``), and the seconds each
+    step took."""
+    seconds: dict = {}
+    store = build_world(out, seed + cfg["world_seed_offset"], cfg, "semantickitti", seconds)
     return {"store": store, "seconds_by_step": seconds}
 
 

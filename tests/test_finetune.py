@@ -290,6 +290,11 @@ def test_label_sweeps_are_seeded_sized_and_from_train_only():
                                                    for r in rows)}
     with pytest.raises(ValueError, match="labels-percent"):
         label_sweeps(scenes, 0)
+    # only among the store's complete sweeps: a failed or unwritten one is never drawn, nor counted
+    complete = sorted(train_rows)[::2]
+    rows = label_sweeps(scenes, 10, seed=3, complete=complete)
+    assert set(rows) <= set(complete) and len(rows) == round(0.1 * len(complete))
+    assert label_sweeps(scenes, 10, seed=3, complete=sorted(train_rows)) == label_sweeps(scenes, 10, seed=3)
 
 
 def test_finetune_by_sweeps_trains_on_them_records_them_and_resumes_with_them(small_store, tmp_path, monkeypatch):

@@ -157,7 +157,12 @@ def labelled_train_set(store: str, attrs: dict, cfg: FinetuneConfig, voxel_size:
     into the run folder's log when ``skip_bad_sweeps``."""
     sweeps = None
     if cfg.labels_unit == "sweeps":
-        sweeps = tuple(label_sweeps(attrs["scenes"], cfg.labels_percent, cfg.seed))
+        from pipeline.store import open_store
+        from trainer.data import store_sweeps
+
+        complete = store_sweeps(open_store(store), "train",
+                                on_damage=(lambda s, error: None) if skip_bad_sweeps else None)
+        sweeps = tuple(label_sweeps(attrs["scenes"], cfg.labels_percent, cfg.seed, complete))
         scenes = tuple(scenes_of(attrs["scenes"], list(sweeps)))
     else:
         scenes = tuple(label_subset(attrs["scenes"], cfg.labels_percent, cfg.seed))

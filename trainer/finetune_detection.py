@@ -247,9 +247,11 @@ def detection_pictures(result: dict, predictions: list[dict], store: str, dcfg: 
     if not len(ds) or not predictions:
         del paths["bev"]
         return paths
+    from pipeline.store import read_boxes
+
     by_sweep = {p["sweep"]: p for p in predictions}
-    counts = [len(grid_truth(ds[i].boxes, dcfg)["label"]) if int(ds.sweeps[i]) in by_sweep else -1
-              for i in range(len(ds))]
+    counts = [len(grid_truth(read_boxes(ds.group, int(s)), dcfg)["label"]) if int(s) in by_sweep else -1
+              for s in ds.sweeps]  # the boxes alone: no sweep's points are read to choose one
     sample = ds[int(np.argmax(counts))]
     p = by_sweep[sample.sweep]
     truth = {"centre": sample.boxes["box_centre"], "size": sample.boxes["box_size"], "yaw": sample.boxes["box_yaw"],

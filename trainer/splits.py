@@ -36,10 +36,13 @@ def label_subset(scenes: list[dict], percent: float, seed: int = 0) -> list[str]
     return sorted(chosen)
 
 
-def label_sweeps(scenes: list[dict], percent: float, seed: int = 0) -> list[int]:
-    """The labelled store rows, ascending (see the module docstring)."""
+def label_sweeps(scenes: list[dict], percent: float, seed: int = 0, complete=None) -> list[int]:
+    """The labelled store rows, ascending (see the module docstring); with ``complete`` (the store's complete
+    sweeps), drawn among those only, so that a failed or unwritten sweep is never drawn and counted."""
     train = _train_scenes(scenes, percent)
     rows = np.concatenate([np.arange(s["first_sweep"], s["first_sweep"] + s["num_sweeps"]) for s in train])
+    if complete is not None:
+        rows = np.intersect1d(rows, np.asarray(complete, np.int64))
     if not len(rows):
         raise ValueError("the store's train scenes hold no sweeps to take labels from")
     rows.sort()
