@@ -92,14 +92,20 @@ def write_calib(path: str, projections: list[np.ndarray], cam0_from_lidar: np.nd
             f.write(f"{key}: " + " ".join(f"{v:.12e}" for v in np.asarray(m, np.float64).reshape(-1)) + "\n")
 
 
+def _numbers(path: str, what: str, ndmin: int, expected: str) -> np.ndarray:
+    """The numbers of ``what``.txt at ``path`` (float64, at least ``ndmin`` dimensions); a missing or
+    unreadable file is one ``ExtractError`` naming it."""
+    try:
+        return np.loadtxt(path, dtype=np.float64, ndmin=ndmin)
+    except FileNotFoundError:
+        raise ExtractError(f"{what} missing: {path} (each sequence needs its {what}.txt)") from None
+    except ValueError as e:
+        raise ExtractError(f"{what} {path}: not {expected} ({e})") from None
+
+
 def read_poses(path: str) -> np.ndarray:
     """``poses.txt`` -> [N,4,4] float64 (each line a 3x4 matrix, row-major)."""
-    try:
-        raw = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except FileNotFoundError:
-        raise ExtractError(f"poses missing: {path} (each sequence needs its poses.txt)") from None
-    except ValueError as e:
-        raise ExtractError(f"poses {path}: not rows of numbers ({e})") from None
+    raw = _numbers(path, "poses", 2, "rows of numbers")
     if raw.shape[1] != 12 or not np.isfinite(raw).all():
         raise ExtractError(f"poses {path}: rows of {raw.shape[1]} values, expected 12 finite numbers (3x4, row-major)")
     bottom = np.broadcast_to([0.0, 0.0, 0.0, 1.0], (len(raw), 1, 4))
@@ -112,12 +118,7 @@ def write_poses(path: str, poses: np.ndarray) -> None:
 
 def read_times(path: str) -> np.ndarray:
     """``times.txt`` -> [N] seconds (float64)."""
-    try:
-        t = np.loadtxt(path, dtype=np.float64, ndmin=1)
-    except FileNotFoundError:
-        raise ExtractError(f"times missing: {path} (each sequence needs its times.txt)") from None
-    except ValueError as e:
-        raise ExtractError(f"times {path}: not one number per line ({e})") from None
+    t = _numbers(path, "times", 1, "one number per line")
     if t.ndim != 1 or not np.isfinite(t).all():
         raise ExtractError(f"times {path}: expected one finite number per line")
     return t

@@ -21,6 +21,16 @@ def paper_table(tmp_path, monkeypatch):
     return module
 
 
+def transfer_cfg(paper_table) -> dict:
+    """The transfer part's settings for a seed whose segmentation part ran with the table's settings."""
+    args = type("A", (), dict(transfer_samples_per_scene=20, transfer_image_size="621x188", transfer_steps_1pct=300,
+                               transfer_steps_10pct=400))()
+    seg = {"code_version": "abc", "world_version": 3, "teacher": "tools/teachers/semantic.safetensors",
+           "teacher_size": "224x448", "arch": "minkunet-tiny", "voxel_size": 0.1, "max_points": 8000,
+           "finetune_batch": 2, "finetune_lr": 2e-3, "finetune_warmup": 10, "lovasz": True, "finetune_evals": 4}
+    return paper_table.transfer_settings(args, seg)
+
+
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_agreement(paper_table):
     d = np.array([1.0, 2.0, 3.0, 2.0, 1.5, 2.5])
     lo, hi = paper_table.bootstrap_ci(d)
@@ -107,12 +117,7 @@ def test_transfer_columns_pair_rows_by_seed_and_refuse_mixed_settings(paper_tabl
     """The transfer part's files (transfer_seed_K.json) give their own section: means, the paired differences
     MLP - random, MLP+occ - random and MLP+occ - MLP with both intervals, the plateau; files of two settings are
     refused."""
-    args = type("A", (), dict(transfer_samples_per_scene=20, transfer_image_size="621x188", transfer_steps_1pct=300,
-                               transfer_steps_10pct=400))()
-    seg = {"code_version": "abc", "world_version": 3, "teacher": "tools/teachers/semantic.safetensors",
-           "teacher_size": "224x448", "arch": "minkunet-tiny", "voxel_size": 0.1, "max_points": 8000,
-           "finetune_batch": 2, "finetune_lr": 2e-3, "finetune_warmup": 10, "lovasz": True, "finetune_evals": 4}
-    cfg = paper_table.transfer_settings(args, seg)
+    cfg = transfer_cfg(paper_table)
     assert cfg["lr"] == 2e-3 and cfg["labels_unit"] == "sweeps" and cfg["scenes"] == 11
     assert paper_table.load_seeds(str(tmp_path), "transfer_seed_") == []
     for k in range(3):
@@ -167,12 +172,7 @@ def test_transfer_world_is_other_streets_than_the_pretraining_world(paper_table,
     seed K + TRANSFER_WORLD_OFFSET, so the transfer meets streets the backbone was not pretrained on."""
     calls = []
     monkeypatch.setattr(paper_table, "_run", lambda cmd, log: calls.append(cmd))
-    args = type("A", (), dict(transfer_samples_per_scene=20, transfer_image_size="621x188", transfer_steps_1pct=300,
-                               transfer_steps_10pct=400))()
-    seg = {"code_version": "abc", "world_version": 3, "teacher": "tools/teachers/semantic.safetensors",
-           "teacher_size": "224x448", "arch": "minkunet-tiny", "voxel_size": 0.1, "max_points": 8000,
-           "finetune_batch": 2, "finetune_lr": 2e-3, "finetune_warmup": 10, "lovasz": True, "finetune_evals": 4}
-    cfg = paper_table.transfer_settings(args, seg)
+    cfg = transfer_cfg(paper_table)
     assert cfg["world_seed_offset"] == paper_table.TRANSFER_WORLD_OFFSET > 1000
     paper_table.kitti_world(str(tmp_path / "transfer"), 3, cfg)
     synth = next(c for c in calls if "synth" in c)
