@@ -193,6 +193,7 @@ def same_settings(work: str, cfg: dict) -> None:
     """The settings a work directory was started with are kept in it; continuing it with others would
     mix two experiments in one seed, so that is refused."""
     path = os.path.join(work, "settings.json")
+    cfg = json.loads(json.dumps(cfg))  # as it reads back from the file: tuples become lists
     if os.path.exists(path):
         with open(path) as f:
             before = json.load(f)

@@ -177,3 +177,13 @@ def test_transfer_world_is_other_streets_than_the_pretraining_world(paper_table,
     paper_table.kitti_world(str(tmp_path / "transfer"), 3, cfg)
     synth = next(c for c in calls if "synth" in c)
     assert synth[synth.index("--seed") + 1] == str(3 + paper_table.TRANSFER_WORLD_OFFSET)
+
+
+def test_a_seed_resumes_with_settings_that_hold_tuples_and_refuses_changed_ones(paper_table, tmp_path):
+    # The detection settings hold tuples (the BEV ranges); they read back from settings.json as lists, and
+    # a rerun with the same arguments must resume, not call them changed.
+    cfg = {"steps": 300, "detection_config": {"x_range": (-51.2, 51.2), "classes": ("car", "truck")}}
+    paper_table.same_settings(str(tmp_path / "det"), cfg)
+    paper_table.same_settings(str(tmp_path / "det"), cfg)
+    with pytest.raises(SystemExit, match=r"other settings \(detection_config\)"):
+        paper_table.same_settings(str(tmp_path / "det"), {**cfg, "detection_config": {"x_range": (-40.0, 40.0)}})
