@@ -279,10 +279,10 @@ def finetune_part(store: str, checkpoint: str | None, out: str, seed: int, key: 
             "last_quarter_rise": last_quarter_rise(curve, steps)}
 
 
-def last_quarter_rise(curve: list[dict], steps: int) -> float | None:
-    """mIoU points gained from the last evaluation at or before 3/4 of the steps to the end of the curve
-    (None without a validation point there)."""
-    scored = [(int(c["step"]), float(c["val_miou"])) for c in curve if c.get("val_miou") is not None]
+def last_quarter_rise(curve: list[dict], steps: int, metric: str = "val_miou") -> float | None:
+    """Points (x100) of ``metric`` gained from the last evaluation at or before 3/4 of the steps to the end of
+    the curve (None without a validation point there)."""
+    scored = [(int(c["step"]), float(c[metric])) for c in curve if c.get(metric) is not None]
     before = [m for step, m in scored if step <= 0.75 * steps]
     if not before or not scored:
         return None
@@ -598,13 +598,8 @@ def run_detection_seed(args) -> None:
                 for key in DET_BUDGETS}
         rows[name] = {f"{key}_{m}": r[m] for key, r in runs.items() for m in ("map", "nds")}
         details[name] = runs
+        same_det_scenes(args.seed, work, name, {key: r["label_scenes"] for key, r in runs.items()})
     labels = {key: runs[key]["label_scenes"] for key in DET_BUDGETS}
-    for key, seg_key in (("det_1scene", "ft_1scene"), ("det_25pct", "ft_25pct")):
-        seg_done = os.path.exists(os.path.join(work, "random", f"{seg_key}.json"))
-        seg_labels = fts_labels(work, seg_key) if seg_done else None
-        if seg_labels is not None and labels[key] != seg_labels:
-            sys.exit(f"seed {args.seed}: detection at {key} labelled {labels[key]}, segmentation {seg_labels}: the "
-                     "two tasks must fine-tune on the same scenes")
     result = {"seed": args.seed, "rows": rows, "labels": labels, "settings": cfg, "details": details,
               "seconds_this_sitting": time.perf_counter() - started,
               "seconds_all_parts": sum(r["seconds"] for d in details.values() for r in d.values()),
@@ -614,6 +609,19 @@ def run_detection_seed(args) -> None:
         json.dump(result, f, indent=1)
     print(f"seed {args.seed} detection: " + "; ".join(
         f"{r}: mAP {100 * v['det_1scene_map']:.1f} / {100 * v['det_25pct_map']:.1f}" for r, v in rows.items()))
+
+
+def same_det_scenes(seed: int, work: str, name: str, labels: dict[str, list[str]]) -> None:
+    """A row's detection runs must have labelled the scenes its segmentation fine-tuning labelled (the two
+    tasks are compared on the same labels); checked as each row finishes, so a mismatch stops the seed before
+    the next row's runs."""
+    for key, seg_key in (("det_1scene", "ft_1scene"), ("det_25pct", "ft_25pct")):
+        if not os.path.exists(os.path.join(work, "random", f"{seg_key}.json")):
+            continue
+        seg_labels = fts_labels(work, seg_key)
+        if labels[key] != seg_labels:
+            sys.exit(f"seed {seed}: the {name} row's detection at {key} labelled {labels[key]}, segmentation "
+                     f"{seg_labels}: the two tasks must fine-tune on the same scenes")
 
 
 def fts_labels(work: str, key: str) -> list[str]:
@@ -1059,10 +1067,9 @@ def detection_section(results: str) -> list[str]:
     rises = [(s["seed"], row, key, d[key]["curve"]) for s in seeds for row, d in s["details"].items() for key in d]
     late = []
     for k, row, key, curve in rises:
-        aps = [(c["step"], c["val_centre_ap_2m"]) for c in curve]
-        before = [a for step, a in aps if step <= 0.75 * cfg["steps"][key]]
-        if before and aps[-1][1] - before[-1] >= 0.01:
-            late.append(f"seed {k} {row} {key} +{100 * (aps[-1][1] - before[-1]):.1f}")
+        rise = last_quarter_rise(curve, cfg["steps"][key], "val_centre_ap_2m")
+        if rise is not None and rise >= 1.0:
+            late.append(f"seed {k} {row} {key} +{rise:.1f}")
     return [
         "",
         "## 3D object detection",

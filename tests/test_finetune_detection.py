@@ -174,8 +174,10 @@ def test_detection_head_flags_are_refused_for_segmentation(flag, tmp_path):
     assert res.output.strip().count("\n") == 0 and not (tmp_path / "o").exists()
 
 
-def test_detection_on_single_labelled_sweeps_records_them(small_store, tmp_path):
-    """--labels-unit sweeps reaches the detector too: it trains on the drawn sweeps and result.json names them."""
+def test_detection_on_single_labelled_sweeps_records_them(small_store, tmp_path, monkeypatch):
+    """--labels-unit sweeps reaches the detector too: it trains on the drawn sweeps and result.json names them;
+    a resume that would draw other sweeps is refused, as for segmentation."""
+    import trainer.finetune as ft
     from pipeline.store import open_store
     from trainer.finetune_detection import finetune_detection
     from trainer.splits import label_sweeps
@@ -187,3 +189,6 @@ def test_detection_on_single_labelled_sweeps_records_them(small_store, tmp_path)
     drawn = label_sweeps(open_store(store).attrs["scenes"], 50, 0)
     assert result["label_sweeps"] == drawn and result["finetune_config"]["labels_unit"] == "sweeps"
     assert json.loads((tmp_path / "det" / "result.json").read_text())["label_sweeps"] == drawn
+    monkeypatch.setattr(ft, "label_sweeps", lambda *a, **k: drawn[:-1] or [drawn[0] + 1])
+    with pytest.raises(ValueError, match="other labelled sweeps"):
+        finetune_detection(store, None, "minkunet-tiny", cfg, SMALL_CFG, voxel_size=0.3, progress=False, resume=True)

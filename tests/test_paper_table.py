@@ -187,3 +187,14 @@ def test_a_seed_resumes_with_settings_that_hold_tuples_and_refuses_changed_ones(
     paper_table.same_settings(str(tmp_path / "det"), cfg)
     with pytest.raises(SystemExit, match=r"other settings \(detection_config\)"):
         paper_table.same_settings(str(tmp_path / "det"), {**cfg, "detection_config": {"x_range": (-40.0, 40.0)}})
+
+
+def test_detection_rows_must_label_the_scenes_segmentation_labelled(paper_table, tmp_path):
+    work = tmp_path / "seed_0"
+    (work / "random").mkdir(parents=True)
+    (work / "random" / "ft_1scene.json").write_text(json.dumps({"label_scenes": ["scene-0003"]}))
+    # the 25% segmentation run has not finished: only the 1-scene budget is compared
+    paper_table.same_det_scenes(0, str(work), "linear head", {"det_1scene": ["scene-0003"], "det_25pct": ["x"]})
+    with pytest.raises(SystemExit, match=r"linear head row's detection at det_1scene labelled \['scene-0007'\]"):
+        paper_table.same_det_scenes(0, str(work), "linear head",
+                                    {"det_1scene": ["scene-0007"], "det_25pct": ["x"]})

@@ -88,11 +88,8 @@ def finetune(store: str, checkpoint: str | None, arch: str, cfg: FinetuneConfig,
     if resume:
         now = {"init": init, "arch": arch, "voxel_size": voxel_size, "finetune_config": asdict(cfg),
                "store_fingerprint": fingerprint}
-        ck, changes = resume_from(path, now, force_config, model, opt, scaler)
+        ck, changes = resume_from(path, now, force_config, model, opt, scaler, label_sweeps=about.get("label_sweeps"))
         start, losses = int(ck["step"]), list(ck["pending_losses"])
-        if not changes and ck.get("label_sweeps") != about.get("label_sweeps"):
-            raise ValueError(f"--resume: {path} trained on other labelled sweeps than the same store, "
-                             f"--labels-percent and --seed draw now; start a new run")
 
     def save(step: int) -> None:
         write_atomic(segmenter_record(model, arch, voxel_size, classes.eval, step=step, optimizer=opt.state_dict(),
@@ -189,16 +186,20 @@ def step_samples(ds: StoreDataset, cfg: FinetuneConfig, step: int) -> list:
 
 def resume_from(path: str, now: dict, force_config: bool, model: torch.nn.Module, opt, scaler,
                 forceable: tuple[str, ...] = ("finetune_config", "store_fingerprint"),
-                defaults: dict | None = None) -> tuple[dict, list[str]]:
+                defaults: dict | None = None, label_sweeps: list[int] | None = None) -> tuple[dict, list[str]]:
     """Load the run's own file ``path`` into ``model``, ``opt`` and ``scaler`` after ``check_resume``
-    compared its settings with ``now``; returns the file's record and the settings ``--force-config`` let
-    change."""
+    compared its settings with ``now`` and, unless ``--force-config`` let a setting change, the labelled
+    sweeps drawn now (``label_sweeps``, None for whole scenes) with those the run trained on; returns the
+    file's record and the settings ``--force-config`` let change."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--resume: no {os.path.basename(path)} in {os.path.dirname(path)}")
     ck = read_checkpoint(path)
     defaults = {"finetune_config": field_defaults(FinetuneConfig), **(defaults or {})}
     changes = check_resume(path, ck, now, force=force_config, forceable=forceable, ignore=RESUME_IGNORES,
                            defaults=defaults)
+    if not changes and ck.get("label_sweeps") != label_sweeps:
+        raise ValueError(f"--resume: {path} trained on other labelled sweeps than the same store, "
+                         f"--labels-percent and --seed draw now; start a new run")
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     scaler.load_state_dict(ck["scaler"])

@@ -80,7 +80,8 @@ def finetune_detection(store: str, checkpoint: str | None, arch: str, cfg: Finet
         now = {"init": init, "arch": arch, "voxel_size": voxel_size, "finetune_config": asdict(cfg),
                "detection_config": dcfg.to_dict(), "store_fingerprint": fingerprint}
         ck, changes = resume_from(path, now, force_config, model, opt, scaler,
-                                  defaults={"detection_config": field_defaults(DetectionConfig)})
+                                  defaults={"detection_config": field_defaults(DetectionConfig)},
+                                  label_sweeps=about.get("label_sweeps"))
         start = int(ck["step"])
 
     def save(step: int) -> None:
