@@ -462,9 +462,7 @@ def run_seed(args) -> None:
               "world": {"sweeps": attrs["num_sweeps"], "scenes": len(attrs["scenes"]), "val_scenes": val_scenes},
               "details": details, "seconds_this_sitting": time.perf_counter() - started,
               "seconds_all_parts": total_seconds(details), "threads": args.threads}
-    os.makedirs(args.results, exist_ok=True)
-    with open(os.path.join(args.results, f"seed_{seed}.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_result(os.path.join(args.results, f"seed_{seed}.json"), result)
     print(f"seed {seed}: " + "; ".join(f"{r}: probe {100 * v['probe']:.1f}" for r, v in rows.items() if "probe" in v))
 
 
@@ -480,6 +478,21 @@ DET_COLUMNS = {  # key -> (title, digits, scale)
 DET_DIFFS = (("linear head", "random init"), ("3-layer MLP head", "linear head"),
              ("MLP head + occupancy", "3-layer MLP head"), ("3-layer MLP head", "random init"),
              ("MLP head + occupancy", "random init"))
+
+
+def write_result(path: str, result: dict) -> None:
+    """Write a seed's result file, but leave one that already says the same (a rerun of a finished part
+    changes only ``seconds_this_sitting``), so rerunning finished seeds keeps the committed files as they
+    are."""
+    if os.path.exists(path):
+        with open(path) as f:
+            before = json.load(f)
+        now = json.loads(json.dumps(result))
+        if {**before, "seconds_this_sitting": None} == {**now, "seconds_this_sitting": None}:
+            return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
 
 
 def row_tag(name: str) -> str:
@@ -604,9 +617,7 @@ def run_detection_seed(args) -> None:
               "seconds_this_sitting": time.perf_counter() - started,
               "seconds_all_parts": sum(r["seconds"] for d in details.values() for r in d.values()),
               "threads": args.threads}
-    os.makedirs(args.results, exist_ok=True)
-    with open(os.path.join(args.results, f"detection_seed_{args.seed}.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_result(os.path.join(args.results, f"detection_seed_{args.seed}.json"), result)
     print(f"seed {args.seed} detection: " + "; ".join(
         f"{r}: mAP {100 * v['det_1scene_map']:.1f} / {100 * v['det_25pct_map']:.1f}" for r, v in rows.items()))
 
@@ -733,9 +744,7 @@ def run_transfer_seed(args) -> None:
                         "val_sweeps": sum(s["num_sweeps"] for s in attrs["scenes"] if s["split"] == "val")},
               "settings": cfg, "details": details, "seconds_this_sitting": time.perf_counter() - started,
               "seconds_all_parts": total_seconds(details), "threads": args.threads}
-    os.makedirs(args.results, exist_ok=True)
-    with open(os.path.join(args.results, f"transfer_seed_{args.seed}.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_result(os.path.join(args.results, f"transfer_seed_{args.seed}.json"), result)
     print(f"seed {args.seed} transfer: " + "; ".join(
         f"{r}: mIoU {100 * v['kitti_1pct']:.1f} / {100 * v['kitti_10pct']:.1f}" for r, v in rows.items()))
 

@@ -198,3 +198,13 @@ def test_detection_rows_must_label_the_scenes_segmentation_labelled(paper_table,
     with pytest.raises(SystemExit, match=r"linear head row's detection at det_1scene labelled \['scene-0007'\]"):
         paper_table.same_det_scenes(0, str(work), "linear head",
                                     {"det_1scene": ["scene-0007"], "det_25pct": ["x"]})
+
+
+def test_a_rerun_of_a_finished_seed_leaves_its_result_file_as_it_was(paper_table, tmp_path):
+    path = tmp_path / "results" / "seed_3.json"
+    paper_table.write_result(str(path), {"seed": 3, "rows": {"a": 0.5}, "seconds_this_sitting": 3600.0})
+    first = path.read_text()
+    paper_table.write_result(str(path), {"seed": 3, "rows": {"a": 0.5}, "seconds_this_sitting": 0.4})
+    assert path.read_text() == first
+    paper_table.write_result(str(path), {"seed": 3, "rows": {"a": 0.6}, "seconds_this_sitting": 0.4})
+    assert json.loads(path.read_text())["rows"] == {"a": 0.6}
