@@ -7,11 +7,12 @@ over paired seeds, on worlds where a point's position does not give its class aw
     .venv/bin/python benchmarks/paper_table.py detect --seed K          # its detection columns (after run)
     .venv/bin/python benchmarks/paper_table.py transfer --seed K        # its SemanticKITTI transfer (after run)
     .venv/bin/python benchmarks/paper_table.py table                    # paper_table.md from the seed files
+    .venv/bin/python benchmarks/paper_table.py status                   # which seeds' parts are done, minutes
 
 A seed K sets everything that varies: the synthetic world (``cdpipe synth --seed K``), every
 initialisation, the data order and which scenes are labelled; every row sees the same K, so rows are
 compared seed by seed (paired). Per seed, in WORK/seed_K (each finished part is kept, so a killed run
-continues where it stopped):
+continues where it stopped, and a part's seconds count every sitting it ran in):
 
 1. a world of ``--scenes`` x ``--samples-per-scene`` keyframes (world version 3), every 6th scene in val
    (nuScenes trainval naming), extracted with the teacher the teacher gate names as trained (the semantic
@@ -209,18 +210,53 @@ def same_settings(work: str, cfg: dict) -> None:
         json.dump(cfg, f, indent=1)
 
 
-def part(path: str, compute) -> dict:
-    """The JSON at ``path``, computed and written first if missing (each finished part survives a kill)."""
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    t0 = time.perf_counter()
-    value = compute()
-    value["seconds"] = time.perf_counter() - t0
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+HEARTBEAT_S = 60.0  # how often a running part notes that it is still running (its sittings' file)
+
+
+def _write_json(path: str, value) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(value, f, indent=1)
     os.replace(path + ".tmp", path)
+
+
+def part(path: str, compute) -> dict:
+    """The JSON at ``path``, computed and written first if missing (each finished part survives a kill).
+
+    Its ``seconds`` count every sitting it ran in: ``PATH.sittings`` keeps [start, last seen alive] per
+    sitting (noted every HEARTBEAT_S), so a part killed and resumed counts the time before the kill too (to
+    within HEARTBEAT_S), not only the last sitting's; ``sittings`` says how many there were."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    import threading
+
+    log = path + ".sittings"
+    earlier = []
+    if os.path.exists(log):
+        with open(log) as f:
+            earlier = json.load(f)
+    now = [time.time(), time.time()]
+    _write_json(log, earlier + [now])
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(HEARTBEAT_S):
+            now[1] = time.time()
+            _write_json(log, earlier + [now])
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    try:
+        value = compute()
+    finally:
+        stop.set()
+        thread.join()
+    value["seconds"] = time.perf_counter() - t0 + sum(end - start for start, end in earlier)
+    value["sittings"] = len(earlier) + 1
+    _write_json(path, value)
+    os.remove(log)
     return value
 
 
@@ -820,6 +856,65 @@ def sweep_occ(args) -> None:
     print(f"chosen occupancy weight: {chosen:g}")
 
 
+PARTS = (("segmentation", "", "seed_", "run"), ("detection", "detection", "detection_seed_", "detect"),
+         ("transfer", "transfer", "transfer_seed_", "transfer"))  # title, folder in the seed's work, file, command
+
+
+def part_files(folder: str) -> tuple[list[str], list[str]]:
+    """A part's steps: the JSON files ``part`` wrote (finished steps) and the sittings' files of steps under
+    way, in ``folder``/parts and the row folders beside it (the detection and transfer folders of a
+    segmentation part are parts of their own)."""
+    done, running = [], []
+    for sub in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, sub)
+        if os.path.isdir(path) and sub not in ("detection", "transfer") and not sub.endswith((".zarr", "world")):
+            done += [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".json")]
+            running += [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".json.sittings")]
+    return done, running
+
+
+def status(work: str, results: str = RESULTS) -> list[str]:
+    """Where the ablation stands, per seed and part: finished (its result file), under way (how many of its
+    steps are done and their minutes, pretraining included), or not started; then the minutes a finished
+    part took on average, so what is left can be judged."""
+    seeds = sorted(int(d[5:]) for d in os.listdir(work) if d.startswith("seed_") and d[5:].isdigit()
+                   and int(d[5:]) < SWEEP_SEED) if os.path.isdir(work) else []
+    finished: dict[str, list[float]] = {title: [] for title, *_ in PARTS}
+    lines = []
+    for k in seeds:
+        cells = []
+        for title, folder, prefix, command in PARTS:
+            result = os.path.join(results, f"{prefix}{k}.json")
+            here = os.path.join(work, f"seed_{k}", folder)
+            if os.path.exists(result):
+                with open(result) as f:
+                    minutes = json.load(f)["seconds_all_parts"] / 60
+                finished[title].append(minutes)
+                cells.append(f"{title} finished ({minutes:.0f} min)")
+            elif os.path.exists(os.path.join(here, "settings.json")):
+                done, running = part_files(here)
+                seconds = 0.0
+                for path in done:
+                    with open(path) as f:
+                        seconds += json.load(f).get("seconds") or 0.0
+                for path in running:
+                    with open(path) as f:
+                        seconds += sum(end - start for start, end in json.load(f))
+                for pre in sorted(os.listdir(here)):
+                    seconds += pretrain_seconds(os.path.join(here, pre, "pretrain")) or 0.0
+                cells.append(f"{title} under way ({len(done)} steps done, {len(running)} running; "
+                             f"{seconds / 60:.0f} min so far)")
+            else:
+                cells.append(f"{title} not started")
+        lines.append(f"seed {k}: " + "; ".join(cells))
+    if not seeds:
+        lines.append(f"no seed started in {work}")
+    lines.append("a finished part took on average: " + "; ".join(
+        f"{title} {np.mean(m):.0f} min over {len(m)} seed(s)" if m else f"{title} none finished yet"
+        for title, m in finished.items()))
+    return lines
+
+
 def bootstrap_ci(d: np.ndarray, reps: int = 10000, seed: int = 0) -> tuple[float, float]:
     """95% percentile bootstrap interval of the mean of paired differences (resampling seeds)."""
     rng = np.random.default_rng(seed)
@@ -1191,7 +1286,7 @@ def make_figure(out: str, results: str = RESULTS) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("run", "detect", "transfer", "sweep-occ", "table"))
+    ap.add_argument("command", choices=("run", "detect", "transfer", "sweep-occ", "table", "status"))
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--work", default=os.path.join(ROOT, "paper_table_work"), help="worlds, stores and runs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (run two seeds side by side on 2 cores)")
@@ -1218,7 +1313,9 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "paper_table.md"))
     ap.add_argument("--results", default=RESULTS, help="folder of the seed files and the occupancy weight sweep")
     args = ap.parse_args()
-    if args.command == "table":
+    if args.command == "status":
+        print("\n".join(status(args.work, args.results)))
+    elif args.command == "table":
         text = make_table(args)
         with open(args.out, "w") as f:
             f.write(text + "\n")

@@ -208,3 +208,41 @@ def test_a_rerun_of_a_finished_seed_leaves_its_result_file_as_it_was(paper_table
     assert path.read_text() == first
     paper_table.write_result(str(path), {"seed": 3, "rows": {"a": 0.6}, "seconds_this_sitting": 0.4})
     assert json.loads(path.read_text())["rows"] == {"a": 0.6}
+
+
+def test_a_part_killed_and_resumed_counts_the_time_of_both_sittings(paper_table, tmp_path, monkeypatch):
+    monkeypatch.setattr(paper_table, "HEARTBEAT_S", 0.05)
+    path = str(tmp_path / "seed_0" / "random" / "ft_1scene.json")
+
+    def killed():
+        import time
+        time.sleep(0.3)
+        raise KeyboardInterrupt  # as a kill would stop it: nothing written but the sittings' file
+
+    with pytest.raises(KeyboardInterrupt):
+        paper_table.part(path, killed)
+    first = json.loads((tmp_path / "seed_0" / "random" / "ft_1scene.json.sittings").read_text())
+    assert len(first) == 1 and first[0][1] - first[0][0] >= 0.2 and not os.path.exists(path)
+    value = paper_table.part(path, lambda: {"miou": 0.5})
+    assert value["sittings"] == 2 and value["seconds"] >= 0.2 and value["miou"] == 0.5
+    assert json.loads(open(path).read()) == value and not os.path.exists(path + ".sittings")
+    assert paper_table.part(path, lambda: pytest.fail("a finished part is read, not run again")) == value
+
+
+def test_status_says_per_seed_which_parts_are_finished_under_way_or_not_started(paper_table, tmp_path):
+    work, results = tmp_path / "work", tmp_path / "results"
+    results.mkdir()
+    (results / "seed_0.json").write_text(json.dumps({"seconds_all_parts": 4800.0}))
+    (work / "seed_0" / "detection" / "random").mkdir(parents=True)
+    (work / "seed_0" / "detection" / "settings.json").write_text("{}")
+    (work / "seed_0" / "detection" / "random" / "det_1scene.json").write_text(json.dumps({"seconds": 600.0}))
+    (work / "seed_0" / "detection" / "random" / "det_25pct.json.sittings").write_text(json.dumps([[0, 300]]))
+    (work / "seed_3").mkdir()
+    (work / "seed_900").mkdir()  # the occupancy weight sweep's seed is not an ablation seed
+    lines = paper_table.status(str(work), str(results))
+    assert lines[0] == ("seed 0: segmentation finished (80 min); detection under way (1 steps done, 1 running; "
+                        "15 min so far); transfer not started")
+    assert lines[1] == "seed 3: segmentation not started; detection not started; transfer not started"
+    assert lines[2] == ("a finished part took on average: segmentation 80 min over 1 seed(s); detection none "
+                        "finished yet; transfer none finished yet")
+    assert paper_table.status(str(tmp_path / "nowhere"), str(results))[0].startswith("no seed started")
