@@ -224,14 +224,17 @@ def part(path: str, compute) -> dict:
     """The JSON at ``path``, computed and written first if missing (each finished part survives a kill).
 
     Its ``seconds`` count every sitting it ran in: ``PATH.sittings`` keeps [start, last seen alive] per
-    sitting (noted every HEARTBEAT_S), so a part killed and resumed counts the time before the kill too (to
-    within HEARTBEAT_S), not only the last sitting's; ``sittings`` says how many there were."""
+    sitting (noted every HEARTBEAT_S, and when the sitting ends in an error), so a part killed and resumed
+    counts the time before the kill too (to within HEARTBEAT_S), not only the last sitting's; ``sittings``
+    says how many there were."""
+    log = path + ".sittings"
     if os.path.exists(path):
+        if os.path.exists(log):  # left by a kill between writing the part and removing its log
+            os.remove(log)
         with open(path) as f:
             return json.load(f)
     import threading
 
-    log = path + ".sittings"
     earlier = []
     if os.path.exists(log):
         with open(log) as f:
@@ -250,9 +253,14 @@ def part(path: str, compute) -> dict:
     t0 = time.perf_counter()
     try:
         value = compute()
-    finally:
+    except BaseException:
         stop.set()
         thread.join()
+        now[1] = time.time()
+        _write_json(log, earlier + [now])
+        raise
+    stop.set()
+    thread.join()
     value["seconds"] = time.perf_counter() - t0 + sum(end - start for start, end in earlier)
     value["sittings"] = len(earlier) + 1
     _write_json(path, value)
@@ -320,7 +328,7 @@ def last_quarter_rise(curve: list[dict], steps: int, metric: str = "val_miou") -
     the curve (None without a validation point there)."""
     scored = [(int(c["step"]), float(c[metric])) for c in curve if c.get(metric) is not None]
     before = [m for step, m in scored if step <= 0.75 * steps]
-    if not before or not scored:
+    if not before:
         return None
     return 100.0 * (scored[-1][1] - before[-1])
 
@@ -517,18 +525,21 @@ DET_DIFFS = (("linear head", "random init"), ("3-layer MLP head", "linear head")
 
 
 def write_result(path: str, result: dict) -> None:
-    """Write a seed's result file, but leave one that already says the same (a rerun of a finished part
-    changes only ``seconds_this_sitting``), so rerunning finished seeds keeps the committed files as they
-    are."""
+    """Write a seed's result file (through a temporary file, so a kill never leaves half of one), but leave
+    one that already says the same: a rerun of a finished part changes only how it was rerun
+    (``seconds_this_sitting``, ``threads``), so rerunning finished seeds keeps the committed files as they
+    are. A file that does not parse is replaced."""
     if os.path.exists(path):
-        with open(path) as f:
-            before = json.load(f)
+        try:
+            with open(path) as f:
+                before = json.load(f)
+        except json.JSONDecodeError:
+            before = None
         now = json.loads(json.dumps(result))
-        if {**before, "seconds_this_sitting": None} == {**now, "seconds_this_sitting": None}:
+        rerun = {"seconds_this_sitting": None, "threads": None}
+        if isinstance(before, dict) and {**before, **rerun} == {**now, **rerun}:
             return
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    _write_json(path, result)
 
 
 def row_tag(name: str) -> str:
@@ -668,7 +679,9 @@ def same_det_scenes(seed: int, work: str, name: str, labels: dict[str, list[str]
         seg_labels = fts_labels(work, seg_key)
         if labels[key] != seg_labels:
             sys.exit(f"seed {seed}: the {name} row's detection at {key} labelled {labels[key]}, segmentation "
-                     f"{seg_labels}: the two tasks must fine-tune on the same scenes")
+                     f"{seg_labels}: the two tasks must fine-tune on the same scenes; delete "
+                     f"{os.path.join(work, 'detection', row_tag(name))} and run `detect` again with the code "
+                     "that ran the segmentation part")
 
 
 def fts_labels(work: str, key: str) -> list[str]:
@@ -790,8 +803,13 @@ def pretrain_seconds(out: str) -> float | None:
     path = os.path.join(out, "metrics.jsonl")
     if not os.path.exists(path):
         return None
+    rows = []
     with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill (the trainer repairs it on resume)
+                continue
     times = [r.get("data_s", 0.0) + r.get("step_s", 0.0) for r in rows]
     return float(sum(times)) if rows else None
 
@@ -861,49 +879,74 @@ PARTS = (("segmentation", "", "seed_", "run"), ("detection", "detection", "detec
 
 
 def part_files(folder: str) -> tuple[list[str], list[str]]:
-    """A part's steps: the JSON files ``part`` wrote (finished steps) and the sittings' files of steps under
-    way, in ``folder``/parts and the row folders beside it (the detection and transfer folders of a
+    """A part's steps: the JSON files ``part`` wrote (finished steps) and the sittings' files of steps not
+    finished, in ``folder``/parts and the row folders beside it (the detection and transfer folders of a
     segmentation part are parts of their own)."""
-    done, running = [], []
+    done, unfinished = [], []
     for sub in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         path = os.path.join(folder, sub)
         if os.path.isdir(path) and sub not in ("detection", "transfer") and not sub.endswith((".zarr", "world")):
-            done += [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".json")]
-            running += [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".json.sittings")]
-    return done, running
+            names = sorted(os.listdir(path))
+            done += [os.path.join(path, f) for f in names if f.endswith(".json")]
+            unfinished += [os.path.join(path, f) for f in names
+                           if f.endswith(".json.sittings") and f[:-len(".sittings")] not in names]
+    return done, unfinished
+
+
+def _read_json(path: str):
+    """A JSON file, or None where it is being replaced or was cut short."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def part_minutes(folder: str) -> tuple[float, int, int, int]:
+    """Minutes a part's work folder has taken so far (finished steps, the sittings of unfinished ones, and
+    pretraining from its metrics logs, which lose the steps after a killed run's last checkpoint), its
+    finished steps, its steps running now (alive within 2 x HEARTBEAT_S) and its stopped steps."""
+    done, unfinished = part_files(folder)
+    seconds, running, stopped = 0.0, 0, 0
+    for path in done:
+        seconds += (_read_json(path) or {}).get("seconds") or 0.0
+    for path in unfinished:
+        sittings = _read_json(path) or []
+        seconds += sum(end - start for start, end in sittings)
+        alive = bool(sittings) and time.time() - sittings[-1][1] < 2 * HEARTBEAT_S
+        running, stopped = running + alive, stopped + (not alive)
+    for sub in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        seconds += pretrain_seconds(os.path.join(folder, sub, "pretrain")) or 0.0
+    return seconds / 60, len(done), running, stopped
+
+
+PARTS = (("segmentation", "", "seed_"), ("detection", "detection", "detection_seed_"),
+         ("transfer", "transfer", "transfer_seed_"))  # title, folder in the seed's work folder, result file
 
 
 def status(work: str, results: str = RESULTS) -> list[str]:
-    """Where the ablation stands, per seed and part: finished (its result file), under way (how many of its
-    steps are done and their minutes, pretraining included), or not started; then the minutes a finished
-    part took on average, so what is left can be judged."""
+    """Where the ablation stands, per seed and part: finished (its result file), under way (its steps
+    finished, running and stopped) or not started, with the minutes its work folder has taken (world and
+    store builds, every run, pretraining; a finished part without its work folder: the result file's runs),
+    then the mean minutes of a finished part, so what is left can be judged."""
     seeds = sorted(int(d[5:]) for d in os.listdir(work) if d.startswith("seed_") and d[5:].isdigit()
                    and int(d[5:]) < SWEEP_SEED) if os.path.isdir(work) else []
     finished: dict[str, list[float]] = {title: [] for title, *_ in PARTS}
     lines = []
     for k in seeds:
         cells = []
-        for title, folder, prefix, command in PARTS:
-            result = os.path.join(results, f"{prefix}{k}.json")
+        for title, folder, prefix in PARTS:
+            result = _read_json(os.path.join(results, f"{prefix}{k}.json"))
             here = os.path.join(work, f"seed_{k}", folder)
-            if os.path.exists(result):
-                with open(result) as f:
-                    minutes = json.load(f)["seconds_all_parts"] / 60
+            minutes, done, running, stopped = part_minutes(here)
+            if result is not None:
+                if not done and result.get("seconds_all_parts") is not None:
+                    minutes = result["seconds_all_parts"] / 60
                 finished[title].append(minutes)
                 cells.append(f"{title} finished ({minutes:.0f} min)")
             elif os.path.exists(os.path.join(here, "settings.json")):
-                done, running = part_files(here)
-                seconds = 0.0
-                for path in done:
-                    with open(path) as f:
-                        seconds += json.load(f).get("seconds") or 0.0
-                for path in running:
-                    with open(path) as f:
-                        seconds += sum(end - start for start, end in json.load(f))
-                for pre in sorted(os.listdir(here)):
-                    seconds += pretrain_seconds(os.path.join(here, pre, "pretrain")) or 0.0
-                cells.append(f"{title} under way ({len(done)} steps done, {len(running)} running; "
-                             f"{seconds / 60:.0f} min so far)")
+                cells.append(f"{title} under way ({done} steps finished, {running} running, {stopped} stopped; "
+                             f"{minutes:.0f} min so far)")
             else:
                 cells.append(f"{title} not started")
         lines.append(f"seed {k}: " + "; ".join(cells))

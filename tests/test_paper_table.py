@@ -206,8 +206,13 @@ def test_a_rerun_of_a_finished_seed_leaves_its_result_file_as_it_was(paper_table
     first = path.read_text()
     paper_table.write_result(str(path), {"seed": 3, "rows": {"a": 0.5}, "seconds_this_sitting": 0.4})
     assert path.read_text() == first
+    paper_table.write_result(str(path), {"seed": 3, "rows": {"a": 0.5}, "seconds_this_sitting": 0.4, "threads": 2})
+    assert path.read_text() == first  # how a finished seed is rerun is not a change of its result
     paper_table.write_result(str(path), {"seed": 3, "rows": {"a": 0.6}, "seconds_this_sitting": 0.4})
     assert json.loads(path.read_text())["rows"] == {"a": 0.6}
+    path.write_text('{"seed": 3, "rows": {"a"')  # cut short by a kill (before writes went through a temp file)
+    paper_table.write_result(str(path), {"seed": 3, "rows": {"a": 0.6}, "seconds_this_sitting": 0.4})
+    assert json.loads(path.read_text())["rows"] == {"a": 0.6} and not os.path.exists(str(path) + ".tmp")
 
 
 def test_a_part_killed_and_resumed_counts_the_time_of_both_sittings(paper_table, tmp_path, monkeypatch):
@@ -227,22 +232,45 @@ def test_a_part_killed_and_resumed_counts_the_time_of_both_sittings(paper_table,
     assert value["sittings"] == 2 and value["seconds"] >= 0.2 and value["miou"] == 0.5
     assert json.loads(open(path).read()) == value and not os.path.exists(path + ".sittings")
     assert paper_table.part(path, lambda: pytest.fail("a finished part is read, not run again")) == value
+    open(path + ".sittings", "w").write("[[0, 1]]")  # as a kill between the part's two writes leaves it
+    assert paper_table.part(path, lambda: pytest.fail("not run again")) == value
+    assert not os.path.exists(path + ".sittings")
 
 
 def test_status_says_per_seed_which_parts_are_finished_under_way_or_not_started(paper_table, tmp_path):
+    import time
+
     work, results = tmp_path / "work", tmp_path / "results"
     results.mkdir()
-    (results / "seed_0.json").write_text(json.dumps({"seconds_all_parts": 4800.0}))
-    (work / "seed_0" / "detection" / "random").mkdir(parents=True)
-    (work / "seed_0" / "detection" / "settings.json").write_text("{}")
-    (work / "seed_0" / "detection" / "random" / "det_1scene.json").write_text(json.dumps({"seconds": 600.0}))
-    (work / "seed_0" / "detection" / "random" / "det_25pct.json.sittings").write_text(json.dumps([[0, 300]]))
-    (work / "seed_3").mkdir()
+    (results / "seed_0.json").write_text(json.dumps({"seconds_all_parts": 4800.0}))  # no work folder left
+    det = work / "seed_0" / "detection"
+    (det / "random").mkdir(parents=True)
+    (det / "settings.json").write_text("{}")
+    (det / "parts").mkdir()
+    (det / "parts" / "store.json").write_text(json.dumps({"seconds": 60.0}))
+    (det / "random" / "det_1scene.json").write_text(json.dumps({"seconds": 540.0}))
+    (det / "random" / "det_1scene.json.sittings").write_text(json.dumps([[0, 999]]))  # stale: its part finished
+    now = time.time()
+    (det / "random" / "det_25pct.json.sittings").write_text(json.dumps([[0, 240], [now - 60, now - 1]]))
+    # seed 3: segmentation under way, one step stopped by a kill, pretraining logged with a line cut short
+    seg = work / "seed_3"
+    (seg / "parts").mkdir(parents=True)
+    (seg / "settings.json").write_text("{}")
+    (seg / "parts" / "world.json").write_text(json.dumps({"seconds": 600.0}))
+    (seg / "linear" / "pretrain").mkdir(parents=True)
+    (seg / "linear" / "pretrain" / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "data_s": 100.0, "step_s": 200.0}) + "\n" + '{"step": 2, "data_s": 1')
+    (seg / "linear" / "probe.json.sittings").write_text(json.dumps([[now - 4000, now - 3700]]))
+    (seg / "detection" / "random").mkdir(parents=True)  # a part of its own, not counted here
+    (seg / "detection" / "random" / "det_1scene.json").write_text(json.dumps({"seconds": 6000.0}))
+    (work / "seed_5").mkdir()
     (work / "seed_900").mkdir()  # the occupancy weight sweep's seed is not an ablation seed
     lines = paper_table.status(str(work), str(results))
-    assert lines[0] == ("seed 0: segmentation finished (80 min); detection under way (1 steps done, 1 running; "
-                        "15 min so far); transfer not started")
-    assert lines[1] == "seed 3: segmentation not started; detection not started; transfer not started"
-    assert lines[2] == ("a finished part took on average: segmentation 80 min over 1 seed(s); detection none "
+    assert lines[0] == ("seed 0: segmentation finished (80 min); detection under way (2 steps finished, 1 running, "
+                        "0 stopped; 15 min so far); transfer not started")
+    assert lines[1] == ("seed 3: segmentation under way (1 steps finished, 0 running, 1 stopped; 20 min so far); "
+                        "detection not started; transfer not started")
+    assert lines[2] == "seed 5: segmentation not started; detection not started; transfer not started"
+    assert lines[3] == ("a finished part took on average: segmentation 80 min over 1 seed(s); detection none "
                         "finished yet; transfer none finished yet")
     assert paper_table.status(str(tmp_path / "nowhere"), str(results))[0].startswith("no seed started")

@@ -1,6 +1,6 @@
 """World version 3: where a point is says little about what it is, and every sensor agrees on the ground.
 
-The tests build small worlds (``build_world``, LiDAR sweeps only; three tests share the ten streets of
+The tests build small worlds (``build_world``, LiDAR sweeps only; four tests share the ten streets of
 ``streets``) except the byte-identity check of version 1, which writes a tiny dataroot.
 """
 
