@@ -88,7 +88,8 @@ def test_terrain_hit_respects_the_limit():
 @pytest.fixture(scope="module")
 def streets():
     """Ten scenes of world seed 11, each with its sweep at t = 0 and the sweep's points in the world frame."""
-    return [(world, *_sweep_in_world(world, 0.0)) for world in (build_world(11, scene, DURATION) for scene in range(10))]
+    worlds = [build_world(11, scene, DURATION) for scene in range(10)]
+    return [(world, *_sweep_in_world(world, 0.0)) for world in worlds]
 
 
 def test_ground_height_varies_by_metres_and_the_ego_stands_on_it(streets):
