@@ -1360,6 +1360,7 @@ def main() -> None:
         print("\n".join(status(args.work, args.results)))
     elif args.command == "table":
         text = make_table(args)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write(text + "\n")
         print(text)
