@@ -1016,8 +1016,10 @@ def difference_cells(seeds: list[dict], a: str, b: str, col: str, col_b: str | N
     if diff is None:
         return "-"
     d, lo, hi = diff
-    tlo, thi = t_ci(d)
     k = (COLUMNS | DET_COLUMNS | TRANSFER_COLUMNS)[col][1]
+    if len(d) < 2:  # no interval from one seed
+        return f"{d.mean():+.{k}f} | - | - | {(d > 0).sum()}/1"
+    tlo, thi = t_ci(d)
     return (f"{d.mean():+.{k}f} | [{lo:+.{k}f}, {hi:+.{k}f}] | [{tlo:+.{k}f}, {thi:+.{k}f}] | "
             f"{(d > 0).sum()}/{len(d)}")
 

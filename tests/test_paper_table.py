@@ -274,3 +274,11 @@ def test_status_says_per_seed_which_parts_are_finished_under_way_or_not_started(
     assert lines[3] == ("a finished part took on average: segmentation 80 min over 1 seed(s); detection none "
                         "finished yet; transfer none finished yet")
     assert paper_table.status(str(tmp_path / "nowhere"), str(results))[0].startswith("no seed started")
+
+
+def test_one_seed_gives_a_difference_but_no_interval(paper_table):
+    one = [{"seed": 0, "rows": {"linear head": {"det_25pct_map": 0.093}, "random init": {"det_25pct_map": 0.059}}}]
+    assert paper_table.difference_cells(one, "linear head", "random init", "det_25pct_map") == "+3.4 | - | - | 1/1"
+    two = one + [{"seed": 1, "rows": {"linear head": {"det_25pct_map": 0.05}, "random init": {"det_25pct_map": 0.06}}}]
+    cells = paper_table.difference_cells(two, "linear head", "random init", "det_25pct_map").split(" | ")
+    assert cells[0] == "+1.2" and cells[3] == "1/2" and "nan" not in cells[2]
