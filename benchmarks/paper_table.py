@@ -1054,6 +1054,10 @@ def plateau(seeds: list[dict], keys: tuple[str, ...] = ("ft_1scene", "ft_25pct")
     return out
 
 
+def seeds_phrase(n: int) -> str:
+    return "1 seed" if n == 1 else f"{n} paired seeds"
+
+
 def make_table(args) -> str:
     seeds = load_seeds(args.results)
     ks = [s["seed"] for s in seeds]
@@ -1099,7 +1103,7 @@ def make_table(args) -> str:
     text = "\n".join([
         f"# CleverDistiller ablation on synthetic worlds (version {cfg.get('world_version', '?')})",
         "",
-        f"{len(seeds)} paired seeds ({', '.join(map(str, ks))}), code version {cfg.get('code_version', '?')}; "
+        f"{seeds_phrase(len(seeds))} ({', '.join(map(str, ks))}), code version {cfg.get('code_version', '?')}; "
         f"mean ± sample standard deviation over seeds. mIoU in % on the val scenes of each seed's world, over "
         f"the evaluation classes present in its val truth ({len(s0['classes'])} for seed {s0['seed']}: "
         f"{', '.join(s0['classes'])})."
@@ -1223,7 +1227,7 @@ def detection_section(results: str) -> list[str]:
         "",
         "## 3D object detection",
         "",
-        f"{len(seeds)} paired seeds ({', '.join(str(s['seed']) for s in seeds)}), the same worlds, pretraining "
+        f"{seeds_phrase(len(seeds))} ({', '.join(str(s['seed']) for s in seeds)}), the same worlds, pretraining "
         f"checkpoints and labelled scenes as the segmentation rows above (segmentation code version "
         f"{', '.join(sorted(seg_versions))}); detection code version {cfg['code_version']}. Each row's backbone "
         f"with a CenterPoint-style head (trainer/detection.py: BEV cells of {cfg['detection_config']['cell_m']} m, a "
@@ -1231,7 +1235,8 @@ def detection_section(results: str) -> list[str]:
         f"trunk) fine-tuned as a whole, AdamW lr {cfg['lr']}, batch {cfg['batch']}, at most {cfg['max_points']} "
         f"points per training sweep, {cfg['steps']['det_1scene']} steps at 1 scene and {cfg['steps']['det_25pct']} "
         "at 25%, then scored on the val sweeps by the nuScenes devkit's detection evaluation (detection_cvpr_2019): "
-        "mAP and NDS in %, over its 10 classes (a class absent from the val truth scores 0).",
+        "mAP and NDS in %, over its 10 classes (a class absent from the val truth scores 0)."
+        + (f" **Interim: {len(seeds)} of the {MIN_SEEDS} seeds planned.**" if len(seeds) < MIN_SEEDS else ""),
         "",
         *lines,
         "",
@@ -1276,7 +1281,7 @@ def transfer_section(results: str) -> list[str]:
         "",
         "## Transfer to SemanticKITTI",
         "",
-        f"{len(seeds)} paired seeds ({', '.join(str(s['seed']) for s in seeds)}), the same pretraining checkpoints "
+        f"{seeds_phrase(len(seeds))} ({', '.join(str(s['seed']) for s in seeds)}), the same pretraining checkpoints "
         f"as the segmentation rows above (segmentation code version {', '.join(sorted(seg_versions))}); transfer "
         f"code version {cfg['code_version']}. Per seed K a SemanticKITTI world from the same generator at "
         f"seed K + {cfg['world_seed_offset']} (streets the pretraining never saw; {cfg['scenes']} sequences x "
@@ -1287,7 +1292,8 @@ def transfer_section(results: str) -> list[str]:
         f"row), cross-entropy + Lovasz, AdamW lr {cfg['lr']}, batch {cfg['batch']}, at most {cfg['max_points']} "
         f"points per training scan, {cfg['steps']['kitti_1pct']} and {cfg['steps']['kitti_10pct']} steps. mIoU in % "
         f"on every point of sequence 08, over the SemanticKITTI classes present there ({len(s0['classes'])} for "
-        f"seed {s0['seed']}: {', '.join(s0['classes'])}).",
+        f"seed {s0['seed']}: {', '.join(s0['classes'])})."
+        + (f" **Interim: {len(seeds)} of the {MIN_SEEDS} seeds planned.**" if len(seeds) < MIN_SEEDS else ""),
         "",
         *lines,
         "",

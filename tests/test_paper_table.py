@@ -101,6 +101,7 @@ def test_detection_columns_pair_rows_by_seed_and_refuse_mixed_settings(paper_tab
             {"seed": k, "rows": rows, "settings": cfg, "details": details, "seconds_all_parts": 480.0, "threads": 1}))
     text = "\n".join(paper_table.detection_section(str(tmp_path)))
     assert "## 3D object detection" in text and "3 paired seeds (0, 1, 2)" in text
+    assert "**Interim: 3 of the 8 seeds planned.**" in text
     assert "segmentation code version abc" in text and f"detection code version {cfg['code_version']}" in text
     line = next(x for x in text.splitlines() if x.startswith("| 3-layer MLP head - random init | detection 25% mAP"))
     assert "| +4.0 | [+4.0, +4.0] | [+4.0, +4.0] | 3/3 |" in line
@@ -134,6 +135,7 @@ def test_transfer_columns_pair_rows_by_seed_and_refuse_mixed_settings(paper_tabl
              "threads": 1}))
     text = "\n".join(paper_table.transfer_section(str(tmp_path)))
     assert "## Transfer to SemanticKITTI" in text and "3 paired seeds (0, 1, 2)" in text
+    assert "**Interim: 3 of the 8 seeds planned.**" in text
     assert "segmentation code version abc" in text and f"transfer code version {cfg['code_version']}" in text
     assert "| random init | 11.0 ± 1.0 | 25.0 ± 5.0 |" in text
     line = next(x for x in text.splitlines()
