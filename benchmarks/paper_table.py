@@ -235,10 +235,7 @@ def part(path: str, compute) -> dict:
             return json.load(f)
     import threading
 
-    earlier = []
-    if os.path.exists(log):
-        with open(log) as f:
-            earlier = json.load(f)
+    earlier = _read_json(log) or []
     now = [time.time(), time.time()]
     _write_json(log, earlier + [now])
     stop = threading.Event()
@@ -529,16 +526,10 @@ def write_result(path: str, result: dict) -> None:
     one that already says the same: a rerun of a finished part changes only how it was rerun
     (``seconds_this_sitting``, ``threads``), so rerunning finished seeds keeps the committed files as they
     are. A file that does not parse is replaced."""
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                before = json.load(f)
-        except json.JSONDecodeError:
-            before = None
-        now = json.loads(json.dumps(result))
-        rerun = {"seconds_this_sitting": None, "threads": None}
-        if isinstance(before, dict) and {**before, **rerun} == {**now, **rerun}:
-            return
+    before = _read_json(path)
+    rerun = {"seconds_this_sitting": None, "threads": None}
+    if isinstance(before, dict) and {**before, **rerun} == {**json.loads(json.dumps(result)), **rerun}:
+        return
     _write_json(path, result)
 
 
@@ -874,10 +865,6 @@ def sweep_occ(args) -> None:
     print(f"chosen occupancy weight: {chosen:g}")
 
 
-PARTS = (("segmentation", "", "seed_", "run"), ("detection", "detection", "detection_seed_", "detect"),
-         ("transfer", "transfer", "transfer_seed_", "transfer"))  # title, folder in the seed's work, file, command
-
-
 def part_files(folder: str) -> tuple[list[str], list[str]]:
     """A part's steps: the JSON files ``part`` wrote (finished steps) and the sittings' files of steps not
     finished, in ``folder``/parts and the row folders beside it (the detection and transfer folders of a
@@ -1058,6 +1045,11 @@ def seeds_phrase(n: int) -> str:
     return "1 seed" if n == 1 else f"{n} paired seeds"
 
 
+def interim_note(n: int) -> str:
+    """What a section adds while it has fewer than MIN_SEEDS seeds."""
+    return f" **Interim: {n} of the {MIN_SEEDS} seeds planned.**" if n < MIN_SEEDS else ""
+
+
 def make_table(args) -> str:
     seeds = load_seeds(args.results)
     ks = [s["seed"] for s in seeds]
@@ -1107,7 +1099,7 @@ def make_table(args) -> str:
         f"mean ± sample standard deviation over seeds. mIoU in % on the val scenes of each seed's world, over "
         f"the evaluation classes present in its val truth ({len(s0['classes'])} for seed {s0['seed']}: "
         f"{', '.join(s0['classes'])})."
-        + (f" **Interim: {len(seeds)} of the {MIN_SEEDS} seeds planned.**" if interim else ""),
+        + interim_note(len(seeds)),
         "",
         *lines,
         "",
@@ -1236,7 +1228,7 @@ def detection_section(results: str) -> list[str]:
         f"points per training sweep, {cfg['steps']['det_1scene']} steps at 1 scene and {cfg['steps']['det_25pct']} "
         "at 25%, then scored on the val sweeps by the nuScenes devkit's detection evaluation (detection_cvpr_2019): "
         "mAP and NDS in %, over its 10 classes (a class absent from the val truth scores 0)."
-        + (f" **Interim: {len(seeds)} of the {MIN_SEEDS} seeds planned.**" if len(seeds) < MIN_SEEDS else ""),
+        + interim_note(len(seeds)),
         "",
         *lines,
         "",
@@ -1293,7 +1285,7 @@ def transfer_section(results: str) -> list[str]:
         f"points per training scan, {cfg['steps']['kitti_1pct']} and {cfg['steps']['kitti_10pct']} steps. mIoU in % "
         f"on every point of sequence 08, over the SemanticKITTI classes present there ({len(s0['classes'])} for "
         f"seed {s0['seed']}: {', '.join(s0['classes'])})."
-        + (f" **Interim: {len(seeds)} of the {MIN_SEEDS} seeds planned.**" if len(seeds) < MIN_SEEDS else ""),
+        + interim_note(len(seeds)),
         "",
         *lines,
         "",
