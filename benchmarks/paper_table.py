@@ -59,7 +59,8 @@ when the working tree is being edited meanwhile.
 The seed's results land in ``benchmarks/results/paper_table/seed_K.json``:
 ``{"seed": K, "rows": {row: {column: value}}, ...details}``. ``table`` writes
 ``benchmarks/results/paper_table.md``: means over seeds, and the paired differences with 95% intervals
-over seeds, percentile bootstrap and Student t side by side.
+over seeds, percentile bootstrap and Student t side by side; it ends with one verdict per claim of the paper
+(``CLAIMS``), read off the t intervals of the comparisons that test it (``claims_section``).
 """
 
 from __future__ import annotations
@@ -105,7 +106,6 @@ DIFFS = (("linear head", "random init"), ("3-layer MLP head", "linear head"),
          ("MLP head + occupancy", "random init"), ("3-layer MLP head (wide)", "random init (wide)"))
 FLOOR_DIFFS = (("3-layer MLP head", "probe_raw", "logreg: raw point inputs", "probe"),
                ("3-layer MLP head", "probe_raw", "gbdt: raw point inputs", "probe"),
-               ("3-layer MLP head", "probe_raw", "random init", "probe_raw"),
                ("MLP head + occupancy", "occ_bal_acc", "occupancy: geometry + gbdt", "occ_bal_acc"))
 OCC_WEIGHTS = (0.1, 0.3, 1.0)
 MIN_SEEDS = 8  # the table is interim below this many seeds
@@ -1167,6 +1167,7 @@ def make_table(args) -> str:
         "`... detect --seed K` and `... transfer --seed K` per seed (after its run), then `... table`.",
         *detection_section(args.results),
         *transfer_section(args.results),
+        *claims_section(args.results),
     ])
     return text
 
@@ -1300,6 +1301,109 @@ def transfer_section(results: str) -> list[str]:
         f"- compute per seed (the transfer part: world, extract and every run, {s0.get('threads', '?')} thread(s)): "
         + ", ".join(f"{m:.0f} min" for m in minutes),
     ]
+
+
+PARTS_FILES = {"segmentation": "seed_", "detection": "detection_seed_", "transfer": "transfer_seed_"}
+CLAIMS = (  # (the paper's claim, its comparisons: (part, row a, row b, column of a, column of b or None))
+    ("Distillation puts the camera teacher's semantics into the 3D backbone: a frozen linear probe on its "
+     "features beats one on a random-init backbone's, and with the raw inputs beside them it beats the "
+     "strongest raw-input floor",
+     (("segmentation", "3-layer MLP head", "random init", "probe", None),
+      ("segmentation", "3-layer MLP head", "random init", "probe_raw", None),
+      ("segmentation", "3-layer MLP head", "gbdt: raw point inputs", "probe_raw", "probe"))),
+    ("Pretraining helps segmentation at low label budgets: fine-tuned from the distilled backbone, the "
+     "segmenter beats one fine-tuned from random init with 1 train scene labelled and with 25% of them",
+     (("segmentation", "3-layer MLP head", "random init", "ft_1scene", None),
+      ("segmentation", "3-layer MLP head", "random init", "ft_25pct", None))),
+    ("The non-linear MLP projection head beats a linear one (better backbone features, higher RankMe)",
+     (("segmentation", "3-layer MLP head", "linear head", "probe", None),
+      ("segmentation", "3-layer MLP head", "linear head", "probe_raw", None),
+      ("segmentation", "3-layer MLP head", "linear head", "rankme", None),
+      ("detection", "3-layer MLP head", "linear head", "det_1scene_map", None),
+      ("detection", "3-layer MLP head", "linear head", "det_25pct_map", None))),
+    ("The auxiliary occupancy task adds to the MLP head",
+     (("segmentation", "MLP head + occupancy", "3-layer MLP head", "probe", None),
+      ("segmentation", "MLP head + occupancy", "3-layer MLP head", "ft_1scene", None),
+      ("segmentation", "MLP head + occupancy", "3-layer MLP head", "ft_25pct", None),
+      ("detection", "MLP head + occupancy", "3-layer MLP head", "det_1scene_map", None),
+      ("detection", "MLP head + occupancy", "3-layer MLP head", "det_25pct_map", None),
+      ("transfer", "MLP head + occupancy", "3-layer MLP head", "kitti_1pct", None),
+      ("transfer", "MLP head + occupancy", "3-layer MLP head", "kitti_10pct", None))),
+    ("The distilled backbone helps 3D object detection",
+     (("detection", "3-layer MLP head", "random init", "det_1scene_map", None),
+      ("detection", "3-layer MLP head", "random init", "det_1scene_nds", None),
+      ("detection", "3-layer MLP head", "random init", "det_25pct_map", None),
+      ("detection", "3-layer MLP head", "random init", "det_25pct_nds", None))),
+    ("It generalises across datasets: pretrained on nuScenes-format data, it helps on SemanticKITTI at low "
+     "label budgets",
+     (("transfer", "3-layer MLP head", "random init", "kitti_1pct", None),
+      ("transfer", "3-layer MLP head", "random init", "kitti_10pct", None))),
+)
+
+
+def reading(d: np.ndarray) -> str:
+    """How one paired difference reads, by its 95% Student t interval over seeds: 'holds' when the interval
+    lies above 0, 'reversed' when below, 'undecided' when it holds 0, 'one seed' when there is no interval."""
+    if len(d) < 2:
+        return "one seed"
+    lo, hi = t_ci(d)
+    return "holds" if lo > 0 else "reversed" if hi < 0 else "undecided"
+
+
+def claim_verdict(readings: list[str]) -> str:
+    """A claim's verdict from its comparisons' readings."""
+    if not readings:
+        return "not measured yet"
+    if "one seed" in readings:
+        return "undecided (one seed)"
+    if all(r == "holds" for r in readings):
+        return "reproduced"
+    if all(r == "reversed" for r in readings):
+        return "not reproduced (the opposite holds)"
+    if "holds" not in readings and "reversed" not in readings:
+        return "undecided at this size"
+    return "partly reproduced" if "reversed" not in readings else "mixed (some hold, some are reversed)"
+
+
+def claims_section(results: str) -> list[str]:
+    """One sentence per claim of the paper, its verdict read off the paired t intervals of the parts that
+    have finished seeds (the comparisons of a part without seed files are left out and said so)."""
+    parts = {name: load_seeds(results, prefix) for name, prefix in PARTS_FILES.items()}
+    columns = COLUMNS | DET_COLUMNS | TRANSFER_COLUMNS
+    counts = {name: len(seeds) for name, seeds in parts.items() if seeds}
+    out = ["", "## The paper's claims at this size", "",
+           "Each claim of the paper with the paired differences that test it here: mean, 95% Student t interval "
+           "over seeds, seeds where the difference is positive; a difference *holds* when its interval lies "
+           "above 0, is *reversed* below 0, and is *undecided* when the interval holds 0. A claim is reproduced "
+           "when every difference holds, not reproduced when every one is reversed, undecided at this size when "
+           "none is either, partly reproduced when some hold and none is reversed (with many comparisons "
+           "at 95%, about one in twenty holds by chance alone, so a partial verdict is weak evidence). Seeds per "
+           "part: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + "."
+           + (f" **Interim: fewer than {MIN_SEEDS} seeds in " + ", ".join(
+               name for name, n in counts.items() if n < MIN_SEEDS) + ".**"
+              if any(n < MIN_SEEDS for n in counts.values()) else ""),
+           ""]
+    for claim, comparisons in CLAIMS:
+        said, readings, missing = [], [], []
+        for part_name, a, b, col, col_b in comparisons:
+            seeds = parts[part_name]
+            diff = paired_difference(seeds, a, b, col, col_b) if seeds else None
+            if diff is None:
+                missing.append(part_name)
+                continue
+            d, k = diff[0], columns[col][1]
+            r = reading(d)
+            readings.append(r)
+            what = columns[col][0] if col_b is None else f"{columns[col][0]} vs {columns[col_b][0]}"
+            interval = "no interval" if len(d) < 2 else "[{:+.{k}f}, {:+.{k}f}]".format(*t_ci(d), k=k)
+            said.append(f"{a} - {b}, {what}: {d.mean():+.{k}f} {interval}, {(d > 0).sum()}/{len(d)} ({r})")
+        verdict = claim_verdict(readings)
+        gap = (f" Not measured yet: the {', '.join(sorted(set(missing)))} part's comparisons (no seed files)."
+               if missing else "")
+        few = readings and min(len(parts[p]) for p, *_ in comparisons if parts[p]) < MIN_SEEDS
+        out.append(f"- **{'Interim, ' + verdict if few else verdict.capitalize()}**: {claim}."
+                   + (" " + "; ".join(said) + "." if said else "") + gap)
+    return out
 
 
 def make_figure(out: str, results: str = RESULTS) -> str:

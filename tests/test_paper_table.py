@@ -284,3 +284,59 @@ def test_one_seed_gives_a_difference_but_no_interval(paper_table):
     two = one + [{"seed": 1, "rows": {"linear head": {"det_25pct_map": 0.05}, "random init": {"det_25pct_map": 0.06}}}]
     cells = paper_table.difference_cells(two, "linear head", "random init", "det_25pct_map").split(" | ")
     assert cells[0] == "+1.2" and cells[3] == "1/2" and "nan" not in cells[2]
+
+
+def test_a_difference_reads_by_its_t_interval(paper_table):
+    assert paper_table.reading(np.array([1.0, 1.1, 0.9])) == "holds"
+    assert paper_table.reading(np.array([-1.0, -1.2, -0.8])) == "reversed"
+    assert paper_table.reading(np.array([1.0, -1.0, 0.5])) == "undecided"
+    assert paper_table.reading(np.array([3.0])) == "one seed"
+    assert paper_table.claim_verdict(["holds", "holds"]) == "reproduced"
+    assert paper_table.claim_verdict(["reversed", "reversed"]) == "not reproduced (the opposite holds)"
+    assert paper_table.claim_verdict(["undecided", "undecided"]) == "undecided at this size"
+    assert paper_table.claim_verdict(["holds", "undecided"]) == "partly reproduced"
+    assert paper_table.claim_verdict(["holds", "reversed"]) == "mixed (some hold, some are reversed)"
+    assert paper_table.claim_verdict([]) == "not measured yet"
+
+
+def _claim_seed_files(tmp_path, n: int) -> None:
+    """Segmentation seed files only: MLP beats random init by 5 +- 0.5 points in every probe column and at one
+    scene, ties it at 25%; the linear head beats the MLP head by 2 +- 0.2; occupancy is noise around 0."""
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        base = 0.1 + 0.02 * k
+        e = rng.normal(0.0, 0.005, 8)
+        rows = {
+            "random init": {"probe": base, "probe_raw": base, "ft_1scene": base, "ft_25pct": base + 0.1,
+                            "rankme": 10.0},
+            "3-layer MLP head": {"probe": base + 0.05 + e[0], "probe_raw": base + 0.05 + e[1],
+                                 "ft_1scene": base + 0.05 + e[2], "ft_25pct": base + 0.1 + 0.02 * (-1) ** k,
+                                 "rankme": 8.0 + e[3]},
+            "gbdt: raw point inputs": {"probe": base + 0.03},
+        }
+        rows["linear head"] = {c: v + 0.02 + e[4] / 10 for c, v in rows["3-layer MLP head"].items()}
+        rows["MLP head + occupancy"] = {c: v + 0.01 * (-1) ** k for c, v in rows["3-layer MLP head"].items()}
+        (tmp_path / f"seed_{k}.json").write_text(json.dumps(
+            {"seed": k, "rows": rows, "settings": {"code_version": "abc"}, "occ_weight": 0.1}))
+
+
+def test_the_claims_section_reads_each_claim_off_its_paired_intervals(paper_table, tmp_path):
+    """One sentence per claim of the paper: reproduced when every comparison's t interval lies above 0, not
+    reproduced when every one lies below, undecided when none clears 0, partly when some do; a part without
+    seed files is named as not measured; fewer than 8 seeds make every verdict interim."""
+    _claim_seed_files(tmp_path, 4)
+    lines = paper_table.claims_section(str(tmp_path))
+    claims = [x for x in lines if x.startswith("- **")]
+    assert len(claims) == len(paper_table.CLAIMS) == 6
+    semantics, low_label, mlp, occupancy, detection, transfer = claims
+    assert semantics.startswith("- **Interim, reproduced**") and "4/4 (holds)" in semantics
+    assert "3-layer MLP head - random init, linear probe mIoU: +5.0 [" in semantics
+    assert low_label.startswith("- **Interim, partly reproduced**") and "fine-tune 25% mIoU: +0.0" in low_label
+    assert mlp.startswith("- **Interim, not reproduced (the opposite holds)**") and "0/4 (reversed)" in mlp
+    assert "Not measured yet: the detection part's comparisons" in mlp
+    assert occupancy.startswith("- **Interim, undecided at this size**") and "2/4 (undecided)" in occupancy
+    assert detection.startswith("- **Not measured yet**") and transfer.startswith("- **Not measured yet**")
+    assert "Seeds per part: segmentation 4." in "\n".join(lines)
+    _claim_seed_files(tmp_path, 8)
+    claims = [x for x in paper_table.claims_section(str(tmp_path)) if x.startswith("- **")]
+    assert claims[0].startswith("- **Reproduced**") and "8/8 (holds)" in claims[0]
