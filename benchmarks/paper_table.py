@@ -1362,7 +1362,11 @@ def claim_verdict(readings: list[str]) -> str:
         return "not reproduced (the opposite holds)"
     if "holds" not in readings and "reversed" not in readings:
         return "undecided at this size"
-    return "partly reproduced" if "reversed" not in readings else "mixed (some hold, some are reversed)"
+    if "reversed" not in readings:
+        return "partly reproduced"
+    if "holds" not in readings:
+        return "not reproduced (reversed on some comparisons, undecided on the rest)"
+    return "mixed (some hold, some are reversed)"
 
 
 def claims_section(results: str) -> list[str]:
@@ -1376,7 +1380,8 @@ def claims_section(results: str) -> list[str]:
            "over seeds, seeds where the difference is positive; a difference *holds* when its interval lies "
            "above 0, is *reversed* below 0, and is *undecided* when the interval holds 0. A claim is reproduced "
            "when every difference holds, not reproduced when every one is reversed, undecided at this size when "
-           "none is either, partly reproduced when some hold and none is reversed (with many comparisons "
+           "none is either, partly reproduced when some hold and none is reversed, not reproduced when some are "
+           "reversed and none holds (with many comparisons "
            "at 95%, about one in twenty holds by chance alone, so a partial verdict is weak evidence). Seeds per "
            "part: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + "."
            + (f" **Interim: fewer than {MIN_SEEDS} seeds in " + ", ".join(

@@ -296,6 +296,7 @@ def test_a_difference_reads_by_its_t_interval(paper_table):
     assert paper_table.claim_verdict(["undecided", "undecided"]) == "undecided at this size"
     assert paper_table.claim_verdict(["holds", "undecided"]) == "partly reproduced"
     assert paper_table.claim_verdict(["holds", "reversed"]) == "mixed (some hold, some are reversed)"
+    assert paper_table.claim_verdict(["reversed", "undecided"]).startswith("not reproduced (reversed on some")
     assert paper_table.claim_verdict([]) == "not measured yet"
 
 
