@@ -1303,7 +1303,6 @@ def transfer_section(results: str) -> list[str]:
     ]
 
 
-PARTS_FILES = {"segmentation": "seed_", "detection": "detection_seed_", "transfer": "transfer_seed_"}
 CLAIMS = (  # (the paper's claim, its comparisons: (part, row a, row b, column of a, column of b or None))
     ("Distillation puts the camera teacher's semantics into the 3D backbone: a frozen linear probe on its "
      "features beats one on a random-init backbone's, and with the raw inputs beside them it beats the "
@@ -1372,17 +1371,17 @@ def claim_verdict(readings: list[str]) -> str:
 def claims_section(results: str) -> list[str]:
     """One sentence per claim of the paper, its verdict read off the paired t intervals of the parts that
     have finished seeds (the comparisons of a part without seed files are left out and said so)."""
-    parts = {name: load_seeds(results, prefix) for name, prefix in PARTS_FILES.items()}
+    parts = {name: load_seeds(results, prefix) for name, _, prefix in PARTS}
     columns = COLUMNS | DET_COLUMNS | TRANSFER_COLUMNS
     counts = {name: len(seeds) for name, seeds in parts.items() if seeds}
     out = ["", "## The paper's claims at this size", "",
            "Each claim of the paper with the paired differences that test it here: mean, 95% Student t interval "
            "over seeds, seeds where the difference is positive; a difference *holds* when its interval lies "
            "above 0, is *reversed* below 0, and is *undecided* when the interval holds 0. A claim is reproduced "
-           "when every difference holds, not reproduced when every one is reversed, undecided at this size when "
-           "none is either, partly reproduced when some hold and none is reversed, not reproduced when some are "
-           "reversed and none holds (with many comparisons "
-           "at 95%, about one in twenty holds by chance alone, so a partial verdict is weak evidence). Seeds per "
+           "when every difference holds, partly reproduced when some hold and none is reversed, not reproduced "
+           "when some or all are reversed and none holds, undecided at this size when none holds or is reversed "
+           "(with many comparisons at 95%, about one in twenty holds by chance alone, so a partial verdict is "
+           "weak evidence). Seeds per "
            "part: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + "."
            + (f" **Interim: fewer than {MIN_SEEDS} seeds in " + ", ".join(
                name for name, n in counts.items() if n < MIN_SEEDS) + ".**"
