@@ -892,7 +892,8 @@ def _read_json(path: str):
 def part_minutes(folder: str) -> tuple[float, int, int, int]:
     """Minutes a part's work folder has taken so far (finished steps, the sittings of unfinished ones, and
     pretraining from its metrics logs, which lose the steps after a killed run's last checkpoint), its
-    finished steps, its steps running now (alive within 2 x HEARTBEAT_S) and its stopped steps."""
+    finished steps, its steps running now (alive within 2 x HEARTBEAT_S; a pretraining, which logs every step,
+    when its log grew as recently) and its stopped steps."""
     done, unfinished = part_files(folder)
     seconds, running, stopped = 0.0, 0, 0
     for path in done:
@@ -904,6 +905,8 @@ def part_minutes(folder: str) -> tuple[float, int, int, int]:
         running, stopped = running + alive, stopped + (not alive)
     for sub in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         seconds += pretrain_seconds(os.path.join(folder, sub, "pretrain")) or 0.0
+        log = os.path.join(folder, sub, "pretrain", "metrics.jsonl")
+        running += os.path.exists(log) and time.time() - os.path.getmtime(log) < 2 * HEARTBEAT_S
     return seconds / 60, len(done), running, stopped
 
 
