@@ -266,6 +266,10 @@ def test_status_says_per_seed_which_parts_are_finished_under_way_or_not_started(
     (seg / "linear" / "probe.json.sittings").write_text(json.dumps([[now - 4000, now - 3700]]))
     (seg / "mlp" / "pretrain").mkdir(parents=True)  # a pretraining logging now: running
     (seg / "mlp" / "pretrain" / "metrics.jsonl").write_text(json.dumps({"step": 1, "data_s": 0.0, "step_s": 0.0}))
+    (seg / "occ" / "pretrain").mkdir(parents=True)  # a pretraining that just finished: its next step runs
+    (seg / "occ" / "pretrain" / "metrics.jsonl").write_text(json.dumps({"step": 1, "data_s": 0.0, "step_s": 0.0}))
+    os.utime(seg / "occ" / "pretrain" / "metrics.jsonl", (now - 30, now - 30))
+    (seg / "occ" / "probe.json.sittings").write_text(json.dumps([[now - 20, now - 20]]))
     (seg / "detection" / "random").mkdir(parents=True)  # a part of its own, not counted here
     (seg / "detection" / "random" / "det_1scene.json").write_text(json.dumps({"seconds": 6000.0}))
     (work / "seed_5").mkdir()
@@ -273,7 +277,7 @@ def test_status_says_per_seed_which_parts_are_finished_under_way_or_not_started(
     lines = paper_table.status(str(work), str(results))
     assert lines[0] == ("seed 0: segmentation finished (80 min); detection under way (2 steps finished, 1 running, "
                         "0 stopped; 15 min so far); transfer not started")
-    assert lines[1] == ("seed 3: segmentation under way (1 steps finished, 1 running, 1 stopped; 20 min so far); "
+    assert lines[1] == ("seed 3: segmentation under way (1 steps finished, 2 running, 1 stopped; 20 min so far); "
                         "detection not started; transfer not started")
     assert lines[2] == "seed 5: segmentation not started; detection not started; transfer not started"
     assert lines[3] == ("a finished part took on average: segmentation 80 min over 1 seed(s); detection none "
