@@ -906,10 +906,10 @@ def part_minutes(folder: str) -> tuple[float, int, int, int]:
     for sub in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         seconds += pretrain_seconds(os.path.join(folder, sub, "pretrain")) or 0.0
         log = os.path.join(folder, sub, "pretrain", "metrics.jsonl")
-        if os.path.exists(log) and time.time() - os.path.getmtime(log) < 2 * HEARTBEAT_S:
-            later = [p for p in unfinished if os.path.dirname(p) == os.path.join(folder, sub)
-                     and os.path.getmtime(p) > os.path.getmtime(log)]
-            running += not later  # once the row's next step has started, its pretraining has finished
+        logged = os.path.getmtime(log) if os.path.exists(log) else 0.0
+        if time.time() - logged < 2 * HEARTBEAT_S:  # once the row's next step has started, pretraining has finished
+            running += not any(os.path.dirname(p) == os.path.join(folder, sub) and os.path.getmtime(p) > logged
+                               for p in unfinished)
     return seconds / 60, len(done), running, stopped
 
 
