@@ -1417,27 +1417,36 @@ def claims_section(results: str) -> list[str]:
 
 
 def make_figure(out: str, results: str = RESULTS) -> str:
-    """The paired differences of the table as a figure: per column, each difference's mean, 95% bootstrap
-    interval and per-seed values against 0."""
+    """The paired differences of the table as a figure: per column (segmentation, then detection and
+    transfer where their seed files exist), each difference's mean, 95% Student t interval (the bar, coloured
+    as the claims read it), 95% bootstrap interval (thin line) and per-seed values against 0."""
     from trainer.plots import Difference, plot_paired_differences
 
-    seeds = load_seeds(results)
     short = {"random init": "random", "linear head": "linear", "3-layer MLP head": "MLP",
              "MLP head + occupancy": "MLP+occ", "random init (wide)": "random wide",
              "3-layer MLP head (wide)": "MLP wide"}
-    panels = {}
-    for col, (title, _, scale) in COLUMNS.items():
-        diffs = []
-        for a, b in DIFFS:
-            diff = paired_difference(seeds, a, b, col)
-            if diff is not None:
-                d, lo, hi = diff
-                diffs.append(Difference(f"{short[a]} - {short[b]}", d, float(d.mean()), lo, hi))
-        panels[title + (" (points)" if scale == 100.0 else "")] = diffs
-    n = len(seeds)
-    title = (f"Paired differences over {n} seeds ({', '.join(str(s['seed']) for s in seeds)}): mean (diamond), 95% "
-             f"bootstrap interval (bar; green above 0, red below), each seed (grey)"
-             + (f"; interim, {n} of {MIN_SEEDS} seeds" if n < MIN_SEEDS else ""))
+    panels, counts = {}, []
+    for what, prefix, columns, pairs in (("segmentation", "seed_", COLUMNS, DIFFS),
+                                         ("detection", "detection_seed_", DET_COLUMNS, DET_DIFFS),
+                                         ("transfer", "transfer_seed_", TRANSFER_COLUMNS, TRANSFER_DIFFS)):
+        seeds = load_seeds(results, prefix)
+        if not seeds:
+            continue
+        counts.append(f"{what} {len(seeds)}")
+        for col, (title, _, scale) in columns.items():
+            diffs = []
+            for a, b in pairs:
+                diff = paired_difference(seeds, a, b, col)
+                if diff is not None:
+                    d, lo, hi = diff
+                    diffs.append(Difference(f"{short[a]} - {short[b]}", d, float(d.mean()), lo, hi, *t_ci(d)))
+            unit = " (points)" if scale == 100.0 else ""
+            panels[title + unit + ("" if what == "segmentation" else f", {len(seeds)} seeds")] = diffs
+    seeds = load_seeds(results)
+    n = min(len(seeds), *(int(c.split()[-1]) for c in counts))
+    title = (f"Paired differences over seeds ({', '.join(counts)}): mean (diamond), 95% Student t interval (bar; green "
+             f"above 0, red below), 95% bootstrap interval (thin line), each seed (grey)"
+             + (f"; interim, fewer than {MIN_SEEDS} seeds" if n < MIN_SEEDS else ""))
     return str(plot_paired_differences(panels, out, title))
 
 

@@ -475,6 +475,24 @@ def test_confusion_cells_and_colour_bar_are_in_one_unit():
         assert image.get_array()[t, p] == pytest.approx(float(text))
 
 
+def test_a_paired_difference_is_coloured_by_its_t_interval_where_it_has_one(tmp_path):
+    """The claims read the Student t interval, so the figure colours by it: a difference whose bootstrap
+    interval clears 0 but whose t interval holds 0 is drawn grey, not green."""
+    from trainer.plots import Difference, plot_paired_differences
+
+    green = np.array([44, 160, 44])  # matplotlib's C2
+
+    def green_pixels(diff: Difference) -> int:
+        out = plot_paired_differences({"probe": [diff]}, tmp_path / "d.png", "one difference")
+        rgb = np.asarray(Image.open(out).convert("RGB"), np.int64)
+        return int((np.abs(rgb - green).sum(-1) < 30).sum())
+
+    d = np.array([0.1, 0.9, 0.2, 0.8])
+    assert green_pixels(Difference("a - b", d, 0.5, 0.2, 0.8)) > 50  # bootstrap only: above 0, green
+    assert green_pixels(Difference("a - b", d, 0.5, 0.2, 0.8, -0.1, 1.1)) == 0  # t holds 0: grey
+    assert green_pixels(Difference("a - b", d, 0.5, 0.2, 0.8, 0.05, 0.95)) > 50  # t above 0: green
+
+
 def test_paper_table_figure_from_the_committed_seed_files(tmp_path):
     """The table's paired differences and figure, from the committed seed files of the version-2 worlds
     (benchmarks/results/paper_table_v2; the version-3 table reads its own folder the same way)."""

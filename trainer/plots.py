@@ -314,20 +314,24 @@ def row_normalised(confusion) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Difference:
-    """One paired difference ``label`` (row a minus row b) over seeds: its per-seed values, their mean
-    and a confidence interval [lo, hi]."""
+    """One paired difference ``label`` (row a minus row b) over seeds: its per-seed values, their mean,
+    a confidence interval [lo, hi] and, where given, a second one [t_lo, t_hi] (the Student t interval,
+    which then decides the colour: it is the one a verdict reads)."""
 
     label: str
     per_seed: np.ndarray
     mean: float
     lo: float
     hi: float
+    t_lo: float = float("nan")
+    t_hi: float = float("nan")
 
 
 def plot_paired_differences(panels: dict[str, list[Difference]], out: str | os.PathLike, title: str,
                             dpi: int = 100) -> Path:
-    """One panel per measure (``panels``: title -> differences): each difference's mean (dot), its
-    interval (bar) and its per-seed values (small grey dots), against a line at 0 (no difference)."""
+    """One panel per measure (``panels``: title -> differences): each difference's mean (diamond), its
+    interval (bar) and its per-seed values (small grey dots), against a line at 0 (no difference). A
+    difference with a t interval draws it as the bar and its other interval as a thin line below it."""
     from matplotlib.figure import Figure
 
     panels = {k: v for k, v in panels.items() if v}
@@ -341,10 +345,14 @@ def plot_paired_differences(panels: dict[str, list[Difference]], out: str | os.P
     for ax, (name, diffs) in zip(axes.ravel(), panels.items()):
         for d in diffs:
             yy = row_of[d.label]
-            colour = "C2" if d.lo > 0 else "C3" if d.hi < 0 else "0.3"  # interval clear of 0, or not
+            has_t = bool(np.isfinite(d.t_lo) and np.isfinite(d.t_hi))
+            lo, hi = (d.t_lo, d.t_hi) if has_t else (d.lo, d.hi)
+            colour = "C2" if lo > 0 else "C3" if hi < 0 else "0.3"  # interval clear of 0, or not
             jitter = np.linspace(-0.12, 0.12, len(d.per_seed)) if len(d.per_seed) > 1 else np.zeros(1)
             ax.plot(d.per_seed, yy + jitter, linestyle="none", marker="o", markersize=3, color="0.6")
-            ax.plot([d.lo, d.hi], [yy, yy], color=colour, linewidth=2.2, solid_capstyle="butt")
+            ax.plot([lo, hi], [yy, yy], color=colour, linewidth=2.2, solid_capstyle="butt")
+            if has_t:
+                ax.plot([d.lo, d.hi], [yy - 0.22, yy - 0.22], color="0.35", linewidth=0.9)
             ax.plot([d.mean], [yy], marker="D", markersize=6, color=colour)
         for label in set(labels) - {d.label for d in diffs}:
             ax.text(0.5, row_of[label], "not measured for these rows", transform=ax.get_yaxis_transform(),
