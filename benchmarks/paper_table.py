@@ -1425,14 +1425,14 @@ def make_figure(out: str, results: str = RESULTS) -> str:
     short = {"random init": "random", "linear head": "linear", "3-layer MLP head": "MLP",
              "MLP head + occupancy": "MLP+occ", "random init (wide)": "random wide",
              "3-layer MLP head (wide)": "MLP wide"}
-    panels, counts = {}, []
+    panels, counts = {}, {}
     for what, prefix, columns, pairs in (("segmentation", "seed_", COLUMNS, DIFFS),
                                          ("detection", "detection_seed_", DET_COLUMNS, DET_DIFFS),
                                          ("transfer", "transfer_seed_", TRANSFER_COLUMNS, TRANSFER_DIFFS)):
         seeds = load_seeds(results, prefix)
         if not seeds:
             continue
-        counts.append(f"{what} {len(seeds)}")
+        counts[what] = len(seeds)
         for col, (title, _, scale) in columns.items():
             diffs = []
             for a, b in pairs:
@@ -1442,11 +1442,9 @@ def make_figure(out: str, results: str = RESULTS) -> str:
                     diffs.append(Difference(f"{short[a]} - {short[b]}", d, float(d.mean()), lo, hi, *t_ci(d)))
             unit = " (points)" if scale == 100.0 else ""
             panels[title + unit + ("" if what == "segmentation" else f", {len(seeds)} seeds")] = diffs
-    seeds = load_seeds(results)
-    n = min(len(seeds), *(int(c.split()[-1]) for c in counts))
-    title = (f"Paired differences over seeds ({', '.join(counts)}): mean (diamond), 95% Student t interval (bar; green "
-             f"above 0, red below), 95% bootstrap interval (thin line), each seed (grey)"
-             + (f"; interim, fewer than {MIN_SEEDS} seeds" if n < MIN_SEEDS else ""))
+    title = (f"Paired differences over seeds ({', '.join(f'{k} {n}' for k, n in counts.items())}): mean (diamond), "
+             f"95% Student t interval (bar; green above 0, red below), 95% bootstrap interval (thin line), each seed "
+             f"(grey)" + (f"; interim, fewer than {MIN_SEEDS} seeds" if min(counts.values()) < MIN_SEEDS else ""))
     return str(plot_paired_differences(panels, out, title))
 
 
