@@ -1426,9 +1426,10 @@ def make_figure(out: str, results: str = RESULTS) -> str:
              "MLP head + occupancy": "MLP+occ", "random init (wide)": "random wide",
              "3-layer MLP head (wide)": "MLP wide"}
     panels, counts = {}, {}
-    for what, prefix, columns, pairs in (("segmentation", "seed_", COLUMNS, DIFFS),
-                                         ("detection", "detection_seed_", DET_COLUMNS, DET_DIFFS),
-                                         ("transfer", "transfer_seed_", TRANSFER_COLUMNS, TRANSFER_DIFFS)):
+    measures = {"segmentation": (COLUMNS, DIFFS), "detection": (DET_COLUMNS, DET_DIFFS),
+                "transfer": (TRANSFER_COLUMNS, TRANSFER_DIFFS)}
+    for what, _, prefix in PARTS:
+        columns, pairs = measures[what]
         seeds = load_seeds(results, prefix)
         if not seeds:
             continue
